@@ -1,0 +1,34 @@
+//! Mandate's domain, in pure code: no IO, no async, no HTTP, no SQL.
+//!
+//! Everything a request carries is parsed into these types at the edge (see `mandate-server`),
+//! and every decision the authorization server makes is a function of these values:
+//!
+//! * [`scope`] — `<resource>:<action>` scopes, wildcard patterns, action classes;
+//! * [`stage`] — `observe` / `draft` / `execute`;
+//! * [`ids`] — agent ids, task ids, user principals;
+//! * [`chain`] — the delegation chain and its RFC 8693 `act` encoding;
+//! * [`claims`] — the claims of an issued access token (RFC 9068);
+//! * [`agent`] — registered agents and their keys;
+//! * [`grant`] — the issuance decision: effective rights, stage, lifetime;
+//! * [`revocation`] — what was revoked and whether a token is still alive;
+//! * [`task`] — tasks and issued-token records;
+//! * [`time`] — RFC 3339 formatting;
+//! * [`audit`] — audit events and their hash chain.
+
+pub mod agent;
+pub mod audit;
+pub mod chain;
+pub mod claims;
+pub mod grant;
+pub mod ids;
+pub mod revocation;
+pub mod scope;
+pub mod stage;
+pub mod task;
+pub mod time;
+
+pub use agent::{Agent, AgentKey, AgentStatus};
+pub use chain::{Actor, DelegationChain};
+pub use ids::{AgentId, TaskId, UserPrincipal};
+pub use scope::{ActionClass, Scope, ScopePattern, ScopeSet};
+pub use stage::Stage;

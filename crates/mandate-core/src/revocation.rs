@@ -1,0 +1,228 @@
+//! What has been revoked, and whether a token is still alive (SPEC §5).
+//!
+//! The index holds revoked tokens (each revoked `jti` and every `jti` derived from it, computed
+//! when the revocation is made) and revoked roots with a "not before" time: tasks, users, agents,
+//! agent keys. A token is dead if its own `jti` is revoked, its task is, or its user, any agent
+//! of its chain, or any credential of its chain was revoked at or after the token was issued.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::chain::DelegationChain;
+
+/// What a revocation names (SPEC §10: `POST /v1/revocations` `kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RevocationKind {
+    /// One token (by `jti`) and everything derived from it.
+    Token,
+    /// A task and every token bound to it.
+    Task,
+    /// An agent: it is suspended, and every token it appears in ends.
+    Agent,
+    /// A user: every delegation on their behalf ends.
+    User,
+    /// An agent key (by `kid`): the key is revoked and every token it proved ends.
+    Key,
+}
+
+impl RevocationKind {
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevocationKind::Token => "token",
+            RevocationKind::Task => "task",
+            RevocationKind::Agent => "agent",
+            RevocationKind::User => "user",
+            RevocationKind::Key => "key",
+        }
+    }
+
+    /// Parses the lowercase name.
+    pub fn parse(s: &str) -> Option<RevocationKind> {
+        match s {
+            "token" => Some(RevocationKind::Token),
+            "task" => Some(RevocationKind::Task),
+            "agent" => Some(RevocationKind::Agent),
+            "user" => Some(RevocationKind::User),
+            "key" => Some(RevocationKind::Key),
+            _ => None,
+        }
+    }
+}
+
+/// The facts of a token that revocation is checked against.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenFacts<'a> {
+    /// `jti`.
+    pub jti: &'a str,
+    /// `task`.
+    pub task: &'a str,
+    /// The user's subject, for user tokens.
+    pub user: Option<&'a str>,
+    /// The agents and credentials.
+    pub chain: &'a DelegationChain,
+    /// `iat`.
+    pub iat: i64,
+}
+
+/// Why a token is no longer alive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revoked {
+    /// What was revoked.
+    pub kind: RevocationKind,
+    /// Its id.
+    pub id: String,
+}
+
+/// The in-memory revocation state; rebuilt from the store at start.
+#[derive(Debug, Clone, Default)]
+pub struct RevocationIndex {
+    tokens: HashMap<String, i64>,
+    tasks: HashMap<String, i64>,
+    users: HashMap<String, i64>,
+    agents: HashMap<String, i64>,
+    keys: HashMap<String, i64>,
+}
+
+impl RevocationIndex {
+    /// Records a revocation of `kind` `id` made at `at`. For tokens, `at` is the token's `exp`
+    /// (after which the entry can be forgotten).
+    pub fn insert(&mut self, kind: RevocationKind, id: &str, at: i64) {
+        let map = match kind {
+            RevocationKind::Token => &mut self.tokens,
+            RevocationKind::Task => &mut self.tasks,
+            RevocationKind::User => &mut self.users,
+            RevocationKind::Agent => &mut self.agents,
+            RevocationKind::Key => &mut self.keys,
+        };
+        let entry = map.entry(id.to_owned()).or_insert(at);
+        *entry = (*entry).max(at);
+    }
+
+    /// Whether the token with `jti` was revoked directly or through an ancestor.
+    pub fn token_revoked(&self, jti: &str) -> bool {
+        self.tokens.contains_key(jti)
+    }
+
+    /// Why the token is dead, or `None` if no revocation reaches it.
+    pub fn check(&self, t: &TokenFacts<'_>) -> Option<Revoked> {
+        let hit = |kind, id: &str| Revoked {
+            kind,
+            id: id.to_owned(),
+        };
+        if self.tokens.contains_key(t.jti) {
+            return Some(hit(RevocationKind::Token, t.jti));
+        }
+        if self.tasks.contains_key(t.task) {
+            return Some(hit(RevocationKind::Task, t.task));
+        }
+        if let Some(user) = t.user {
+            if self.users.get(user).is_some_and(|&at| t.iat <= at) {
+                return Some(hit(RevocationKind::User, user));
+            }
+        }
+        for actor in t.chain.actors() {
+            let agent = actor.agent.as_str();
+            if self.agents.get(agent).is_some_and(|&at| t.iat <= at) {
+                return Some(hit(RevocationKind::Agent, agent));
+            }
+            let kid = actor.credential.strip_prefix("kid:").unwrap_or(&actor.credential);
+            if self.keys.get(kid).is_some_and(|&at| t.iat <= at) {
+                return Some(hit(RevocationKind::Key, kid));
+            }
+        }
+        None
+    }
+
+    /// Forgets revoked tokens that expired before `now`.
+    pub fn prune(&mut self, now: i64) {
+        self.tokens.retain(|_, exp| *exp >= now);
+    }
+
+    /// Number of revoked-token entries held.
+    pub fn revoked_tokens(&self) -> usize {
+        self.tokens.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain::Actor;
+    use crate::ids::AgentId;
+
+    fn chain() -> DelegationChain {
+        DelegationChain::new(vec![
+            Actor {
+                agent: AgentId::parse("support-v2").unwrap(),
+                credential: "kid:s1".into(),
+            },
+            Actor {
+                agent: AgentId::parse("analytics-v1").unwrap(),
+                credential: "kid:a1".into(),
+            },
+        ])
+    }
+
+    #[test]
+    fn each_root_reaches_its_tokens() {
+        let c = chain();
+        let t = TokenFacts {
+            jti: "j1",
+            task: "t1",
+            user: Some("alice"),
+            chain: &c,
+            iat: 100,
+        };
+        let cases = [
+            (RevocationKind::Token, "j1"),
+            (RevocationKind::Task, "t1"),
+            (RevocationKind::User, "alice"),
+            (RevocationKind::Agent, "support-v2"),
+            (RevocationKind::Agent, "analytics-v1"),
+            (RevocationKind::Key, "a1"),
+        ];
+        for (kind, id) in cases {
+            let mut idx = RevocationIndex::default();
+            assert!(idx.check(&t).is_none());
+            idx.insert(kind, id, 100);
+            assert_eq!(idx.check(&t).map(|r| r.kind), Some(kind), "{id}");
+        }
+    }
+
+    #[test]
+    fn roots_spare_tokens_issued_after_the_revocation() {
+        let c = chain();
+        let mut idx = RevocationIndex::default();
+        idx.insert(RevocationKind::User, "alice", 100);
+        let later = TokenFacts {
+            jti: "j2",
+            task: "t2",
+            user: Some("alice"),
+            chain: &c,
+            iat: 101,
+        };
+        assert!(idx.check(&later).is_none());
+        idx.insert(RevocationKind::User, "bob", 100);
+        assert!(idx.check(&later).is_none());
+    }
+}
+
+/// A revocation as recorded: the root that was revoked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevocationRecord {
+    /// Generated id of the revocation.
+    pub id: String,
+    /// What kind of thing was revoked.
+    pub kind: RevocationKind,
+    /// The bare id of what was revoked (jti, task id, agent id, user sub, kid).
+    pub target: String,
+    /// Who revoked it (`admin:<name>`, `agent:<id>`, `system`).
+    pub by: String,
+    /// Why.
+    pub reason: String,
+    /// When, seconds since the epoch.
+    pub at: i64,
+}
