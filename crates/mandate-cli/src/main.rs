@@ -1,1 +1,2 @@
+//! The `mandate` command (being written).
 fn main() {}

@@ -90,8 +90,6 @@ pub struct Agent {
 impl Agent {
     /// The key with `kid`, if registered and usable at `now`.
     pub fn usable_key(&self, kid: &str, now: i64) -> Option<&AgentKey> {
-        self.keys
-            .iter()
-            .find(|k| k.kid == kid && k.usable_at(now))
+        self.keys.iter().find(|k| k.kid == kid && k.usable_at(now))
     }
 }

@@ -237,43 +237,84 @@ pub struct ChainReport {
     pub first_break: Option<ChainBreak>,
 }
 
-/// Checks events in `seq` order from the start of the log. Stops at the first break.
-pub fn verify_chain<I: IntoIterator<Item = AuditEvent>>(events: I) -> ChainReport {
-    let mut prev = GENESIS_HASH.to_owned();
-    let mut expected_seq = 1;
-    let mut checked = 0;
-    for e in events {
-        let problem = if e.seq != expected_seq {
+/// Checks a chain event by event, so a long log can be walked page by page.
+#[derive(Debug, Clone)]
+pub struct ChainVerifier {
+    prev: String,
+    expected_seq: i64,
+    checked: u64,
+    first_break: Option<ChainBreak>,
+}
+
+impl Default for ChainVerifier {
+    fn default() -> Self {
+        ChainVerifier {
+            prev: GENESIS_HASH.to_owned(),
+            expected_seq: 1,
+            checked: 0,
+            first_break: None,
+        }
+    }
+}
+
+impl ChainVerifier {
+    /// Checks the next event. After the first break, further events are ignored.
+    pub fn push(&mut self, e: &AuditEvent) {
+        if self.first_break.is_some() {
+            return;
+        }
+        let problem = if e.seq != self.expected_seq {
             Some(format!(
-                "expected seq {expected_seq}, found {}: events missing or reordered",
-                e.seq
+                "expected seq {}, found {}: events missing or reordered",
+                self.expected_seq, e.seq
             ))
-        } else if e.prev_hash != prev {
+        } else if e.prev_hash != self.prev {
             Some("prev_hash does not match the previous event's hash: an event before it was removed or replaced".to_owned())
         } else if e.compute_hash() != e.hash {
             Some("hash does not match the event's content: the event was altered".to_owned())
         } else {
             None
         };
-        if let Some(problem) = problem {
-            return ChainReport {
-                checked,
-                head: prev,
-                first_break: Some(ChainBreak {
-                    seq: expected_seq.min(e.seq),
+        match problem {
+            Some(problem) => {
+                self.first_break = Some(ChainBreak {
+                    seq: self.expected_seq.min(e.seq),
                     problem,
-                }),
-            };
+                })
+            }
+            None => {
+                self.prev = e.hash.clone();
+                self.expected_seq += 1;
+                self.checked += 1;
+            }
         }
-        prev = e.hash;
-        expected_seq += 1;
-        checked += 1;
     }
-    ChainReport {
-        checked,
-        head: prev,
-        first_break: None,
+
+    /// Whether a break was found.
+    pub fn is_broken(&self) -> bool {
+        self.first_break.is_some()
     }
+
+    /// The result so far.
+    pub fn report(self) -> ChainReport {
+        ChainReport {
+            checked: self.checked,
+            head: self.prev,
+            first_break: self.first_break,
+        }
+    }
+}
+
+/// Checks events in `seq` order from the start of the log. Stops at the first break.
+pub fn verify_chain<I: IntoIterator<Item = AuditEvent>>(events: I) -> ChainReport {
+    let mut v = ChainVerifier::default();
+    for e in events {
+        v.push(&e);
+        if v.is_broken() {
+            break;
+        }
+    }
+    v.report()
 }
 
 #[cfg(test)]

@@ -115,8 +115,9 @@ impl AccessClaims {
         match (&self.act, self.sub_profile) {
             (Some(act), SubProfile::User) => Ok(DelegationChain::from_act_claim(act)?),
             (None, SubProfile::Agent) => {
-                let agent = crate::ids::AgentId::from_subject(&self.sub)
-                    .ok_or(ClaimsError::Inconsistent("`sub` of an agent token is not an agent"))?;
+                let agent = crate::ids::AgentId::from_subject(&self.sub).ok_or(
+                    ClaimsError::Inconsistent("`sub` of an agent token is not an agent"),
+                )?;
                 Ok(DelegationChain::new(vec![crate::chain::Actor {
                     agent,
                     credential: self.credential.clone(),

@@ -214,16 +214,16 @@ pub fn decide(req: &GrantRequest<'_>) -> Result<Grant, GrantDenial> {
         }
     }
     let mut stage = stage.min(req.max_stage);
-    if let Some(parent) = req.parent {
-        if stage > parent.stage {
-            if req.stage.is_some() {
-                return Err(GrantDenial::StageAboveParent {
-                    requested: stage,
-                    parent: parent.stage,
-                });
-            }
-            stage = parent.stage;
+    if let Some(parent) = req.parent
+        && stage > parent.stage
+    {
+        if req.stage.is_some() {
+            return Err(GrantDenial::StageAboveParent {
+                requested: stage,
+                parent: parent.stage,
+            });
         }
+        stage = parent.stage;
     }
 
     let mut granted = Vec::new();
@@ -250,9 +250,7 @@ pub fn decide(req: &GrantRequest<'_>) -> Result<Grant, GrantDenial> {
     } else {
         req.ttl_policy.max_ttl
     };
-    let wanted = req
-        .ttl
-        .unwrap_or(req.ttl_policy.default_ttl.min(stage_max));
+    let wanted = req.ttl.unwrap_or(req.ttl_policy.default_ttl.min(stage_max));
     let mut exp = req.now.saturating_add(wanted.min(stage_max));
     exp = exp.min(req.subject_exp);
     if let Some(parent) = req.parent {
@@ -320,8 +318,14 @@ mod tests {
         let err = decide(&base(&req, &rights, &ceiling)).unwrap_err();
         assert_eq!(err.oauth_error(), "invalid_scope");
         let text = err.to_string();
-        assert!(text.contains("`billing.invoices:read` (outside the agent's ceiling)"), "{text}");
-        assert!(text.contains("`email:send` (outside the agent's ceiling)"), "{text}");
+        assert!(
+            text.contains("`billing.invoices:read` (outside the agent's ceiling)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("`email:send` (outside the agent's ceiling)"),
+            "{text}"
+        );
         assert!(!text.contains("crm.customers"), "{text}");
     }
 
@@ -352,7 +356,11 @@ mod tests {
         r.max_stage = Stage::Execute;
         let g = decide(&r).unwrap();
         assert_eq!(g.stage, Stage::Execute);
-        assert_eq!(g.exp - 1_000, 60, "execute-stage writes live 60 s by default");
+        assert_eq!(
+            g.exp - 1_000,
+            60,
+            "execute-stage writes live 60 s by default"
+        );
         r.max_stage = Stage::Observe;
         r.stage = None;
         let err = decide(&r).unwrap_err();
@@ -387,12 +395,18 @@ mod tests {
         let mut r = base(&req, &all, &all);
         r.parent = Some(&parent);
         let err = decide(&r).unwrap_err().to_string();
-        assert!(err.contains("`tickets:list` (not held by the parent token)"), "{err}");
+        assert!(
+            err.contains("`tickets:list` (not held by the parent token)"),
+            "{err}"
+        );
         let req = set("tickets:read");
         let mut r = base(&req, &all, &all);
         r.parent = Some(&parent);
         r.stage = Some(Stage::Draft);
-        assert!(matches!(decide(&r), Err(GrantDenial::StageAboveParent { .. })));
+        assert!(matches!(
+            decide(&r),
+            Err(GrantDenial::StageAboveParent { .. })
+        ));
         r.stage = None;
         assert_eq!(decide(&r).unwrap().exp, 1_200);
     }
@@ -408,7 +422,11 @@ mod tests {
         proptest::collection::vec(scope_strategy(), 0..6).prop_map(|v| v.into_iter().collect())
     }
     fn stage_strategy() -> impl Strategy<Value = Stage> {
-        prop_oneof![Just(Stage::Observe), Just(Stage::Draft), Just(Stage::Execute)]
+        prop_oneof![
+            Just(Stage::Observe),
+            Just(Stage::Draft),
+            Just(Stage::Execute)
+        ]
     }
     fn to_patterns(s: &ScopeSet) -> PatternSet {
         PatternSet(s.iter().cloned().map(Into::into).collect())

@@ -118,17 +118,20 @@ impl RevocationIndex {
         if self.tasks.contains_key(t.task) {
             return Some(hit(RevocationKind::Task, t.task));
         }
-        if let Some(user) = t.user {
-            if self.users.get(user).is_some_and(|&at| t.iat <= at) {
-                return Some(hit(RevocationKind::User, user));
-            }
+        if let Some(user) = t.user
+            && self.users.get(user).is_some_and(|&at| t.iat <= at)
+        {
+            return Some(hit(RevocationKind::User, user));
         }
         for actor in t.chain.actors() {
             let agent = actor.agent.as_str();
             if self.agents.get(agent).is_some_and(|&at| t.iat <= at) {
                 return Some(hit(RevocationKind::Agent, agent));
             }
-            let kid = actor.credential.strip_prefix("kid:").unwrap_or(&actor.credential);
+            let kid = actor
+                .credential
+                .strip_prefix("kid:")
+                .unwrap_or(&actor.credential);
             if self.keys.get(kid).is_some_and(|&at| t.iat <= at) {
                 return Some(hit(RevocationKind::Key, kid));
             }

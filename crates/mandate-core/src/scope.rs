@@ -344,8 +344,17 @@ mod tests {
     #[test]
     fn refuses_malformed_scopes() {
         for bad in [
-            "", "crm", ":read", "crm:", "crm::read", "CRM:read", "crm..x:read", "crm:re ad",
-            "a:b:c", "crm.*:read", "tickets:*",
+            "",
+            "crm",
+            ":read",
+            "crm:",
+            "crm::read",
+            "CRM:read",
+            "crm..x:read",
+            "crm:re ad",
+            "a:b:c",
+            "crm.*:read",
+            "tickets:*",
         ] {
             assert!(Scope::parse(bad).is_err(), "{bad} should be refused");
         }

@@ -39,7 +39,10 @@ mod tests {
     #[test]
     fn formats_known_instants() {
         assert_eq!(rfc3339_millis(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339_millis(1_773_498_721_042), "2026-03-14T14:32:01.042Z");
+        assert_eq!(
+            rfc3339_millis(1_773_498_721_042),
+            "2026-03-14T14:32:01.042Z"
+        );
         assert_eq!(rfc3339_millis(951_782_400_000), "2000-02-29T00:00:00.000Z");
     }
 }

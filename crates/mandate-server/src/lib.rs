@@ -1,1 +1,34 @@
-//! placeholder
+//! Mandate's authorization server: the OAuth endpoints (SPEC §3), the admin API under `/v1`,
+//! configuration and wiring.
+//!
+//! Handlers are thin: they parse input into domain types (`mandate-core`), call pure decisions
+//! (`mandate_core::grant`), verify tokens through the one path in `mandate-token`, and write
+//! through the store's group-commit writer before answering.
+//!
+//! * [`config`] — `mandate.toml` and `MANDATE_*` overrides;
+//! * [`server`] — start and stop;
+//! * [`app`] — the router and its layers;
+//! * [`oauth`] — metadata, JWKS, token, introspection, revocation;
+//! * [`admin`] — agents, revocations, audit, keys, credentials, dev tokens, OpenAPI;
+//! * [`live`] — is a Mandate token still alive;
+//! * [`revocation`] — making a revocation;
+//! * [`state`], [`keyring`], [`idp`], [`rights`], [`clock`], [`dev`] — what handlers share.
+
+pub mod admin;
+pub mod app;
+pub mod clock;
+pub mod config;
+pub mod dev;
+pub mod error;
+pub mod files;
+pub mod idp;
+pub mod keyring;
+pub mod live;
+pub mod oauth;
+pub mod revocation;
+pub mod rights;
+pub mod server;
+pub mod state;
+
+pub use config::Config;
+pub use server::{Options, Running, start};

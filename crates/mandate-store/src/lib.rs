@@ -1,1 +1,255 @@
-//! placeholder
+//! Mandate's storage: one [`Store`] interface and its embedded SQLite implementation.
+//!
+//! Reads go straight to the database. Every write goes through [`Store::commit`]: a request's
+//! writes (its token record, task, audit events, …) are one unit that lands whole or not at all,
+//! and several requests' units are committed together in one transaction (group commit: one fsync
+//! per batch). `commit` returns only once its unit is durable, so a handler that awaits it before
+//! answering never lets a token leave without its audit event.
+//!
+//! The store holds no business rules: what to write is decided by the caller.
+
+use async_trait::async_trait;
+use mandate_core::agent::{Agent, AgentKey, AgentStatus};
+use mandate_core::audit::{AuditEvent, NewEvent};
+use mandate_core::revocation::RevocationRecord;
+use mandate_core::task::{Task, TaskStatus, TokenRecord};
+use serde::{Deserialize, Serialize};
+
+mod sqlite;
+pub use sqlite::SqliteStore;
+
+/// A storage failure. Messages are for operators; they never contain secrets.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A client assertion (or other single-use value) was already used.
+    #[error("single-use value `{0}` was already used")]
+    Replay(String),
+    /// A row with this key already exists.
+    #[error("{0} already exists")]
+    Conflict(String),
+    /// The named thing does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// A token's parent was revoked before the token could be recorded.
+    #[error("parent token `{0}` was revoked")]
+    ParentRevoked(String),
+    /// The database failed.
+    #[error("database error: {0}")]
+    Database(String),
+    /// The writer has stopped (the server is shutting down).
+    #[error("the store is closed")]
+    Closed,
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Database(e.to_string())
+    }
+}
+
+/// A signing key as stored: the public JWK in clear, the private key sealed under the master key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredSigningKey {
+    /// Key id.
+    pub kid: String,
+    /// `EdDSA` or `ES256`.
+    pub alg: String,
+    /// The public JWK (JSON text).
+    pub public_jwk: String,
+    /// The sealed private key (opaque bytes from `mandate-token`).
+    pub sealed_private: Vec<u8>,
+    /// When it was created.
+    pub created_at: i64,
+    /// When it stopped signing (rotated out), if it has.
+    pub retired_at: Option<i64>,
+    /// Until when its public key stays in the JWKS after retirement.
+    pub publish_until: Option<i64>,
+}
+
+/// An admin credential as stored: only the SHA-256 of the secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminCredential {
+    /// Public id of the credential (appears in audit as `admin:<id>`).
+    pub id: String,
+    /// `admin` or `auditor`.
+    pub role: String,
+    /// Hex SHA-256 of the secret.
+    pub secret_hash: String,
+    /// When it was created.
+    pub created_at: i64,
+    /// When it was disabled, if it was.
+    pub disabled_at: Option<i64>,
+}
+
+/// A token ended by a revocation: what verifiers need to refuse it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokedToken {
+    /// `jti`.
+    pub jti: String,
+    /// Its expiry: after it, the entry can be forgotten.
+    pub exp: i64,
+}
+
+/// One write. A request's writes are a `Vec<Op>` given to [`Store::commit`].
+#[derive(Debug, Clone)]
+pub enum Op {
+    /// Append an audit event to the hash chain (`seq`, `time`, `prev_hash`, `hash` are assigned
+    /// by the store, in commit order). Output: [`OpOutput::Audit`].
+    Audit(NewEvent),
+    /// Record an issued token. Fails with [`StoreError::ParentRevoked`] if its parent's
+    /// `revoked_at` is set, and [`StoreError::Conflict`] if the `jti` exists.
+    InsertToken(TokenRecord),
+    /// Create the task if no task has its id; leave an existing one as it is.
+    EnsureTask(Task),
+    /// Set a task's status (and `updated_at`). [`StoreError::NotFound`] if absent.
+    SetTaskStatus {
+        /// Task id.
+        id: String,
+        /// New status.
+        status: TaskStatus,
+        /// When.
+        at: i64,
+    },
+    /// Mark a single-use value (e.g. `agent-id|assertion-jti`) used until `exp`. Fails with
+    /// [`StoreError::Replay`] if it is already used and not yet expired (expired ones may be
+    /// purged and reused).
+    UseOnce {
+        /// The value.
+        key: String,
+        /// Until when it must stay unique.
+        exp: i64,
+    },
+    /// Record a revocation and set `revoked_at` on every live token it reaches (expiry ≥ `at`,
+    /// not yet revoked): for `token`, the token and all its descendants through `parent_jti` (at
+    /// any depth); `task`, every token of the task (and the task's status becomes `revoked`);
+    /// `user`, every token whose `sub_profile` is `user` and `sub` is the target; `agent`, every
+    /// token whose chain contains the agent; `key`, every token whose credentials contain
+    /// `kid:<target>`. Output: [`OpOutput::Revoked`] with those tokens.
+    Revoke(RevocationRecord),
+    /// Register an agent with its keys. [`StoreError::Conflict`] if the id exists.
+    InsertAgent(Agent),
+    /// Replace an agent's fields (not its keys). [`StoreError::NotFound`] if absent.
+    UpdateAgent(Agent),
+    /// Change an agent's status. [`StoreError::NotFound`] if absent.
+    SetAgentStatus {
+        /// Agent id.
+        id: String,
+        /// New status.
+        status: AgentStatus,
+        /// When.
+        at: i64,
+    },
+    /// Add a key to an agent. [`StoreError::Conflict`] if the agent already has that `kid`.
+    AddAgentKey {
+        /// Agent id.
+        agent: String,
+        /// The key.
+        key: AgentKey,
+    },
+    /// Remove a key from an agent. [`StoreError::NotFound`] if absent.
+    RemoveAgentKey {
+        /// Agent id.
+        agent: String,
+        /// Key id.
+        kid: String,
+    },
+    /// Set `revoked_at` on every agent key with this `kid`.
+    RevokeAgentKey {
+        /// Key id.
+        kid: String,
+        /// When.
+        at: i64,
+    },
+    /// Store a new signing key.
+    InsertSigningKey(StoredSigningKey),
+    /// Retire a signing key (it stops signing; its public key is published until
+    /// `publish_until`).
+    RetireSigningKey {
+        /// Key id.
+        kid: String,
+        /// When.
+        at: i64,
+        /// Until when the JWKS keeps it.
+        publish_until: i64,
+    },
+    /// Store an admin credential. [`StoreError::Conflict`] if the id exists.
+    InsertAdminCredential(AdminCredential),
+}
+
+/// What one [`Op`] produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "outputs are short-lived and few; boxing the event would only add an allocation"
+)]
+pub enum OpOutput {
+    /// Nothing to report.
+    Done,
+    /// The appended event.
+    Audit(AuditEvent),
+    /// The tokens a revocation ended.
+    Revoked(Vec<RevokedToken>),
+}
+
+/// Filters for audit queries; all optional, combined with AND.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditFilter {
+    /// `user` equals.
+    pub user: Option<String>,
+    /// The agent appears anywhere in the chain.
+    pub agent: Option<String>,
+    /// `task` equals.
+    pub task: Option<String>,
+    /// `action` equals.
+    pub action: Option<String>,
+    /// `resource` equals.
+    pub resource: Option<String>,
+    /// `decision` equals (`allow`, `deny`, `info`).
+    pub decision: Option<String>,
+    /// `kind` equals.
+    pub kind: Option<String>,
+    /// `time` ≥ this RFC 3339 text (compared as text; both are UTC with milliseconds).
+    pub since: Option<String>,
+    /// `time` < this.
+    pub until: Option<String>,
+    /// Only events with `seq` > this.
+    pub after_seq: Option<i64>,
+    /// At most this many (the store caps it at 10 000).
+    pub limit: Option<u32>,
+    /// Newest first instead of oldest first.
+    pub newest_first: bool,
+}
+
+/// Mandate's storage interface. Implemented for SQLite here, and PostgreSQL later.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Applies a request's writes as one unit, in order, grouped with other requests' units into
+    /// one durable transaction. Returns one output per op, or the first op's error (then none of
+    /// this unit's ops took effect; other units in the batch are unaffected).
+    async fn commit(&self, ops: Vec<Op>) -> Result<Vec<OpOutput>, StoreError>;
+
+    /// Every agent with its keys, ordered by id.
+    async fn agents(&self) -> Result<Vec<Agent>, StoreError>;
+    /// One agent with its keys.
+    async fn agent(&self, id: &str) -> Result<Option<Agent>, StoreError>;
+    /// One task.
+    async fn task(&self, id: &str) -> Result<Option<Task>, StoreError>;
+    /// One token record.
+    async fn token(&self, jti: &str) -> Result<Option<TokenRecord>, StoreError>;
+    /// Tokens of a task, oldest first.
+    async fn tokens_of_task(&self, task: &str) -> Result<Vec<TokenRecord>, StoreError>;
+    /// Every signing key, oldest first.
+    async fn signing_keys(&self) -> Result<Vec<StoredSigningKey>, StoreError>;
+    /// Every admin credential.
+    async fn admin_credentials(&self) -> Result<Vec<AdminCredential>, StoreError>;
+    /// Every revocation root, oldest first.
+    async fn revocations(&self) -> Result<Vec<RevocationRecord>, StoreError>;
+    /// Revoked tokens not expired at `now`.
+    async fn revoked_tokens(&self, now: i64) -> Result<Vec<RevokedToken>, StoreError>;
+    /// Audit events matching `filter`, ordered by `seq`.
+    async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError>;
+    /// Audit events with `seq` > `after`, ascending, at most `limit`: for walking the whole chain.
+    async fn audit_after(&self, after: i64, limit: u32) -> Result<Vec<AuditEvent>, StoreError>;
+    /// Whether the database answers (for `/readyz`).
+    async fn ping(&self) -> Result<(), StoreError>;
+}

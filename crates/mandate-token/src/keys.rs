@@ -96,7 +96,13 @@ impl MasterKey {
         let nonce = random_bytes::<12>()?;
         let ct = self
             .cipher()
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad })
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad,
+                },
+            )
             .map_err(|_| KeyError::Crypto("sealing failed"))?;
         let mut out = nonce.to_vec();
         out.extend_from_slice(&ct);
@@ -104,7 +110,12 @@ impl MasterKey {
     }
 
     /// Opens what [`MasterKey::seal`] produced. `label` names the item in the error.
-    pub fn open(&self, sealed: &[u8], aad: &[u8], label: &str) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+    pub fn open(
+        &self,
+        sealed: &[u8],
+        aad: &[u8],
+        label: &str,
+    ) -> Result<Zeroizing<Vec<u8>>, KeyError> {
         if sealed.len() < 12 + 16 {
             return Err(KeyError::Unseal(label.to_owned()));
         }
@@ -160,11 +171,7 @@ fn b64(bytes: &[u8]) -> String {
 pub fn jwk_thumbprint(jwk: &Value) -> Option<String> {
     let s = |k: &str| jwk.get(k).and_then(Value::as_str);
     let canonical = match s("kty")? {
-        "OKP" => format!(
-            r#"{{"crv":"{}","kty":"OKP","x":"{}"}}"#,
-            s("crv")?,
-            s("x")?
-        ),
+        "OKP" => format!(r#"{{"crv":"{}","kty":"OKP","x":"{}"}}"#, s("crv")?, s("x")?),
         "EC" => format!(
             r#"{{"crv":"{}","kty":"EC","x":"{}","y":"{}"}}"#,
             s("crv")?,
@@ -231,6 +238,15 @@ impl SigningKey {
             pkcs8: Zeroizing::new(pkcs8.to_vec()),
             public_jwk,
         })
+    }
+
+    /// The same key under another key id (e.g. a readable `support-v2-k1`).
+    pub fn with_kid(mut self, kid: &str) -> SigningKey {
+        kid.clone_into(&mut self.kid);
+        if let Some(obj) = self.public_jwk.as_object_mut() {
+            obj.insert("kid".into(), json!(kid));
+        }
+        self
     }
 
     /// The key id.
@@ -304,7 +320,10 @@ mod tests {
             assert!(SigningKey::unseal(&sealed, &other).is_err());
             let mut swapped = sealed.clone();
             swapped.kid = "someone-else".into();
-            assert!(SigningKey::unseal(&swapped, &m).is_err(), "kid is bound as AAD");
+            assert!(
+                SigningKey::unseal(&swapped, &m).is_err(),
+                "kid is bound as AAD"
+            );
         }
     }
 
@@ -322,7 +341,8 @@ mod tests {
     #[test]
     fn thumbprint_matches_rfc7638_example() {
         // RFC 8037 §A.3: the thumbprint of the Ed25519 example key.
-        let jwk = json!({"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"});
+        let jwk =
+            json!({"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"});
         assert_eq!(
             jwk_thumbprint(&jwk).unwrap(),
             "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"

@@ -136,7 +136,9 @@ impl VerifyingKey {
             why,
         };
         if jwk.get("d").is_some() {
-            return Err(bad("it holds private key material; register the public key only"));
+            return Err(bad(
+                "it holds private key material; register the public key only",
+            ));
         }
         let s = |k: &str| jwk.get(k).and_then(Value::as_str);
         let implied = match (s("kty"), s("crv")) {
@@ -145,7 +147,11 @@ impl VerifyingKey {
             (Some("EC"), Some("P-384")) => Algorithm::ES384,
             (Some("RSA"), _) => Algorithm::RS256,
             (Some("oct"), _) => return Err(bad("symmetric keys are not accepted")),
-            _ => return Err(bad("only Ed25519, P-256, P-384 and RSA public keys are accepted")),
+            _ => {
+                return Err(bad(
+                    "only Ed25519, P-256, P-384 and RSA public keys are accepted",
+                ));
+            }
         };
         let alg = match s("alg") {
             None => implied,
@@ -169,7 +175,8 @@ impl VerifyingKey {
                 a
             }
         };
-        let parsed: Jwk = serde_json::from_value(jwk.clone()).map_err(|_| bad("not a valid JWK"))?;
+        let parsed: Jwk =
+            serde_json::from_value(jwk.clone()).map_err(|_| bad("not a valid JWK"))?;
         let key = DecodingKey::from_jwk(&parsed).map_err(|_| bad("not a valid JWK"))?;
         Ok(VerifyingKey { kid, alg, key })
     }
@@ -203,8 +210,16 @@ impl KeySet {
     pub fn from_jwks(doc: &Value) -> (KeySet, Vec<JwkError>) {
         let mut keys = Vec::new();
         let mut skipped = Vec::new();
-        for k in doc.get("keys").and_then(Value::as_array).into_iter().flatten() {
-            if k.get("use").and_then(Value::as_str).is_some_and(|u| u != "sig") {
+        for k in doc
+            .get("keys")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if k.get("use")
+                .and_then(Value::as_str)
+                .is_some_and(|u| u != "sig")
+            {
                 continue;
             }
             match VerifyingKey::from_jwk(k) {
@@ -308,7 +323,8 @@ impl ClaimChecks<'_> {
 
 fn parse_header(token: &str) -> Result<JwtHeader, VerifyError> {
     let mut parts = token.split('.');
-    let (Some(h), Some(_), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(_), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(VerifyError::Malformed("not three dot-separated parts"));
     };
@@ -358,8 +374,8 @@ pub fn peek_claims(token: &str) -> Result<Value, VerifyError> {
     let bytes = URL_SAFE_NO_PAD
         .decode(payload)
         .map_err(|_| VerifyError::Malformed("payload is not base64url"))?;
-    let v: Value =
-        serde_json::from_slice(&bytes).map_err(|_| VerifyError::Malformed("payload is not JSON"))?;
+    let v: Value = serde_json::from_slice(&bytes)
+        .map_err(|_| VerifyError::Malformed("payload is not JSON"))?;
     if !v.is_object() {
         return Err(VerifyError::Malformed("payload is not an object"));
     }
@@ -367,7 +383,11 @@ pub fn peek_claims(token: &str) -> Result<Value, VerifyError> {
 }
 
 /// Verifies `token` with `keys` and checks its claims. The one path every verifier uses.
-pub fn verify(token: &str, keys: &KeySet, checks: &ClaimChecks<'_>) -> Result<VerifiedJwt, VerifyError> {
+pub fn verify(
+    token: &str,
+    keys: &KeySet,
+    checks: &ClaimChecks<'_>,
+) -> Result<VerifiedJwt, VerifyError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(VerifyError::TooLong);
     }
@@ -399,14 +419,18 @@ pub fn verify(token: &str, keys: &KeySet, checks: &ClaimChecks<'_>) -> Result<Ve
     Ok(VerifiedJwt { header, claims })
 }
 
-fn check_claims(header: &JwtHeader, claims: &Value, c: &ClaimChecks<'_>) -> Result<(), VerifyError> {
+fn check_claims(
+    header: &JwtHeader,
+    claims: &Value,
+    c: &ClaimChecks<'_>,
+) -> Result<(), VerifyError> {
     if !claims.is_object() {
         return Err(VerifyError::Malformed("payload is not an object"));
     }
-    if let Some(want) = c.typ {
-        if !typ_matches(header.typ.as_deref(), want) {
-            return Err(VerifyError::WrongType(want));
-        }
+    if let Some(want) = c.typ
+        && !typ_matches(header.typ.as_deref(), want)
+    {
+        return Err(VerifyError::WrongType(want));
     }
     let num = |k: &'static str| -> Result<Option<i64>, VerifyError> {
         match claims.get(k) {
@@ -422,19 +446,19 @@ fn check_claims(header: &JwtHeader, claims: &Value, c: &ClaimChecks<'_>) -> Resu
     if c.now >= exp.saturating_add(c.leeway) {
         return Err(VerifyError::Expired);
     }
-    if let Some(nbf) = num("nbf")? {
-        if c.now.saturating_add(c.leeway) < nbf {
-            return Err(VerifyError::NotYetValid);
-        }
+    if let Some(nbf) = num("nbf")?
+        && c.now.saturating_add(c.leeway) < nbf
+    {
+        return Err(VerifyError::NotYetValid);
     }
     let iat = num("iat")?;
     if c.require_iat && iat.is_none() {
         return Err(VerifyError::MissingClaim("iat"));
     }
-    if let Some(iat) = iat {
-        if iat > c.now.saturating_add(c.leeway) {
-            return Err(VerifyError::IssuedInFuture);
-        }
+    if let Some(iat) = iat
+        && iat > c.now.saturating_add(c.leeway)
+    {
+        return Err(VerifyError::IssuedInFuture);
     }
     if let Some(max) = c.max_lifetime {
         let start = iat.unwrap_or(c.now);
@@ -442,10 +466,10 @@ fn check_claims(header: &JwtHeader, claims: &Value, c: &ClaimChecks<'_>) -> Resu
             return Err(VerifyError::TooLongLived(max));
         }
     }
-    if let Some(iss) = c.issuer {
-        if claims.get("iss").and_then(Value::as_str) != Some(iss) {
-            return Err(VerifyError::WrongIssuer);
-        }
+    if let Some(iss) = c.issuer
+        && claims.get("iss").and_then(Value::as_str) != Some(iss)
+    {
+        return Err(VerifyError::WrongIssuer);
     }
     if let AudCheck::OneOf(accepted) = c.audience {
         let ok = match claims.get("aud") {
@@ -487,7 +511,12 @@ mod tests {
     fn signs_and_verifies_both_algorithms() {
         for alg in [Alg::EdDSA, Alg::ES256] {
             let k = SigningKey::generate(alg).unwrap();
-            let t = sign_jwt(&k, "at+jwt", &json!({"iss": "m", "aud": "x", "exp": 200, "iat": 100})).unwrap();
+            let t = sign_jwt(
+                &k,
+                "at+jwt",
+                &json!({"iss": "m", "aud": "x", "exp": 200, "iat": 100}),
+            )
+            .unwrap();
             let mut c = ClaimChecks::at(150);
             c.typ = Some("at+jwt");
             c.issuer = Some("m");
@@ -505,50 +534,112 @@ mod tests {
         let claims = json!({"exp": 200});
         let now = ClaimChecks::at(100);
         let none = forge(json!({"alg": "none", "kid": k.kid()}), claims.clone(), b"");
-        assert_eq!(verify(&none, &keys, &now).unwrap_err(), VerifyError::Unsigned);
+        assert_eq!(
+            verify(&none, &keys, &now).unwrap_err(),
+            VerifyError::Unsigned
+        );
         // HS256 "signed" with the public key bytes as the HMAC secret.
         let hs = {
             let x = k.public_jwk()["x"].as_str().unwrap();
-            let h = jsonwebtoken::Header { alg: Algorithm::HS256, kid: Some(k.kid().into()), ..Default::default() };
-            jsonwebtoken::encode(&h, &claims, &jsonwebtoken::EncodingKey::from_secret(x.as_bytes())).unwrap()
+            let h = jsonwebtoken::Header {
+                alg: Algorithm::HS256,
+                kid: Some(k.kid().into()),
+                ..Default::default()
+            };
+            jsonwebtoken::encode(
+                &h,
+                &claims,
+                &jsonwebtoken::EncodingKey::from_secret(x.as_bytes()),
+            )
+            .unwrap()
         };
-        assert!(matches!(verify(&hs, &keys, &now), Err(VerifyError::AlgMismatch { .. })));
-        let crit = forge(json!({"alg": "EdDSA", "kid": k.kid(), "crit": ["exp"]}), claims.clone(), b"x");
+        assert!(matches!(
+            verify(&hs, &keys, &now),
+            Err(VerifyError::AlgMismatch { .. })
+        ));
+        let crit = forge(
+            json!({"alg": "EdDSA", "kid": k.kid(), "crit": ["exp"]}),
+            claims.clone(),
+            b"x",
+        );
         assert_eq!(verify(&crit, &keys, &now).unwrap_err(), VerifyError::Crit);
-        let unknown = forge(json!({"alg": "EdDSA", "kid": "../../etc/passwd"}), claims.clone(), b"x");
-        assert!(matches!(verify(&unknown, &keys, &now), Err(VerifyError::UnknownKid(_))));
-        let bad_sig = forge(json!({"alg": "EdDSA", "kid": k.kid()}), claims.clone(), &[0u8; 64]);
-        assert_eq!(verify(&bad_sig, &keys, &now).unwrap_err(), VerifyError::BadSignature);
+        let unknown = forge(
+            json!({"alg": "EdDSA", "kid": "../../etc/passwd"}),
+            claims.clone(),
+            b"x",
+        );
+        assert!(matches!(
+            verify(&unknown, &keys, &now),
+            Err(VerifyError::UnknownKid(_))
+        ));
+        let bad_sig = forge(
+            json!({"alg": "EdDSA", "kid": k.kid()}),
+            claims.clone(),
+            &[0u8; 64],
+        );
+        assert_eq!(
+            verify(&bad_sig, &keys, &now).unwrap_err(),
+            VerifyError::BadSignature
+        );
         // A key embedded in the header is not trusted.
         let other = SigningKey::generate(Alg::EdDSA).unwrap();
         let embedded = sign_jwt(&other, "JWT", &claims).unwrap();
         assert!(verify(&embedded, &keys, &now).is_err());
-        assert_eq!(verify(&"a".repeat(MAX_TOKEN_LEN + 1), &keys, &now).unwrap_err(), VerifyError::TooLong);
-        assert!(matches!(verify("a.b", &keys, &now), Err(VerifyError::Malformed(_))));
+        assert_eq!(
+            verify(&"a".repeat(MAX_TOKEN_LEN + 1), &keys, &now).unwrap_err(),
+            VerifyError::TooLong
+        );
+        assert!(matches!(
+            verify("a.b", &keys, &now),
+            Err(VerifyError::Malformed(_))
+        ));
     }
 
     #[test]
     fn checks_time_issuer_audience_and_type() {
         let k = SigningKey::generate(Alg::EdDSA).unwrap();
         let keys = set_for(&k);
-        let t = sign_jwt(&k, "JWT", &json!({"iss": "a", "aud": ["x", "y"], "exp": 200, "nbf": 100, "iat": 100})).unwrap();
-        assert_eq!(verify(&t, &keys, &ClaimChecks::at(231)).unwrap_err(), VerifyError::Expired);
-        assert_eq!(verify(&t, &keys, &ClaimChecks::at(60)).unwrap_err(), VerifyError::NotYetValid);
+        let t = sign_jwt(
+            &k,
+            "JWT",
+            &json!({"iss": "a", "aud": ["x", "y"], "exp": 200, "nbf": 100, "iat": 100}),
+        )
+        .unwrap();
+        assert_eq!(
+            verify(&t, &keys, &ClaimChecks::at(231)).unwrap_err(),
+            VerifyError::Expired
+        );
+        assert_eq!(
+            verify(&t, &keys, &ClaimChecks::at(60)).unwrap_err(),
+            VerifyError::NotYetValid
+        );
         let mut c = ClaimChecks::at(150);
         c.issuer = Some("b");
         assert_eq!(verify(&t, &keys, &c).unwrap_err(), VerifyError::WrongIssuer);
         let aud = ["z".to_owned()];
         let mut c = ClaimChecks::at(150);
         c.audience = AudCheck::OneOf(&aud);
-        assert_eq!(verify(&t, &keys, &c).unwrap_err(), VerifyError::WrongAudience);
+        assert_eq!(
+            verify(&t, &keys, &c).unwrap_err(),
+            VerifyError::WrongAudience
+        );
         let mut c = ClaimChecks::at(150);
         c.typ = Some("at+jwt");
-        assert_eq!(verify(&t, &keys, &c).unwrap_err(), VerifyError::WrongType("at+jwt"));
+        assert_eq!(
+            verify(&t, &keys, &c).unwrap_err(),
+            VerifyError::WrongType("at+jwt")
+        );
         let mut c = ClaimChecks::at(150);
         c.max_lifetime = Some(50);
-        assert_eq!(verify(&t, &keys, &c).unwrap_err(), VerifyError::TooLongLived(50));
+        assert_eq!(
+            verify(&t, &keys, &c).unwrap_err(),
+            VerifyError::TooLongLived(50)
+        );
         let no_exp = sign_jwt(&k, "JWT", &json!({"iss": "a"})).unwrap();
-        assert_eq!(verify(&no_exp, &keys, &ClaimChecks::at(150)).unwrap_err(), VerifyError::MissingClaim("exp"));
+        assert_eq!(
+            verify(&no_exp, &keys, &ClaimChecks::at(150)).unwrap_err(),
+            VerifyError::MissingClaim("exp")
+        );
     }
 
     #[test]

@@ -1,0 +1,411 @@
+//! `/v1/agents`: register, list, show, update, suspend, resume, retire; add and remove keys.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use mandate_core::agent::{Agent, AgentKey, AgentStatus};
+use mandate_core::audit::{Decision, NewEvent};
+use mandate_core::ids::AgentId;
+use mandate_core::scope::PatternSet;
+use mandate_core::stage::Stage;
+use mandate_store::Op;
+use mandate_token::verify::VerifyingKey;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::admin::auth::Admin;
+use crate::admin::body::JsonBody;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Body of `POST /v1/agents`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewAgent {
+    /// Slug id, e.g. `support-v2`.
+    pub id: String,
+    /// Display name (default: the id).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The accountable human (required).
+    pub owner: String,
+    /// What the agent is for.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Scope patterns: the most it may ever hold.
+    #[serde(default)]
+    pub ceiling: Vec<String>,
+    /// `observe` (default), `draft` or `execute`.
+    #[serde(default)]
+    pub max_stage: Option<String>,
+    /// Public JWKs, each with a `kid`.
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    pub keys: Vec<Value>,
+}
+
+/// Body of `PATCH /v1/agents/{id}`: the fields to change.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentChange {
+    /// New display name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// New owner.
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// New description.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// New ceiling.
+    #[serde(default)]
+    pub ceiling: Option<Vec<String>>,
+    /// New max stage.
+    #[serde(default)]
+    pub max_stage: Option<String>,
+}
+
+/// Body of `POST /v1/agents/{id}/keys`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewKey {
+    /// The public JWK, with a `kid`.
+    #[schema(value_type = Object)]
+    pub jwk: Value,
+    /// When the key stops being accepted (seconds since the epoch).
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+}
+
+fn owner(s: &str) -> Result<String, ApiError> {
+    let s = s.trim();
+    if s.is_empty() || s.len() > 256 {
+        return Err(ApiError::bad_request(
+            "`owner` is required: name the accountable human",
+        ));
+    }
+    Ok(s.to_owned())
+}
+
+fn ceiling(items: &[String]) -> Result<PatternSet, ApiError> {
+    if items.len() > 256 {
+        return Err(ApiError::bad_request(
+            "`ceiling` holds more than 256 scopes",
+        ));
+    }
+    PatternSet::parse(items.iter().map(String::as_str))
+        .map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+fn stage(s: Option<&str>, default: Stage) -> Result<Stage, ApiError> {
+    s.map(|s| s.parse::<Stage>().map_err(ApiError::bad_request))
+        .transpose()
+        .map(|s| s.unwrap_or(default))
+}
+
+fn text(s: Option<&str>, field: &str, max: usize) -> Result<Option<String>, ApiError> {
+    match s {
+        Some(t) if t.len() > max => Err(ApiError::bad_request(format!(
+            "`{field}` is longer than {max} characters"
+        ))),
+        other => Ok(other.map(str::to_owned)),
+    }
+}
+
+/// Checks a JWK for registration: public, usable for signatures, with a `kid`.
+pub fn agent_key(jwk: &Value, expires_at: Option<i64>, now: i64) -> Result<AgentKey, ApiError> {
+    let kid = jwk
+        .get("kid")
+        .and_then(Value::as_str)
+        .filter(|k| !k.is_empty() && k.len() <= 128)
+        .ok_or_else(|| ApiError::bad_request("every key needs a `kid` of 1–128 characters"))?;
+    VerifyingKey::from_jwk(jwk).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if expires_at.is_some_and(|e| e <= now) {
+        return Err(ApiError::bad_request(format!(
+            "key `{kid}` would already be expired"
+        )));
+    }
+    Ok(AgentKey {
+        kid: kid.to_owned(),
+        jwk: jwk.clone(),
+        expires_at,
+        created_at: now,
+        revoked_at: None,
+    })
+}
+
+fn event(kind: &str, admin: &Admin, agent: &str, detail: Value) -> NewEvent {
+    NewEvent {
+        kind: kind.into(),
+        chain: vec![agent.to_owned()],
+        action: Some(kind.into()),
+        resource: Some(format!("agent:{agent}")),
+        decision: Some(Decision::Info),
+        reason: format!("by {}", admin.label()),
+        detail: detail.to_string(),
+        ..Default::default()
+    }
+}
+
+/// `POST /v1/agents`.
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    admin: Admin,
+    JsonBody(body): JsonBody<NewAgent>,
+) -> Result<Response, ApiError> {
+    admin.require_admin()?;
+    let now = state.clock.now();
+    let id = AgentId::parse(&body.id).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let mut keys = Vec::new();
+    for jwk in &body.keys {
+        let k = agent_key(jwk, None, now)?;
+        if keys.iter().any(|x: &AgentKey| x.kid == k.kid) {
+            return Err(ApiError::bad_request(format!(
+                "key `{}` is listed twice",
+                k.kid
+            )));
+        }
+        keys.push(k);
+    }
+    let agent = Agent {
+        name: text(body.name.as_deref(), "name", 200)?.unwrap_or_else(|| id.as_str().to_owned()),
+        owner: owner(&body.owner)?,
+        description: text(body.description.as_deref(), "description", 2000)?.unwrap_or_default(),
+        ceiling: ceiling(&body.ceiling)?,
+        max_stage: stage(body.max_stage.as_deref(), Stage::Observe)?,
+        status: AgentStatus::Active,
+        keys,
+        created_at: now,
+        updated_at: now,
+        id,
+    };
+    let detail = json!({"owner": agent.owner, "ceiling": agent.ceiling, "max_stage": agent.max_stage,
+        "keys": agent.keys.iter().map(|k| &k.kid).collect::<Vec<_>>()});
+    let ev = event("agent.register", &admin, agent.id.as_str(), detail);
+    let id = agent.id.as_str().to_owned();
+    state
+        .store
+        .commit(vec![Op::InsertAgent(agent), Op::Audit(ev)])
+        .await
+        .map_err(|e| match e {
+            mandate_store::StoreError::Conflict(_) => {
+                ApiError::conflict(format!("agent `{id}` already exists"))
+            }
+            other => other.into(),
+        })?;
+    let agent = state
+        .directory
+        .refresh(state.store.as_ref(), &id)
+        .await?
+        .ok_or_else(ApiError::server_error)?;
+    Ok((StatusCode::CREATED, Json(agent.as_ref().clone())).into_response())
+}
+
+/// `GET /v1/agents`.
+pub async fn list(State(state): State<Arc<AppState>>, _admin: Admin) -> Json<Value> {
+    let agents: Vec<Agent> = state
+        .directory
+        .all()
+        .iter()
+        .map(|a| a.as_ref().clone())
+        .collect();
+    Json(json!({ "agents": agents }))
+}
+
+fn get_agent(state: &AppState, id: &str) -> Result<Arc<Agent>, ApiError> {
+    state.directory.get(id).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "agent `{}` not found",
+            id.chars().take(64).collect::<String>()
+        ))
+    })
+}
+
+/// `GET /v1/agents/{id}`.
+pub async fn show(
+    State(state): State<Arc<AppState>>,
+    _admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<Agent>, ApiError> {
+    Ok(Json(get_agent(&state, &id)?.as_ref().clone()))
+}
+
+/// `PATCH /v1/agents/{id}`.
+pub async fn update(
+    State(state): State<Arc<AppState>>,
+    admin: Admin,
+    Path(id): Path<String>,
+    JsonBody(change): JsonBody<AgentChange>,
+) -> Result<Json<Agent>, ApiError> {
+    admin.require_admin()?;
+    let before = get_agent(&state, &id)?;
+    if before.status == AgentStatus::Retired {
+        return Err(ApiError::conflict(format!(
+            "agent `{id}` is retired and cannot change"
+        )));
+    }
+    let mut after = before.as_ref().clone();
+    if let Some(n) = text(change.name.as_deref(), "name", 200)? {
+        after.name = n;
+    }
+    if let Some(o) = change.owner.as_deref() {
+        after.owner = owner(o)?;
+    }
+    if let Some(d) = text(change.description.as_deref(), "description", 2000)? {
+        after.description = d;
+    }
+    if let Some(c) = &change.ceiling {
+        after.ceiling = ceiling(c)?;
+    }
+    after.max_stage = stage(change.max_stage.as_deref(), before.max_stage)?;
+    after.updated_at = state.clock.now();
+    let detail = json!({
+        "before": {"owner": before.owner, "ceiling": before.ceiling, "max_stage": before.max_stage, "name": before.name},
+        "after": {"owner": after.owner, "ceiling": after.ceiling, "max_stage": after.max_stage, "name": after.name},
+    });
+    let ev = event("agent.update", &admin, &id, detail);
+    state
+        .store
+        .commit(vec![Op::UpdateAgent(after), Op::Audit(ev)])
+        .await?;
+    let agent = state
+        .directory
+        .refresh(state.store.as_ref(), &id)
+        .await?
+        .ok_or_else(ApiError::server_error)?;
+    Ok(Json(agent.as_ref().clone()))
+}
+
+async fn set_status(
+    state: &AppState,
+    admin: &Admin,
+    id: &str,
+    to: AgentStatus,
+) -> Result<Json<Agent>, ApiError> {
+    admin.require_admin()?;
+    let agent = get_agent(state, id)?;
+    if agent.status == AgentStatus::Retired && to != AgentStatus::Retired {
+        return Err(ApiError::conflict(format!(
+            "agent `{id}` is retired; retirement is final"
+        )));
+    }
+    let kind = match to {
+        AgentStatus::Active => "agent.resume",
+        AgentStatus::Suspended => "agent.suspend",
+        AgentStatus::Retired => "agent.retire",
+    };
+    if agent.status != to {
+        let ev = event(kind, admin, id, json!({"from": agent.status, "to": to}));
+        state
+            .store
+            .commit(vec![
+                Op::SetAgentStatus {
+                    id: id.to_owned(),
+                    status: to,
+                    at: state.clock.now(),
+                },
+                Op::Audit(ev),
+            ])
+            .await?;
+    }
+    let agent = state
+        .directory
+        .refresh(state.store.as_ref(), id)
+        .await?
+        .ok_or_else(ApiError::server_error)?;
+    Ok(Json(agent.as_ref().clone()))
+}
+
+/// `POST /v1/agents/{id}/suspend`.
+pub async fn suspend(
+    State(state): State<Arc<AppState>>,
+    admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<Agent>, ApiError> {
+    set_status(&state, &admin, &id, AgentStatus::Suspended).await
+}
+
+/// `POST /v1/agents/{id}/resume`.
+pub async fn resume(
+    State(state): State<Arc<AppState>>,
+    admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<Agent>, ApiError> {
+    set_status(&state, &admin, &id, AgentStatus::Active).await
+}
+
+/// `POST /v1/agents/{id}/retire`.
+pub async fn retire(
+    State(state): State<Arc<AppState>>,
+    admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<Agent>, ApiError> {
+    set_status(&state, &admin, &id, AgentStatus::Retired).await
+}
+
+/// `POST /v1/agents/{id}/keys`.
+pub async fn add_key(
+    State(state): State<Arc<AppState>>,
+    admin: Admin,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<NewKey>,
+) -> Result<Response, ApiError> {
+    admin.require_admin()?;
+    let agent = get_agent(&state, &id)?;
+    let key = agent_key(&body.jwk, body.expires_at, state.clock.now())?;
+    if agent.keys.iter().any(|k| k.kid == key.kid) {
+        return Err(ApiError::conflict(format!(
+            "agent `{id}` already has a key `{}`",
+            key.kid
+        )));
+    }
+    let ev = event(
+        "agent.key.add",
+        &admin,
+        &id,
+        json!({"kid": key.kid, "expires_at": key.expires_at}),
+    );
+    state
+        .store
+        .commit(vec![
+            Op::AddAgentKey {
+                agent: id.clone(),
+                key: key.clone(),
+            },
+            Op::Audit(ev),
+        ])
+        .await?;
+    state.directory.refresh(state.store.as_ref(), &id).await?;
+    Ok((StatusCode::CREATED, Json(key)).into_response())
+}
+
+/// `DELETE /v1/agents/{id}/keys/{kid}`.
+pub async fn remove_key(
+    State(state): State<Arc<AppState>>,
+    admin: Admin,
+    Path((id, kid)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    admin.require_admin()?;
+    let agent = get_agent(&state, &id)?;
+    if !agent.keys.iter().any(|k| k.kid == kid) {
+        return Err(ApiError::not_found(format!(
+            "agent `{id}` has no key `{kid}`"
+        )));
+    }
+    let ev = event("agent.key.remove", &admin, &id, json!({"kid": kid}));
+    state
+        .store
+        .commit(vec![
+            Op::RemoveAgentKey {
+                agent: id.clone(),
+                kid,
+            },
+            Op::Audit(ev),
+        ])
+        .await?;
+    state.directory.refresh(state.store.as_ref(), &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,110 @@
+//! Admin authentication: `Authorization: Bearer <admin credential>` on every `/v1` route.
+//!
+//! Credentials are random 32-byte secrets, stored only as their SHA-256. Lookup is by that hash,
+//! so comparison time reveals nothing about the secret itself.
+
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::header;
+use axum::http::request::Parts;
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Prefix of admin credentials, so they are recognisable in a secret scanner.
+pub const CREDENTIAL_PREFIX: &str = "mnd_admin_";
+
+/// What an admin credential may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Everything.
+    Admin,
+    /// Read-only: agents, tasks, audit, keys.
+    Auditor,
+}
+
+impl Role {
+    /// Parses `admin` or `auditor`.
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "admin" => Some(Role::Admin),
+            "auditor" => Some(Role::Auditor),
+            _ => None,
+        }
+    }
+
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Auditor => "auditor",
+        }
+    }
+}
+
+/// An authenticated admin caller.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    /// The credential's id.
+    pub id: String,
+    /// Its role.
+    pub role: Role,
+}
+
+impl Admin {
+    /// Refuses callers without the `admin` role.
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        match self.role {
+            Role::Admin => Ok(()),
+            Role::Auditor => Err(ApiError::forbidden(
+                "this credential has the `auditor` role; the operation needs `admin`",
+            )),
+        }
+    }
+
+    /// `admin:<id>`, as written in audit events.
+    pub fn label(&self) -> String {
+        format!("admin:{}", self.id)
+    }
+}
+
+/// SHA-256 hex of a credential secret.
+pub fn hash_secret(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// Finds the admin credential a bearer token names, if any.
+pub fn admin_from_bearer(state: &AppState, value: Option<&str>) -> Option<Admin> {
+    let token = value?.strip_prefix("Bearer ")?.trim();
+    if !token.starts_with(CREDENTIAL_PREFIX) || token.len() > 200 {
+        return None;
+    }
+    let cred = state.admins.find(&hash_secret(token))?;
+    Some(Admin {
+        id: cred.id,
+        role: Role::parse(&cred.role)?,
+    })
+}
+
+impl FromRequestParts<Arc<AppState>> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if value.is_none() {
+            return Err(ApiError::unauthorized(
+                "admin credential required: send `Authorization: Bearer <credential>`",
+            ));
+        }
+        admin_from_bearer(state, value)
+            .ok_or_else(|| ApiError::unauthorized("admin credential is not valid"))
+    }
+}

@@ -1,0 +1,13 @@
+//! The admin API under `/v1` (JSON; described at `/v1/openapi.json`). Every route needs an admin
+//! credential; writes need the `admin` role.
+
+pub mod agents;
+pub mod audit;
+pub mod auth;
+pub mod body;
+pub mod credentials;
+pub mod dev;
+pub mod keys;
+pub mod openapi;
+pub mod revocations;
+pub mod tasks;

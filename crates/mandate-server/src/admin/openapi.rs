@@ -1,0 +1,256 @@
+//! `GET /v1/openapi.json`: the OpenAPI 3.1 description of the admin API.
+//!
+//! Built from [`ROUTES`], the one list of admin routes; request bodies are described by the
+//! `utoipa::ToSchema` derives on the body types, so they cannot drift from what is parsed.
+
+use axum::Json;
+use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn};
+use utoipa::openapi::request_body::RequestBodyBuilder;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{
+    ComponentsBuilder, ContentBuilder, InfoBuilder, OpenApi, OpenApiBuilder, Paths, Ref, Required,
+    ResponseBuilder,
+};
+
+use crate::admin::agents::{AgentChange, NewAgent, NewKey};
+use crate::admin::credentials::CredentialRequest;
+use crate::admin::dev::UserTokenRequest;
+use crate::admin::revocations::NewRevocation;
+
+/// One admin route: method, path, summary, request body schema, whether it needs `admin`.
+pub struct Route {
+    /// HTTP method.
+    pub method: &'static str,
+    /// Path, with `{param}` segments.
+    pub path: &'static str,
+    /// What it does.
+    pub summary: &'static str,
+    /// The request body's schema name, if any.
+    pub body: Option<&'static str>,
+    /// Success status.
+    pub status: &'static str,
+}
+
+/// Every admin route.
+pub const ROUTES: &[Route] = &[
+    Route {
+        method: "GET",
+        path: "/v1/agents",
+        summary: "list agents",
+        body: None,
+        status: "200",
+    },
+    Route {
+        method: "POST",
+        path: "/v1/agents",
+        summary: "register an agent (owner required)",
+        body: Some("NewAgent"),
+        status: "201",
+    },
+    Route {
+        method: "GET",
+        path: "/v1/agents/{id}",
+        summary: "show an agent",
+        body: None,
+        status: "200",
+    },
+    Route {
+        method: "PATCH",
+        path: "/v1/agents/{id}",
+        summary: "change an agent's name, owner, description, ceiling or max stage",
+        body: Some("AgentChange"),
+        status: "200",
+    },
+    Route {
+        method: "POST",
+        path: "/v1/agents/{id}/suspend",
+        summary: "suspend an agent: its tokens stop working",
+        body: None,
+        status: "200",
+    },
+    Route {
+        method: "POST",
+        path: "/v1/agents/{id}/resume",
+        summary: "resume a suspended agent",
+        body: None,
+        status: "200",
+    },
+    Route {
+        method: "POST",
+        path: "/v1/agents/{id}/retire",
+        summary: "retire an agent for good",
+        body: None,
+        status: "200",
+    },
+    Route {
+        method: "POST",
+        path: "/v1/agents/{id}/keys",
+        summary: "register a public key for client assertions",
+        body: Some("NewKey"),
+        status: "201",
+    },
+    Route {
+        method: "DELETE",
+        path: "/v1/agents/{id}/keys/{kid}",
+        summary: "remove a key",
+        body: None,
+        status: "204",
+    },
+    Route {
+        method: "POST",
+        path: "/v1/revocations",
+        summary: "revoke a token, task, agent, user or key, and everything derived from it",
+        body: Some("NewRevocation"),
+        status: "201",
+    },
+    Route {
+        method: "GET",
+        path: "/v1/revocations",
+        summary: "list revocations",
+        body: None,
+        status: "200",
+    },
+    Route {
+        method: "GET",
+        path: "/v1/audit",
+        summary: "query the audit log",
+        body: None,
+        status: "200",
+    },
+    Route {
+        method: "GET",
+        path: "/v1/audit/verify",
+        summary: "verify the audit hash chain",
+        body: None,
+        status: "200",
+    },
+    Route {
+        method: "GET",
+        path: "/v1/tasks/{id}",
+        summary: "show a task and its tokens",
+        body: None,
+        status: "200",
+    },
+    Route {
+        method: "GET",
+        path: "/v1/keys",
+        summary: "list published signing keys",
+        body: None,
+        status: "200",
+    },
+    Route {
+        method: "POST",
+        path: "/v1/keys/rotate",
+        summary: "rotate the signing key",
+        body: None,
+        status: "200",
+    },
+    Route {
+        method: "POST",
+        path: "/v1/credentials",
+        summary: "make an admin or auditor credential (secret shown once)",
+        body: Some("CredentialRequest"),
+        status: "201",
+    },
+    Route {
+        method: "POST",
+        path: "/v1/dev/user-token",
+        summary: "mint a user token from the built-in test IdP (`--dev` only)",
+        body: Some("UserTokenRequest"),
+        status: "200",
+    },
+];
+
+fn method(m: &str) -> HttpMethod {
+    match m {
+        "POST" => HttpMethod::Post,
+        "PATCH" => HttpMethod::Patch,
+        "DELETE" => HttpMethod::Delete,
+        "PUT" => HttpMethod::Put,
+        _ => HttpMethod::Get,
+    }
+}
+
+/// Builds the document.
+pub fn document() -> OpenApi {
+    let mut paths = Paths::new();
+    for r in ROUTES {
+        let mut op = OperationBuilder::new()
+            .summary(Some(r.summary))
+            .security(SecurityRequirement::new("admin", Vec::<String>::new()))
+            .response(
+                r.status,
+                ResponseBuilder::new().description("success").build(),
+            )
+            .response(
+                "400",
+                ResponseBuilder::new()
+                    .description("bad input; nothing changed")
+                    .build(),
+            )
+            .response(
+                "401",
+                ResponseBuilder::new()
+                    .description("no or unknown admin credential")
+                    .build(),
+            )
+            .response(
+                "403",
+                ResponseBuilder::new()
+                    .description("the credential's role does not allow this")
+                    .build(),
+            );
+        for seg in r.path.split('/') {
+            if let Some(name) = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                op = op.parameter(
+                    ParameterBuilder::new()
+                        .name(name)
+                        .parameter_in(ParameterIn::Path)
+                        .required(Required::True),
+                );
+            }
+        }
+        if let Some(schema) = r.body {
+            op = op.request_body(Some(
+                RequestBodyBuilder::new()
+                    .content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name(schema)))
+                            .build(),
+                    )
+                    .required(Some(Required::True))
+                    .build(),
+            ));
+        }
+        paths.add_path_operation(r.path, vec![method(r.method)], op.build());
+    }
+    let components = ComponentsBuilder::new()
+        .schema_from::<NewAgent>()
+        .schema_from::<AgentChange>()
+        .schema_from::<NewKey>()
+        .schema_from::<NewRevocation>()
+        .schema_from::<CredentialRequest>()
+        .schema_from::<UserTokenRequest>()
+        .security_scheme(
+            "admin",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        )
+        .build();
+    OpenApiBuilder::new()
+        .info(
+            InfoBuilder::new()
+                .title("Mandate admin API")
+                .version(env!("CARGO_PKG_VERSION"))
+                .description(Some("Agents, revocations, audit and keys. Every route needs `Authorization: Bearer <admin credential>`."))
+                .build(),
+        )
+        .paths(paths)
+        .components(Some(components))
+        .build()
+}
+
+/// `GET /v1/openapi.json` (any admin credential).
+pub async fn openapi(_admin: crate::admin::auth::Admin) -> Json<OpenApi> {
+    Json(document())
+}

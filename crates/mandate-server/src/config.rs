@@ -1,0 +1,363 @@
+//! Configuration: `mandate.toml` plus `MANDATE_*` environment overrides.
+//!
+//! Every key can be overridden by an environment variable named after its path, upper-cased,
+//! with `__` between levels: `listen` ← `MANDATE_LISTEN`, `tokens.default_ttl` ←
+//! `MANDATE_TOKENS__DEFAULT_TTL`. Values are read as TOML (`300`, `true`, `["a","b"]`) and
+//! otherwise as plain strings. Unknown keys — in the file or the environment — are errors that
+//! name the key, never silently ignored. Secrets are never inline: the master key comes from
+//! `MANDATE_MASTER_KEY` or a key file.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use mandate_core::scope::PatternSet;
+use serde::{Deserialize, Serialize};
+
+/// Environment variables that are not configuration keys.
+pub const NON_CONFIG_ENV: &[&str] = &[
+    "MANDATE_MASTER_KEY",
+    "MANDATE_URL",
+    "MANDATE_TOKEN",
+    "MANDATE_CONFIG",
+    "MANDATE_LOG",
+];
+
+/// Why configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read `{path}`: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The IO error.
+        source: std::io::Error,
+    },
+    /// The file or an override is not valid.
+    #[error("invalid configuration in {origin}: {message}")]
+    Invalid {
+        /// The file, or `environment`.
+        origin: String,
+        /// What is wrong (names the key).
+        message: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the authorization server listens on.
+    pub listen: SocketAddr,
+    /// Directory for the database, keys and dev files.
+    pub data_dir: PathBuf,
+    /// Public issuer URL (`iss` of every token). Default: `http://<listen>`.
+    pub issuer: Option<String>,
+    /// Signing algorithm for new keys: `EdDSA` or `ES256`.
+    pub signing_alg: String,
+    /// `text` or `json` logs.
+    pub log_format: String,
+    /// Request limits.
+    pub limits: Limits,
+    /// Token lifetimes and chain limits.
+    pub tokens: Tokens,
+    /// Trusted identity providers for user tokens.
+    pub issuers: Vec<TrustedIssuerConfig>,
+    /// What users and agents may do directly (until the policy engine replaces it).
+    pub rights: Rights,
+    /// Audiences tokens may be requested for; empty means any absolute URI or name.
+    pub audiences: Vec<String>,
+}
+
+/// Limits on requests.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest request body, bytes.
+    pub body_bytes: usize,
+    /// Largest total size of request headers, bytes.
+    pub header_bytes: usize,
+    /// Per-request timeout, seconds.
+    pub request_timeout_secs: u64,
+}
+
+/// Token lifetimes and chain limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tokens {
+    /// Lifetime when none is requested, seconds.
+    pub default_ttl: i64,
+    /// Longest lifetime of any token, seconds.
+    pub max_ttl: i64,
+    /// Default and longest lifetime of `execute`-stage tokens holding a write scope.
+    pub execute_write_ttl: i64,
+    /// Most agents in a delegation chain.
+    pub max_chain_depth: usize,
+    /// Clock skew tolerated when checking incoming tokens, seconds.
+    pub leeway: i64,
+    /// Longest lifetime of a client assertion, seconds.
+    pub assertion_max_lifetime: i64,
+}
+
+/// A trusted identity provider whose tokens name users.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedIssuerConfig {
+    /// Short name shown in audit when several issuers are trusted.
+    pub name: String,
+    /// Its `iss`.
+    pub issuer: String,
+    /// Audiences its tokens must carry (one of).
+    pub audiences: Vec<String>,
+    /// JWKS URL, fetched and cached; refreshed when a token names an unknown `kid`.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// JWKS file, read at start.
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    /// The claim naming the user.
+    #[serde(default = "default_user_claim")]
+    pub user_claim: String,
+    /// The claim holding the user's groups.
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+}
+
+fn default_user_claim() -> String {
+    "sub".into()
+}
+fn default_groups_claim() -> String {
+    "groups".into()
+}
+
+/// Group → scopes and agent → scopes rights.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Rights {
+    /// What members of each group may do.
+    pub groups: BTreeMap<String, PatternSet>,
+    /// What each agent may do on its own (client credentials), within its ceiling.
+    pub agents: BTreeMap<String, PatternSet>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("mandate-data"),
+            issuer: None,
+            signing_alg: "EdDSA".into(),
+            log_format: "text".into(),
+            limits: Limits::default(),
+            tokens: Tokens::default(),
+            issuers: Vec::new(),
+            rights: Rights::default(),
+            audiences: Vec::new(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            body_bytes: 64 * 1024,
+            header_bytes: 16 * 1024,
+            request_timeout_secs: 15,
+        }
+    }
+}
+
+impl Default for Tokens {
+    fn default() -> Self {
+        Tokens {
+            default_ttl: 300,
+            max_ttl: 3600,
+            execute_write_ttl: 60,
+            max_chain_depth: 4,
+            leeway: 30,
+            assertion_max_lifetime: 300,
+        }
+    }
+}
+
+impl Config {
+    /// Loads `path` (if given) and applies `env` overrides (pairs of name and value; pass
+    /// `std::env::vars()`).
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let (mut doc, origin) = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_owned(),
+                    source,
+                })?;
+                let doc: toml::Table =
+                    text.parse()
+                        .map_err(|e: toml::de::Error| ConfigError::Invalid {
+                            origin: format!("`{}`", p.display()),
+                            message: e.message().to_owned(),
+                        })?;
+                (doc, format!("`{}`", p.display()))
+            }
+            None => (toml::Table::new(), "defaults".to_owned()),
+        };
+        let mut overridden = Vec::new();
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix("MANDATE_") else {
+                continue;
+            };
+            if NON_CONFIG_ENV.contains(&name.as_str()) {
+                continue;
+            }
+            let path: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
+            set_path(&mut doc, &path, parse_env_value(&value)).map_err(|message| {
+                ConfigError::Invalid {
+                    origin: format!("environment variable `{name}`"),
+                    message,
+                }
+            })?;
+            overridden.push(name);
+        }
+        let origin = if overridden.is_empty() {
+            origin
+        } else {
+            format!("{origin} with overrides {}", overridden.join(", "))
+        };
+        let config: Config = toml::Value::Table(doc)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid {
+                origin: origin.clone(),
+                message: e.message().to_owned(),
+            })?;
+        config
+            .validate()
+            .map_err(|message| ConfigError::Invalid { origin, message })?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        mandate_token::Alg::parse(&self.signing_alg).map_err(|e| e.to_string())?;
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err(format!(
+                "`log_format` must be `text` or `json`, not `{}`",
+                self.log_format
+            ));
+        }
+        let t = &self.tokens;
+        if t.default_ttl <= 0 || t.max_ttl <= 0 || t.execute_write_ttl <= 0 {
+            return Err("token lifetimes in `tokens` must be positive".into());
+        }
+        if t.default_ttl > t.max_ttl {
+            return Err("`tokens.default_ttl` must not exceed `tokens.max_ttl`".into());
+        }
+        if t.max_chain_depth == 0 || t.max_chain_depth > 16 {
+            return Err("`tokens.max_chain_depth` must be between 1 and 16".into());
+        }
+        for i in &self.issuers {
+            if i.jwks_url.is_some() == i.jwks_file.is_some() {
+                return Err(format!(
+                    "issuer `{}` needs exactly one of `jwks_url` and `jwks_file`",
+                    i.name
+                ));
+            }
+            if i.audiences.is_empty() {
+                return Err(format!("issuer `{}` needs at least one audience", i.name));
+            }
+        }
+        Ok(())
+    }
+
+    /// The issuer URL: configured, or `http://<listen>`.
+    pub fn issuer_url(&self, bound: SocketAddr) -> String {
+        self.issuer
+            .clone()
+            .unwrap_or_else(|| format!("http://{bound}"))
+            .trim_end_matches('/')
+            .to_owned()
+    }
+}
+
+fn parse_env_value(v: &str) -> toml::Value {
+    // A bare TOML value (number, bool, array, inline table) when it parses as one.
+    format!("v = {v}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(v.to_owned()))
+}
+
+fn set_path(doc: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+    let Some((last, parents)) = path.split_last() else {
+        return Err("empty key".into());
+    };
+    let mut cur = doc;
+    for p in parents {
+        let entry = cur
+            .entry(p.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("`{p}` is not a table"))?;
+    }
+    cur.insert(last.clone(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_and_env_overrides() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("MANDATE_LISTEN", "127.0.0.1:9999"),
+                ("MANDATE_TOKENS__DEFAULT_TTL", "120"),
+                ("MANDATE_MASTER_KEY", "ignored"),
+                ("HOME", "/root"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 9999);
+        assert_eq!(c.tokens.default_ttl, 120);
+        assert_eq!(c.tokens.max_ttl, 3600);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = Config::load(None, env(&[("MANDATE_LISTN", "x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("MANDATE_LISTN") && err.contains("listn"),
+            "{err}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("mandate.toml");
+        std::fs::write(&p, "[tokens]\ndefault_tll = 3\n").unwrap();
+        let err = Config::load(Some(&p), env(&[])).unwrap_err().to_string();
+        assert!(
+            err.contains("default_tll") && err.contains("mandate.toml"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let err = Config::load(None, env(&[("MANDATE_SIGNING_ALG", "HS256")])).unwrap_err();
+        assert!(err.to_string().contains("HS256"));
+        let err = Config::load(None, env(&[("MANDATE_TOKENS__DEFAULT_TTL", "-1")])).unwrap_err();
+        assert!(err.to_string().contains("positive"));
+    }
+}

@@ -1,0 +1,272 @@
+//! `--dev`: a throwaway world to try Mandate in — the built-in test IdP, the demo users, groups
+//! and agents of SPEC §10, with the agents' private keys written to the data directory.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use mandate_core::agent::{Agent, AgentKey, AgentStatus};
+use mandate_core::audit::{Decision, NewEvent};
+use mandate_core::ids::AgentId;
+use mandate_core::scope::PatternSet;
+use mandate_core::stage::Stage;
+use mandate_store::{Op, Store};
+use mandate_token::sign::sign_jwt;
+use mandate_token::verify::VerifyingKey;
+use mandate_token::{Alg, KeySet, MasterKey, SealedKey, SigningKey};
+use serde_json::{Value, json};
+
+use crate::config::{Rights, TrustedIssuerConfig};
+use crate::files::write_private;
+
+/// A demo user: subject and groups.
+pub struct DemoUser {
+    /// The subject.
+    pub sub: &'static str,
+    /// Groups.
+    pub groups: &'static [&'static str],
+}
+
+/// The demo users of SPEC §10.
+pub const DEMO_USERS: &[DemoUser] = &[
+    DemoUser {
+        sub: "alice@example.com",
+        groups: &["support"],
+    },
+    DemoUser {
+        sub: "bob@example.com",
+        groups: &["finance"],
+    },
+    DemoUser {
+        sub: "carol@example.com",
+        groups: &["support", "approver"],
+    },
+];
+
+/// The demo groups' rights (SPEC §10).
+pub fn demo_rights() -> Rights {
+    let mut groups = BTreeMap::new();
+    let mut add = |g: &str, scopes: &[&str]| {
+        if let Ok(p) = PatternSet::parse(scopes.iter().copied()) {
+            groups.insert(g.to_owned(), p);
+        }
+    };
+    add(
+        "support",
+        &[
+            "crm.customers:read",
+            "tickets:read",
+            "tickets:create",
+            "email:send",
+            "mcp.crm.lookup_customer:call",
+        ],
+    );
+    add("admin", &["mcp.crm.delete_customer:call"]);
+    add(
+        "finance",
+        &[
+            "billing.invoices:read",
+            "billing.payments:create",
+            "crm.customers:read",
+        ],
+    );
+    let mut agents = BTreeMap::new();
+    if let Ok(p) = PatternSet::parse(["tickets:read"]) {
+        agents.insert("support-v2".to_owned(), p);
+    }
+    Rights { groups, agents }
+}
+
+/// The groups a demo user has, by full subject or by the part before `@`.
+pub fn demo_groups(sub: &str) -> Option<Vec<String>> {
+    DEMO_USERS
+        .iter()
+        .find(|u| u.sub == sub || u.sub.split('@').next() == Some(sub))
+        .map(|u| u.groups.iter().map(|g| (*g).to_owned()).collect())
+}
+
+/// The built-in test identity provider.
+pub struct DevIdp {
+    /// Its issuer URL (`<mandate>/dev-idp`).
+    pub issuer: String,
+    /// The audience its tokens carry (Mandate's issuer).
+    pub audience: String,
+    key: SigningKey,
+}
+
+impl DevIdp {
+    /// Loads the IdP key from `dir/dev-idp.key` (sealed), creating it on first use.
+    pub fn load_or_create(
+        dir: &Path,
+        master: &MasterKey,
+        mandate_issuer: &str,
+    ) -> Result<DevIdp, String> {
+        let path = dir.join("dev-idp.key");
+        let key = if path.exists() {
+            let text =
+                std::fs::read_to_string(&path).map_err(|e| format!("`{}`: {e}", path.display()))?;
+            let v: Value =
+                serde_json::from_str(&text).map_err(|e| format!("`{}`: {e}", path.display()))?;
+            let sealed = SealedKey {
+                kid: v["kid"].as_str().unwrap_or_default().to_owned(),
+                alg: Alg::EdDSA,
+                public_jwk: v["public_jwk"].clone(),
+                sealed_private: STANDARD
+                    .decode(v["sealed"].as_str().unwrap_or_default())
+                    .map_err(|_| format!("`{}` is damaged", path.display()))?,
+            };
+            SigningKey::unseal(&sealed, master).map_err(|e| e.to_string())?
+        } else {
+            let key = SigningKey::generate(Alg::EdDSA).map_err(|e| e.to_string())?;
+            let sealed = key.seal(master).map_err(|e| e.to_string())?;
+            let doc = json!({"kid": sealed.kid, "public_jwk": sealed.public_jwk, "sealed": STANDARD.encode(&sealed.sealed_private)});
+            write_private(&path, doc.to_string().as_bytes())
+                .map_err(|e| format!("`{}`: {e}", path.display()))?;
+            key
+        };
+        Ok(DevIdp {
+            issuer: format!("{mandate_issuer}/dev-idp"),
+            audience: mandate_issuer.to_owned(),
+            key,
+        })
+    }
+
+    /// The trusted-issuer entry for this IdP.
+    pub fn trusted_issuer(&self) -> (TrustedIssuerConfig, KeySet) {
+        let keys = KeySet::new(
+            VerifyingKey::from_jwk(self.key.public_jwk())
+                .into_iter()
+                .collect(),
+        );
+        (
+            TrustedIssuerConfig {
+                name: "dev".into(),
+                issuer: self.issuer.clone(),
+                audiences: vec![self.audience.clone()],
+                jwks_url: None,
+                jwks_file: None,
+                user_claim: "sub".into(),
+                groups_claim: "groups".into(),
+            },
+            keys,
+        )
+    }
+
+    /// The JWKS of the test IdP.
+    pub fn jwks(&self) -> Value {
+        json!({"keys": [self.key.public_jwk()]})
+    }
+
+    /// Mints a user token. A negative `ttl` gives an already-expired token.
+    pub fn user_token(
+        &self,
+        sub: &str,
+        groups: &[String],
+        ttl: i64,
+        now: i64,
+    ) -> Result<String, String> {
+        let iat = if ttl < 0 { now + ttl - 60 } else { now };
+        let claims = json!({
+            "iss": self.issuer, "sub": sub, "aud": self.audience,
+            "iat": iat, "nbf": iat, "exp": now + ttl,
+            "groups": groups,
+            "jti": mandate_token::random_id::<12>().map_err(|e| e.to_string())?,
+        });
+        sign_jwt(&self.key, "JWT", &claims).map_err(|e| e.to_string())
+    }
+}
+
+struct DemoAgent {
+    id: &'static str,
+    name: &'static str,
+    owner: &'static str,
+    description: &'static str,
+    ceiling: &'static [&'static str],
+    max_stage: Stage,
+}
+
+const DEMO_AGENTS: &[DemoAgent] = &[
+    DemoAgent {
+        id: "support-v2",
+        name: "Support assistant v2",
+        owner: "carol@example.com",
+        description: "answers support tickets: reads customers and tickets, drafts replies",
+        ceiling: &[
+            "crm.customers:read",
+            "tickets:*",
+            "email:send",
+            "mcp.crm.*:call",
+        ],
+        max_stage: Stage::Draft,
+    },
+    DemoAgent {
+        id: "analytics-v1",
+        name: "Analytics v1",
+        owner: "bob@example.com",
+        description: "summarises customer and billing data; read-only",
+        ceiling: &["crm.*:read", "billing.invoices:read"],
+        max_stage: Stage::Observe,
+    },
+];
+
+/// Registers the demo agents that are missing, each with a fresh Ed25519 key whose private JWK is
+/// written to `dir/agents/<id>.jwk` (mode 0600).
+pub async fn seed_agents(store: &dyn Store, dir: &Path, now: i64) -> Result<(), String> {
+    let agents_dir = dir.join("agents");
+    std::fs::create_dir_all(&agents_dir).map_err(|e| format!("`{}`: {e}", agents_dir.display()))?;
+    for d in DEMO_AGENTS {
+        if store
+            .agent(d.id)
+            .await
+            .map_err(|e| e.to_string())?
+            .is_some()
+        {
+            continue;
+        }
+        let kid = format!("{}-k1", d.id);
+        let key = SigningKey::generate(Alg::EdDSA)
+            .map_err(|e| e.to_string())?
+            .with_kid(&kid);
+        let private = key
+            .private_jwk()
+            .ok_or("cannot export the demo agent key")?;
+        write_private(
+            &agents_dir.join(format!("{}.jwk", d.id)),
+            private.as_bytes(),
+        )
+        .map_err(|e| format!("`{}`: {e}", agents_dir.display()))?;
+        let agent = Agent {
+            id: AgentId::parse(d.id).map_err(|e| e.to_string())?,
+            name: d.name.into(),
+            owner: d.owner.into(),
+            description: d.description.into(),
+            ceiling: PatternSet::parse(d.ceiling.iter().copied()).map_err(|e| e.to_string())?,
+            max_stage: d.max_stage,
+            status: AgentStatus::Active,
+            keys: vec![AgentKey {
+                kid,
+                jwk: key.public_jwk().clone(),
+                expires_at: None,
+                created_at: now,
+                revoked_at: None,
+            }],
+            created_at: now,
+            updated_at: now,
+        };
+        let event = NewEvent {
+            kind: "agent.register".into(),
+            chain: vec![d.id.into()],
+            action: Some("agent.register".into()),
+            resource: Some(format!("agent:{}", d.id)),
+            decision: Some(Decision::Info),
+            reason: "demo world (--dev)".into(),
+            ..Default::default()
+        };
+        store
+            .commit(vec![Op::InsertAgent(agent), Op::Audit(event)])
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}

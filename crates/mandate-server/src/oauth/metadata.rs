@@ -1,0 +1,51 @@
+//! `GET /.well-known/oauth-authorization-server` (RFC 8414) and `GET /.well-known/jwks.json`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use serde_json::{Value, json};
+
+use crate::oauth::token::{TOKEN_EXCHANGE, TYPE_ACCESS_TOKEN, TYPE_JWT};
+use crate::state::AppState;
+
+/// The metadata document.
+pub fn metadata_document(state: &AppState) -> Value {
+    let i = &state.issuer;
+    json!({
+        "issuer": i,
+        "token_endpoint": format!("{i}/oauth2/token"),
+        "jwks_uri": format!("{i}/.well-known/jwks.json"),
+        "introspection_endpoint": format!("{i}/oauth2/introspect"),
+        "revocation_endpoint": format!("{i}/oauth2/revoke"),
+        "grant_types_supported": [TOKEN_EXCHANGE, "client_credentials"],
+        "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+        "token_endpoint_auth_signing_alg_values_supported": ["EdDSA", "ES256", "ES384", "RS256", "PS256"],
+        "introspection_endpoint_auth_methods_supported": ["private_key_jwt", "bearer"],
+        "revocation_endpoint_auth_methods_supported": ["private_key_jwt"],
+        "response_types_supported": [],
+        "scopes_supported": [],
+        "token_exchange_token_types_supported": [TYPE_JWT, TYPE_ACCESS_TOKEN],
+        "dpop_signing_alg_values_supported": [],
+        "authorization_details_types_supported": [],
+        "service_documentation": format!("{i}/v1/openapi.json"),
+    })
+}
+
+/// `GET /.well-known/oauth-authorization-server`.
+pub async fn metadata(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    (
+        [(header::CACHE_CONTROL, "public, max-age=300")],
+        Json(metadata_document(&state)),
+    )
+}
+
+/// `GET /.well-known/jwks.json`.
+pub async fn jwks(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    (
+        [(header::CACHE_CONTROL, "public, max-age=60")],
+        Json(state.keys.keys().jwks.clone()),
+    )
+}

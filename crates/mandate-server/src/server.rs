@@ -1,0 +1,236 @@
+//! Starting and stopping a Mandate server: data directory, master key, store, keys, admin
+//! bootstrap, dev world, listener, graceful shutdown.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use mandate_store::{SqliteStore, Store};
+use mandate_token::{Alg, MasterKey};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::admin::auth::Role;
+use crate::admin::credentials;
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::dev::{DevIdp, demo_rights, seed_agents};
+use crate::files::{create_private_dir, write_private};
+use crate::idp::{Idps, TrustedIssuer};
+use crate::keyring::KeyRing;
+use crate::rights::GroupRights;
+use crate::state::{Admins, AppState, Directory, Revocations};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A file or the listener failed.
+    #[error("{0}")]
+    Io(String),
+    /// The master key is missing or malformed.
+    #[error("master key: {0}")]
+    MasterKey(String),
+    /// Storage failed.
+    #[error("database: {0}")]
+    Store(#[from] mandate_store::StoreError),
+    /// Keys failed.
+    #[error("signing keys: {0}")]
+    Keys(#[from] crate::keyring::KeyRingError),
+    /// An identity provider is misconfigured.
+    #[error("{0}")]
+    Issuer(#[from] crate::idp::JwksError),
+}
+
+/// How to start.
+pub struct Options {
+    /// Configuration.
+    pub config: Config,
+    /// `--dev`: test IdP, demo world, admin credential written to `admin.token`.
+    pub dev: bool,
+    /// The master key's text (from `MANDATE_MASTER_KEY`); `None` uses `<data>/master.key`.
+    pub master_key: Option<String>,
+    /// The clock (tests inject one).
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Options {
+    /// Options with the system clock and no master key override.
+    pub fn new(config: Config, dev: bool) -> Options {
+        Options {
+            config,
+            dev,
+            master_key: None,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// A running server.
+pub struct Running {
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// Mandate's issuer URL.
+    pub url: String,
+    /// The admin credential to show: the bootstrap credential on first start; in `--dev`, the
+    /// one in `admin.token` on every start.
+    pub admin_token: Option<String>,
+    /// Whether the credential was created by this start.
+    pub admin_token_is_new: bool,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// The state, for in-process callers (demo, tests).
+    pub state: Arc<AppState>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), std::io::Error>>,
+    store: Arc<SqliteStore>,
+}
+
+fn master_key(dir: &Path, given: Option<&str>) -> Result<MasterKey, StartError> {
+    if let Some(text) = given {
+        return MasterKey::parse(text)
+            .map_err(|e| StartError::MasterKey(format!("`MANDATE_MASTER_KEY`: {e}")));
+    }
+    let path = dir.join("master.key");
+    if path.exists() {
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| StartError::MasterKey(format!("`{}`: {e}", path.display())))?;
+        return MasterKey::parse(&text)
+            .map_err(|e| StartError::MasterKey(format!("`{}`: {e}", path.display())));
+    }
+    let key = MasterKey::generate().map_err(|e| StartError::MasterKey(e.to_string()))?;
+    write_private(&path, key.to_base64().as_bytes())
+        .map_err(|e| StartError::MasterKey(format!("`{}`: {e}", path.display())))?;
+    Ok(key)
+}
+
+/// Starts a server and returns once it is accepting connections.
+pub async fn start(opts: Options) -> Result<Running, StartError> {
+    let Options {
+        config,
+        dev,
+        master_key: master_text,
+        clock,
+    } = opts;
+    let dir = config.data_dir.clone();
+    create_private_dir(&dir)
+        .map_err(|e| StartError::Io(format!("data directory `{}`: {e}", dir.display())))?;
+    let master = master_key(&dir, master_text.as_deref())?;
+    let store = Arc::new(SqliteStore::open(&dir.join("mandate.db")).await?);
+    let dyn_store: Arc<dyn Store> = store.clone();
+    let now = clock.now();
+    let alg = Alg::parse(&config.signing_alg).map_err(|e| StartError::Io(e.to_string()))?;
+    let keys = KeyRing::load_or_create(dyn_store.as_ref(), &master, alg, now).await?;
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| StartError::Io(format!("cannot listen on `{}`: {e}", config.listen)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| StartError::Io(e.to_string()))?;
+    let issuer = config.issuer_url(addr);
+
+    // Admin credentials: a bootstrap credential on first start, shown once.
+    let admins = Admins::load(dyn_store.as_ref()).await?;
+    let token_file = dir.join("admin.token");
+    let (admin_token, admin_token_is_new) = if admins.is_empty() {
+        let made =
+            credentials::make(dyn_store.as_ref(), "bootstrap", Role::Admin, "system", now).await?;
+        admins.insert(made.record);
+        if dev {
+            write_private(&token_file, made.secret.as_bytes())
+                .map_err(|e| StartError::Io(format!("`{}`: {e}", token_file.display())))?;
+        }
+        (Some(made.secret), true)
+    } else if dev {
+        (
+            std::fs::read_to_string(&token_file)
+                .ok()
+                .map(|s| s.trim().to_owned()),
+            false,
+        )
+    } else {
+        (None, false)
+    };
+
+    let mut issuers = Vec::new();
+    for c in &config.issuers {
+        issuers.push(Arc::new(TrustedIssuer::from_config(c.clone())?));
+    }
+    let mut rights_cfg = config.rights.clone();
+    let dev_idp = if dev {
+        let idp = DevIdp::load_or_create(&dir, &master, &issuer).map_err(StartError::Io)?;
+        let (cfg, set) = idp.trusted_issuer();
+        issuers.push(Arc::new(TrustedIssuer::with_keys(cfg, set)));
+        seed_agents(dyn_store.as_ref(), &dir, now)
+            .await
+            .map_err(StartError::Io)?;
+        if rights_cfg.groups.is_empty() && rights_cfg.agents.is_empty() {
+            rights_cfg = demo_rights();
+        }
+        Some(idp)
+    } else {
+        None
+    };
+    let idps = Idps::new(issuers);
+    for e in idps.refresh_all().await {
+        tracing::warn!(error = %e, "identity provider keys not loaded yet; will retry on first use");
+    }
+    let directory = Directory::load(dyn_store.as_ref()).await?;
+    let revocations = Revocations::load(dyn_store.as_ref(), now).await?;
+    let state = Arc::new(AppState {
+        rights: Arc::new(GroupRights::new(
+            rights_cfg.groups.clone(),
+            rights_cfg.agents.clone(),
+        )),
+        config,
+        issuer: issuer.clone(),
+        store: dyn_store,
+        clock,
+        master,
+        keys,
+        idps,
+        directory,
+        revocations,
+        admins,
+        dev: dev_idp,
+    });
+    let app = crate::app::router(state.clone());
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await
+    });
+    tracing::info!(%addr, %issuer, dev, "mandate is listening");
+    Ok(Running {
+        addr,
+        url: issuer,
+        admin_token,
+        admin_token_is_new,
+        data_dir: dir,
+        state,
+        shutdown: Some(tx),
+        task,
+        store,
+    })
+}
+
+impl Running {
+    /// Stops accepting connections, finishes in-flight requests, flushes the store.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = (&mut self.task).await;
+        self.store.close().await;
+    }
+
+    /// Runs until `signal` completes, then shuts down gracefully.
+    pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) {
+        signal.await;
+        self.shutdown().await;
+    }
+}

@@ -1,0 +1,212 @@
+//! The server's state, built once at start and handed explicitly to every handler.
+//!
+//! Hot-path state lives in memory — keys, the agent directory, the revocation index, admin
+//! credentials — so a token request never waits on a database read to decide. Writes go through
+//! the store's group-commit writer, and the in-memory copies are updated after they are durable.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use mandate_core::agent::Agent;
+use mandate_core::revocation::RevocationIndex;
+use mandate_store::{AdminCredential, Store, StoreError};
+use mandate_token::MasterKey;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::dev::DevIdp;
+use crate::idp::Idps;
+use crate::keyring::KeyRing;
+use crate::rights::RightsSource;
+
+fn read<T: Clone>(l: &RwLock<T>) -> T {
+    match l.read() {
+        Ok(g) => g.clone(),
+        Err(p) => p.into_inner().clone(),
+    }
+}
+
+fn write<T, R>(l: &RwLock<T>, f: impl FnOnce(&mut T) -> R) -> R {
+    match l.write() {
+        Ok(mut g) => f(&mut g),
+        Err(p) => f(&mut p.into_inner()),
+    }
+}
+
+/// Registered agents, in memory.
+#[derive(Default)]
+pub struct Directory {
+    agents: RwLock<HashMap<String, Arc<Agent>>>,
+}
+
+impl Directory {
+    /// Loads every agent from the store.
+    pub async fn load(store: &dyn Store) -> Result<Directory, StoreError> {
+        let agents = store
+            .agents()
+            .await?
+            .into_iter()
+            .map(|a| (a.id.as_str().to_owned(), Arc::new(a)))
+            .collect();
+        Ok(Directory {
+            agents: RwLock::new(agents),
+        })
+    }
+
+    /// One agent.
+    pub fn get(&self, id: &str) -> Option<Arc<Agent>> {
+        match self.agents.read() {
+            Ok(g) => g.get(id).cloned(),
+            Err(p) => p.into_inner().get(id).cloned(),
+        }
+    }
+
+    /// Re-reads one agent after a change.
+    pub async fn refresh(
+        &self,
+        store: &dyn Store,
+        id: &str,
+    ) -> Result<Option<Arc<Agent>>, StoreError> {
+        let agent = store.agent(id).await?.map(Arc::new);
+        write(&self.agents, |m| match &agent {
+            Some(a) => {
+                m.insert(id.to_owned(), a.clone());
+            }
+            None => {
+                m.remove(id);
+            }
+        });
+        Ok(agent)
+    }
+
+    /// Every agent, ordered by id.
+    pub fn all(&self) -> Vec<Arc<Agent>> {
+        let mut v: Vec<_> = read(&self.agents).into_values().collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+}
+
+/// The revocation index, shared.
+#[derive(Default)]
+pub struct Revocations {
+    index: RwLock<RevocationIndex>,
+}
+
+impl Revocations {
+    /// Builds the index from the store: every revocation root and every revoked live token.
+    pub async fn load(store: &dyn Store, now: i64) -> Result<Revocations, StoreError> {
+        let mut index = RevocationIndex::default();
+        for r in store.revocations().await? {
+            if r.kind != mandate_core::revocation::RevocationKind::Token {
+                index.insert(r.kind, &r.target, r.at);
+            }
+        }
+        for t in store.revoked_tokens(now).await? {
+            index.insert(
+                mandate_core::revocation::RevocationKind::Token,
+                &t.jti,
+                t.exp,
+            );
+        }
+        Ok(Revocations {
+            index: RwLock::new(index),
+        })
+    }
+
+    /// Reads the index.
+    pub fn with<R>(&self, f: impl FnOnce(&RevocationIndex) -> R) -> R {
+        match self.index.read() {
+            Ok(g) => f(&g),
+            Err(p) => f(&p.into_inner()),
+        }
+    }
+
+    /// Changes the index.
+    pub fn update<R>(&self, f: impl FnOnce(&mut RevocationIndex) -> R) -> R {
+        write(&self.index, f)
+    }
+}
+
+/// Admin credentials by the SHA-256 of their secret.
+#[derive(Default)]
+pub struct Admins {
+    by_hash: RwLock<HashMap<String, AdminCredential>>,
+}
+
+impl Admins {
+    /// Loads every enabled credential.
+    pub async fn load(store: &dyn Store) -> Result<Admins, StoreError> {
+        let by_hash = store
+            .admin_credentials()
+            .await?
+            .into_iter()
+            .filter(|c| c.disabled_at.is_none())
+            .map(|c| (c.secret_hash.clone(), c))
+            .collect();
+        Ok(Admins {
+            by_hash: RwLock::new(by_hash),
+        })
+    }
+
+    /// The credential whose secret hashes to `hash`.
+    pub fn find(&self, hash: &str) -> Option<AdminCredential> {
+        match self.by_hash.read() {
+            Ok(g) => g.get(hash).cloned(),
+            Err(p) => p.into_inner().get(hash).cloned(),
+        }
+    }
+
+    /// Adds a credential after it is stored.
+    pub fn insert(&self, c: AdminCredential) {
+        write(&self.by_hash, |m| m.insert(c.secret_hash.clone(), c));
+    }
+
+    /// Number of credentials.
+    pub fn len(&self) -> usize {
+        match self.by_hash.read() {
+            Ok(g) => g.len(),
+            Err(p) => p.into_inner().len(),
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Everything a handler may need.
+pub struct AppState {
+    /// Configuration.
+    pub config: Config,
+    /// Mandate's issuer URL.
+    pub issuer: String,
+    /// Storage.
+    pub store: Arc<dyn Store>,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// The master key that seals private keys.
+    pub master: MasterKey,
+    /// Signing keys.
+    pub keys: KeyRing,
+    /// Trusted identity providers.
+    pub idps: Idps,
+    /// Agents.
+    pub directory: Directory,
+    /// Revocations.
+    pub revocations: Revocations,
+    /// Admin credentials.
+    pub admins: Admins,
+    /// Users' and agents' own rights.
+    pub rights: Arc<dyn RightsSource>,
+    /// The built-in test IdP, in `--dev` only.
+    pub dev: Option<DevIdp>,
+}
+
+impl AppState {
+    /// The token endpoint's URL.
+    pub fn token_endpoint(&self) -> String {
+        format!("{}/oauth2/token", self.issuer)
+    }
+}

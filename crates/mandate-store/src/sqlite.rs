@@ -1,0 +1,407 @@
+//! The embedded SQLite implementation of [`Store`].
+//!
+//! One database file in WAL mode. Reads use a small pool of read-only (`query_only`)
+//! connections and never wait on writes. Writes go through one group-commit writer task that
+//! owns its own connection (see [`writer`]); the schema is brought up to date by an embedded
+//! migration runner at open (see [`migrations`]).
+
+use std::path::Path;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use mandate_core::agent::Agent;
+use mandate_core::audit::AuditEvent;
+use mandate_core::revocation::RevocationRecord;
+use mandate_core::task::{Task, TokenRecord};
+use serde::Serialize;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{ConnectOptions, QueryBuilder, Row, Sqlite, SqliteConnection};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::{
+    AdminCredential, AuditFilter, Op, OpOutput, RevokedToken, Store, StoreError, StoredSigningKey,
+};
+
+mod migrations;
+mod ops;
+mod rows;
+mod writer;
+
+use writer::{Unit, Writer};
+
+/// How long a connection waits for a lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Read connections of a read-write store.
+const READ_POOL_SIZE: u32 = 4;
+/// Read connections of a read-only store.
+const READ_ONLY_POOL_SIZE: u32 = 2;
+/// Units that may wait for the writer before `commit` itself waits (back-pressure).
+const QUEUE_DEPTH: usize = 4 * writer::MAX_BATCH;
+/// Audit events returned when a filter names no limit.
+const DEFAULT_AUDIT_LIMIT: u32 = 100;
+/// The most audit events one filtered query returns.
+const MAX_AUDIT_LIMIT: u32 = 10_000;
+
+/// Mandate's store on one SQLite file.
+///
+/// Cheap to share behind an `Arc`. Call [`SqliteStore::close`] on shutdown so queued writes
+/// land before the process exits. One process writes a database file at a time: the writer keeps
+/// the audit chain head in memory.
+///
+/// Whether a single-use value ([`Op::UseOnce`]) has expired is judged by the system clock, as
+/// are audit event times.
+pub struct SqliteStore {
+    /// Read connections.
+    read: SqlitePool,
+    /// The writer's queue; `None` once closed (or for a read-only store).
+    queue: Mutex<Option<mpsc::Sender<Unit>>>,
+    /// The writer task, until [`SqliteStore::close`] has waited for it.
+    writer: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("writable", &self.sender().is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating it if missing) the database at `path` for reading and writing: WAL
+    /// journal, `synchronous=FULL`, foreign keys on, a 5 s busy timeout. Brings the schema up to
+    /// date and starts the writer task, so it must be called inside a Tokio runtime.
+    pub async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let write_options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let mut conn: SqliteConnection = write_options.connect().await?;
+        migrations::run(&mut conn).await?;
+        let writer = Writer::new(conn).await?;
+
+        let read_options = SqliteConnectOptions::new()
+            .filename(path)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT)
+            .pragma("query_only", "ON");
+        let read = SqlitePoolOptions::new()
+            .max_connections(READ_POOL_SIZE)
+            .connect_with(read_options)
+            .await?;
+
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let handle = tokio::spawn(writer.run(rx));
+        Ok(SqliteStore {
+            read,
+            queue: Mutex::new(Some(tx)),
+            writer: tokio::sync::Mutex::new(Some(handle)),
+        })
+    }
+
+    /// Opens an existing database read-only (`mode=ro`), e.g. for offline `mandate audit verify`:
+    /// no migrations, no writer; [`Store::commit`] returns [`StoreError::Closed`]. Fails with
+    /// [`StoreError::NotFound`] if the file does not exist, and with [`StoreError::Database`] if
+    /// it is not a Mandate database or its schema is newer than this build.
+    pub async fn open_read_only(path: &Path) -> Result<SqliteStore, StoreError> {
+        if !path.is_file() {
+            return Err(StoreError::NotFound(format!(
+                "database file `{}`",
+                path.display()
+            )));
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .read_only(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let read = SqlitePoolOptions::new()
+            .max_connections(READ_ONLY_POOL_SIZE)
+            .connect_with(options)
+            .await?;
+        let version: Option<i64> = sqlx::query("SELECT MAX(version) AS v FROM schema_migrations")
+            .fetch_one(&read)
+            .await
+            .map_err(|e| {
+                StoreError::Database(format!(
+                    "`{}` is not a Mandate database: {e}",
+                    path.display()
+                ))
+            })?
+            .try_get("v")?;
+        if version.unwrap_or(0) > migrations::latest_version() {
+            read.close().await;
+            return Err(StoreError::Database(format!(
+                "`{}` has a schema newer than this build; upgrade Mandate to read it",
+                path.display()
+            )));
+        }
+        Ok(SqliteStore {
+            read,
+            queue: Mutex::new(None),
+            writer: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// Stops accepting commits, lets the writer commit every unit already queued, waits for it,
+    /// and closes the connections. Later calls return at once; later commits get
+    /// [`StoreError::Closed`].
+    pub async fn close(&self) {
+        drop(
+            self.queue
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+        let handle = self.writer.lock().await.take();
+        if let Some(handle) = handle
+            && let Err(e) = handle.await
+        {
+            tracing::error!(error = %e, "the store writer task failed");
+        }
+        self.read.close().await;
+    }
+
+    /// The writer's queue, if the store still accepts commits.
+    fn sender(&self) -> Option<mpsc::Sender<Unit>> {
+        self.queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Runs `sql` with one text parameter and decodes every row.
+    async fn fetch_all_by<T>(
+        &self,
+        sql: &'static str,
+        param: Option<&str>,
+        decode: fn(&SqliteRow) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut q = sqlx::query(sql);
+        if let Some(p) = param {
+            q = q.bind(p);
+        }
+        q.fetch_all(&self.read).await?.iter().map(decode).collect()
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn commit(&self, ops: Vec<Op>) -> Result<Vec<OpOutput>, StoreError> {
+        let queue = self.sender().ok_or(StoreError::Closed)?;
+        let (reply, outcome) = oneshot::channel();
+        queue
+            .send(Unit { ops, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        drop(queue);
+        outcome.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn agents(&self) -> Result<Vec<Agent>, StoreError> {
+        // One read transaction, so the agents and their keys are the same snapshot.
+        let mut tx = self.read.begin().await?;
+        let mut agents = sqlx::query("SELECT * FROM agents ORDER BY id")
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(rows::agent)
+            .collect::<Result<Vec<_>, _>>()?;
+        let keys = sqlx::query("SELECT * FROM agent_keys ORDER BY agent_id, rowid")
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        for row in &keys {
+            let agent_id: String = row.try_get("agent_id")?;
+            // Both lists are sorted by agent id.
+            if let Ok(i) = agents.binary_search_by(|a| a.id.as_str().cmp(&agent_id))
+                && let Some(a) = agents.get_mut(i)
+            {
+                a.keys.push(rows::agent_key(row)?);
+            }
+        }
+        Ok(agents)
+    }
+
+    async fn agent(&self, id: &str) -> Result<Option<Agent>, StoreError> {
+        let mut tx = self.read.begin().await?;
+        let row = sqlx::query("SELECT * FROM agents WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            tx.commit().await?;
+            return Ok(None);
+        };
+        let mut agent = rows::agent(&row)?;
+        agent.keys = sqlx::query("SELECT * FROM agent_keys WHERE agent_id = ? ORDER BY rowid")
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(rows::agent_key)
+            .collect::<Result<_, _>>()?;
+        tx.commit().await?;
+        Ok(Some(agent))
+    }
+
+    async fn task(&self, id: &str) -> Result<Option<Task>, StoreError> {
+        let row = sqlx::query("SELECT * FROM tasks WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?;
+        row.as_ref().map(rows::task).transpose()
+    }
+
+    async fn token(&self, jti: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM tokens WHERE jti = ?")
+            .bind(jti)
+            .fetch_optional(&self.read)
+            .await?;
+        row.as_ref().map(rows::token).transpose()
+    }
+
+    async fn tokens_of_task(&self, task: &str) -> Result<Vec<TokenRecord>, StoreError> {
+        self.fetch_all_by(
+            "SELECT * FROM tokens WHERE task = ? ORDER BY iat, rowid",
+            Some(task),
+            rows::token,
+        )
+        .await
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<StoredSigningKey>, StoreError> {
+        self.fetch_all_by(
+            "SELECT * FROM signing_keys ORDER BY created_at, rowid",
+            None,
+            rows::signing_key,
+        )
+        .await
+    }
+
+    async fn admin_credentials(&self) -> Result<Vec<AdminCredential>, StoreError> {
+        self.fetch_all_by(
+            "SELECT * FROM admin_credentials ORDER BY created_at, rowid",
+            None,
+            rows::admin_credential,
+        )
+        .await
+    }
+
+    async fn revocations(&self) -> Result<Vec<RevocationRecord>, StoreError> {
+        self.fetch_all_by(
+            "SELECT * FROM revocations ORDER BY at, rowid",
+            None,
+            rows::revocation,
+        )
+        .await
+    }
+
+    async fn revoked_tokens(&self, now: i64) -> Result<Vec<RevokedToken>, StoreError> {
+        sqlx::query(
+            "SELECT jti, exp FROM tokens WHERE revoked_at IS NOT NULL AND exp >= ? ORDER BY exp, jti",
+        )
+        .bind(now)
+        .fetch_all(&self.read)
+        .await?
+        .iter()
+        .map(rows::revoked_token)
+        .collect()
+    }
+
+    async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
+        audit_query(filter)
+            .build()
+            .fetch_all(&self.read)
+            .await?
+            .iter()
+            .map(rows::event)
+            .collect()
+    }
+
+    async fn audit_after(&self, after: i64, limit: u32) -> Result<Vec<AuditEvent>, StoreError> {
+        sqlx::query("SELECT * FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?")
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.read)
+            .await?
+            .iter()
+            .map(rows::event)
+            .collect()
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").fetch_one(&self.read).await?;
+        Ok(())
+    }
+}
+
+/// The SQL of an audit query. Only fixed fragments are written into the text; every value is a
+/// bound parameter.
+fn audit_query(filter: &AuditFilter) -> QueryBuilder<Sqlite> {
+    let mut q = QueryBuilder::<Sqlite>::new("SELECT * FROM audit_events WHERE 1 = 1");
+    let equals: [(&'static str, &Option<String>); 6] = [
+        (" AND user = ", &filter.user),
+        (" AND task = ", &filter.task),
+        (" AND action = ", &filter.action),
+        (" AND resource = ", &filter.resource),
+        (" AND decision = ", &filter.decision),
+        (" AND kind = ", &filter.kind),
+    ];
+    for (clause, value) in equals {
+        if let Some(v) = value {
+            q.push(clause).push_bind(v.clone());
+        }
+    }
+    if let Some(agent) = &filter.agent {
+        q.push(" AND seq IN (SELECT seq FROM audit_event_agents WHERE agent = ")
+            .push_bind(agent.clone())
+            .push(")");
+    }
+    if let Some(since) = &filter.since {
+        q.push(" AND time >= ").push_bind(since.clone());
+    }
+    if let Some(until) = &filter.until {
+        q.push(" AND time < ").push_bind(until.clone());
+    }
+    if let Some(after) = filter.after_seq {
+        q.push(" AND seq > ").push_bind(after);
+    }
+    q.push(if filter.newest_first {
+        " ORDER BY seq DESC"
+    } else {
+        " ORDER BY seq ASC"
+    });
+    let limit = filter
+        .limit
+        .unwrap_or(DEFAULT_AUDIT_LIMIT)
+        .min(MAX_AUDIT_LIMIT);
+    q.push(" LIMIT ").push_bind(i64::from(limit));
+    q
+}
+
+/// JSON text of a value (lists of strings, JWKs, pattern sets).
+fn json<T: Serialize + ?Sized>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value)
+        .map_err(|e| StoreError::Database(format!("could not encode a value as JSON: {e}")))
+}
+
+/// Seconds since the epoch, by the system clock.
+fn unix_now() -> i64 {
+    unix_now_ms().div_euclid(1000)
+}
+
+/// Milliseconds since the epoch, by the system clock (0 if the clock is before 1970).
+fn unix_now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,446 @@
+//! How each [`Op`] is applied, inside the writer's transaction.
+
+use std::collections::BTreeSet;
+
+use mandate_core::agent::{Agent, AgentKey};
+use mandate_core::audit::{AuditEvent, NewEvent};
+use mandate_core::revocation::{RevocationKind, RevocationRecord};
+use mandate_core::task::{Task, TokenRecord};
+use mandate_core::time::rfc3339_millis;
+use sqlx::{Row, SqliteConnection};
+
+use super::writer::ChainHead;
+use super::{json, unix_now, unix_now_ms};
+use crate::{AdminCredential, Op, OpOutput, RevokedToken, StoreError, StoredSigningKey};
+
+/// Applies one op. On error the caller rolls the unit back, head included.
+pub(crate) async fn apply(
+    conn: &mut SqliteConnection,
+    head: &mut ChainHead,
+    op: Op,
+) -> Result<OpOutput, StoreError> {
+    match op {
+        Op::Audit(new) => append_audit(conn, head, new).await.map(OpOutput::Audit),
+        Op::InsertToken(t) => insert_token(conn, &t).await.map(done),
+        Op::EnsureTask(t) => ensure_task(conn, &t).await.map(done),
+        Op::SetTaskStatus { id, status, at } => {
+            let r = sqlx::query("UPDATE tasks SET status = ?, updated_at = ? WHERE id = ?")
+                .bind(status.as_str())
+                .bind(at)
+                .bind(&id)
+                .execute(&mut *conn)
+                .await?;
+            found(r.rows_affected(), || format!("task `{id}`"))
+        }
+        Op::UseOnce { key, exp } => use_once(conn, &key, exp).await.map(done),
+        Op::Revoke(rec) => revoke(conn, &rec).await.map(OpOutput::Revoked),
+        Op::InsertAgent(a) => insert_agent(conn, &a).await.map(done),
+        Op::UpdateAgent(a) => update_agent(conn, &a).await,
+        Op::SetAgentStatus { id, status, at } => {
+            let r = sqlx::query("UPDATE agents SET status = ?, updated_at = ? WHERE id = ?")
+                .bind(status.as_str())
+                .bind(at)
+                .bind(&id)
+                .execute(&mut *conn)
+                .await?;
+            found(r.rows_affected(), || format!("agent `{id}`"))
+        }
+        Op::AddAgentKey { agent, key } => {
+            let exists = sqlx::query("SELECT 1 FROM agents WHERE id = ?")
+                .bind(&agent)
+                .fetch_optional(&mut *conn)
+                .await?
+                .is_some();
+            if !exists {
+                return Err(StoreError::NotFound(format!("agent `{agent}`")));
+            }
+            insert_agent_key(conn, &agent, &key).await.map(done)
+        }
+        Op::RemoveAgentKey { agent, kid } => {
+            let r = sqlx::query("DELETE FROM agent_keys WHERE agent_id = ? AND kid = ?")
+                .bind(&agent)
+                .bind(&kid)
+                .execute(&mut *conn)
+                .await?;
+            found(r.rows_affected(), || {
+                format!("key `{kid}` of agent `{agent}`")
+            })
+        }
+        Op::RevokeAgentKey { kid, at } => {
+            sqlx::query(
+                "UPDATE agent_keys SET revoked_at = ? WHERE kid = ? AND revoked_at IS NULL",
+            )
+            .bind(at)
+            .bind(&kid)
+            .execute(&mut *conn)
+            .await?;
+            Ok(OpOutput::Done)
+        }
+        Op::InsertSigningKey(k) => insert_signing_key(conn, &k).await.map(done),
+        Op::RetireSigningKey {
+            kid,
+            at,
+            publish_until,
+        } => {
+            let r = sqlx::query(
+                "UPDATE signing_keys SET retired_at = ?, publish_until = ? WHERE kid = ?",
+            )
+            .bind(at)
+            .bind(publish_until)
+            .bind(&kid)
+            .execute(&mut *conn)
+            .await?;
+            found(r.rows_affected(), || format!("signing key `{kid}`"))
+        }
+        Op::InsertAdminCredential(c) => insert_admin_credential(conn, &c).await.map(done),
+    }
+}
+
+fn done(_: ()) -> OpOutput {
+    OpOutput::Done
+}
+
+/// `Done` if a row was touched, else `NotFound(what)`.
+fn found(rows: u64, what: impl FnOnce() -> String) -> Result<OpOutput, StoreError> {
+    if rows == 0 {
+        Err(StoreError::NotFound(what()))
+    } else {
+        Ok(OpOutput::Done)
+    }
+}
+
+/// Maps a unique-key violation to [`StoreError::Conflict`] naming `what`.
+fn conflict(what: impl FnOnce() -> String) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |e| match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(what()),
+        _ => StoreError::from(e),
+    }
+}
+
+/// Seals `new` after the head, stores it, and advances the head.
+async fn append_audit(
+    conn: &mut SqliteConnection,
+    head: &mut ChainHead,
+    new: NewEvent,
+) -> Result<AuditEvent, StoreError> {
+    let seq = head.seq + 1;
+    let now = rfc3339_millis(unix_now_ms());
+    // Never earlier than the previous event, even if the system clock stepped back.
+    let time = if now < head.time {
+        head.time.clone()
+    } else {
+        now
+    };
+    let e = AuditEvent::seal(new, seq, time, head.hash.clone());
+    sqlx::query(
+        "INSERT INTO audit_events (seq, time, kind, user, chain, task, action, resource, decision,
+            reason, policy_ids, request_id, credential, jti, detail, prev_hash, hash)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(e.seq)
+    .bind(&e.time)
+    .bind(&e.kind)
+    .bind(&e.user)
+    .bind(json(&e.chain)?)
+    .bind(&e.task)
+    .bind(&e.action)
+    .bind(&e.resource)
+    .bind(e.decision.as_str())
+    .bind(&e.reason)
+    .bind(json(&e.policy_ids)?)
+    .bind(&e.request_id)
+    .bind(&e.credential)
+    .bind(&e.jti)
+    .bind(&e.detail)
+    .bind(&e.prev_hash)
+    .bind(&e.hash)
+    .execute(&mut *conn)
+    .await?;
+    let agents: BTreeSet<&str> = e.chain.iter().map(String::as_str).collect();
+    for agent in agents {
+        sqlx::query("INSERT INTO audit_event_agents (agent, seq) VALUES (?, ?)")
+            .bind(agent)
+            .bind(e.seq)
+            .execute(&mut *conn)
+            .await?;
+    }
+    head.seq = e.seq;
+    head.hash = e.hash.clone();
+    head.time = e.time.clone();
+    Ok(e)
+}
+
+async fn insert_token(conn: &mut SqliteConnection, t: &TokenRecord) -> Result<(), StoreError> {
+    if let Some(parent) = &t.parent_jti {
+        let row = sqlx::query("SELECT revoked_at FROM tokens WHERE jti = ?")
+            .bind(parent)
+            .fetch_optional(&mut *conn)
+            .await?;
+        if let Some(row) = row {
+            let revoked_at: Option<i64> = row.try_get("revoked_at")?;
+            if revoked_at.is_some() {
+                return Err(StoreError::ParentRevoked(parent.clone()));
+            }
+        }
+    }
+    sqlx::query(
+        "INSERT INTO tokens (jti, parent_jti, task, sub, sub_profile, sub_iss, chain, credentials,
+            scope, aud, stage, iat, exp, revoked_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&t.jti)
+    .bind(&t.parent_jti)
+    .bind(&t.task)
+    .bind(&t.sub)
+    .bind(&t.sub_profile)
+    .bind(&t.sub_iss)
+    .bind(json(&t.chain)?)
+    .bind(json(&t.credentials)?)
+    .bind(&t.scope)
+    .bind(json(&t.aud)?)
+    .bind(&t.stage)
+    .bind(t.iat)
+    .bind(t.exp)
+    .bind(t.revoked_at)
+    .execute(&mut *conn)
+    .await
+    .map_err(conflict(|| format!("token `{}`", t.jti)))?;
+    let actors = t.chain.len().max(t.credentials.len());
+    for pos in 0..actors {
+        sqlx::query("INSERT INTO token_actors (jti, pos, agent, credential) VALUES (?, ?, ?, ?)")
+            .bind(&t.jti)
+            .bind(i64::try_from(pos).unwrap_or(i64::MAX))
+            .bind(t.chain.get(pos))
+            .bind(t.credentials.get(pos))
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn ensure_task(conn: &mut SqliteConnection, t: &Task) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO tasks (id, agent, user, user_issuer, purpose, input, status, created_at,
+            updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&t.id)
+    .bind(&t.agent)
+    .bind(&t.user)
+    .bind(&t.user_issuer)
+    .bind(&t.purpose)
+    .bind(&t.input)
+    .bind(t.status.as_str())
+    .bind(t.created_at)
+    .bind(t.updated_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Marks `key` used until `exp`. A previous use that expired (by the system clock) no longer
+/// counts.
+async fn use_once(conn: &mut SqliteConnection, key: &str, exp: i64) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM used_once WHERE key = ? AND exp < ?")
+        .bind(key)
+        .bind(unix_now())
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("INSERT INTO used_once (key, exp) VALUES (?, ?)")
+        .bind(key)
+        .bind(exp)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                StoreError::Replay(key.to_owned())
+            }
+            _ => StoreError::from(e),
+        })?;
+    Ok(())
+}
+
+/// Records the revocation root and ends every live token it reaches.
+async fn revoke(
+    conn: &mut SqliteConnection,
+    rec: &RevocationRecord,
+) -> Result<Vec<RevokedToken>, StoreError> {
+    sqlx::query(
+        "INSERT INTO revocations (id, kind, target, revoked_by, reason, at)
+         VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&rec.id)
+    .bind(rec.kind.as_str())
+    .bind(&rec.target)
+    .bind(&rec.by)
+    .bind(&rec.reason)
+    .bind(rec.at)
+    .execute(&mut *conn)
+    .await
+    .map_err(conflict(|| format!("revocation `{}`", rec.id)))?;
+
+    // Every statement binds ?1 = target, ?2 = at, and marks only live tokens (not yet revoked,
+    // not expired at `at`).
+    let sql = match rec.kind {
+        RevocationKind::Token => {
+            "WITH RECURSIVE tree (jti) AS (
+                 SELECT ?1
+                 UNION
+                 SELECT t.jti FROM tokens t JOIN tree ON t.parent_jti = tree.jti
+             )
+             UPDATE tokens SET revoked_at = ?2
+             WHERE jti IN (SELECT jti FROM tree) AND revoked_at IS NULL AND exp >= ?2
+             RETURNING jti, exp"
+        }
+        RevocationKind::Task => {
+            sqlx::query("UPDATE tasks SET status = 'revoked', updated_at = ?2 WHERE id = ?1")
+                .bind(&rec.target)
+                .bind(rec.at)
+                .execute(&mut *conn)
+                .await?;
+            "UPDATE tokens SET revoked_at = ?2
+             WHERE task = ?1 AND revoked_at IS NULL AND exp >= ?2
+             RETURNING jti, exp"
+        }
+        RevocationKind::User => {
+            "UPDATE tokens SET revoked_at = ?2
+             WHERE sub = ?1 AND sub_profile = 'user' AND revoked_at IS NULL AND exp >= ?2
+             RETURNING jti, exp"
+        }
+        RevocationKind::Agent => {
+            "UPDATE tokens SET revoked_at = ?2
+             WHERE jti IN (SELECT jti FROM token_actors WHERE agent = ?1)
+               AND revoked_at IS NULL AND exp >= ?2
+             RETURNING jti, exp"
+        }
+        RevocationKind::Key => {
+            "UPDATE tokens SET revoked_at = ?2
+             WHERE jti IN (SELECT jti FROM token_actors WHERE credential = 'kid:' || ?1)
+               AND revoked_at IS NULL AND exp >= ?2
+             RETURNING jti, exp"
+        }
+    };
+    let rows = sqlx::query(sql)
+        .bind(&rec.target)
+        .bind(rec.at)
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut ended = rows
+        .iter()
+        .map(|r| {
+            Ok(RevokedToken {
+                jti: r.try_get("jti")?,
+                exp: r.try_get("exp")?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    ended.sort_by(|a, b| a.jti.cmp(&b.jti));
+    Ok(ended)
+}
+
+async fn insert_agent(conn: &mut SqliteConnection, a: &Agent) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO agents (id, name, owner, description, ceiling, max_stage, status, created_at,
+            updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(a.id.as_str())
+    .bind(&a.name)
+    .bind(&a.owner)
+    .bind(&a.description)
+    .bind(json(&a.ceiling)?)
+    .bind(a.max_stage.as_str())
+    .bind(a.status.as_str())
+    .bind(a.created_at)
+    .bind(a.updated_at)
+    .execute(&mut *conn)
+    .await
+    .map_err(conflict(|| format!("agent `{}`", a.id)))?;
+    for key in &a.keys {
+        insert_agent_key(conn, a.id.as_str(), key).await?;
+    }
+    Ok(())
+}
+
+/// Replaces every field but the id, the keys and `created_at`.
+async fn update_agent(conn: &mut SqliteConnection, a: &Agent) -> Result<OpOutput, StoreError> {
+    let r = sqlx::query(
+        "UPDATE agents SET name = ?, owner = ?, description = ?, ceiling = ?, max_stage = ?,
+            status = ?, updated_at = ?
+         WHERE id = ?",
+    )
+    .bind(&a.name)
+    .bind(&a.owner)
+    .bind(&a.description)
+    .bind(json(&a.ceiling)?)
+    .bind(a.max_stage.as_str())
+    .bind(a.status.as_str())
+    .bind(a.updated_at)
+    .bind(a.id.as_str())
+    .execute(&mut *conn)
+    .await?;
+    found(r.rows_affected(), || format!("agent `{}`", a.id))
+}
+
+async fn insert_agent_key(
+    conn: &mut SqliteConnection,
+    agent: &str,
+    k: &AgentKey,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO agent_keys (agent_id, kid, jwk, expires_at, created_at, revoked_at)
+         VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(agent)
+    .bind(&k.kid)
+    .bind(json(&k.jwk)?)
+    .bind(k.expires_at)
+    .bind(k.created_at)
+    .bind(k.revoked_at)
+    .execute(&mut *conn)
+    .await
+    .map_err(conflict(|| format!("key `{}` of agent `{agent}`", k.kid)))?;
+    Ok(())
+}
+
+async fn insert_signing_key(
+    conn: &mut SqliteConnection,
+    k: &StoredSigningKey,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO signing_keys (kid, alg, public_jwk, sealed_private, created_at, retired_at,
+            publish_until)
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&k.kid)
+    .bind(&k.alg)
+    .bind(&k.public_jwk)
+    .bind(&k.sealed_private)
+    .bind(k.created_at)
+    .bind(k.retired_at)
+    .bind(k.publish_until)
+    .execute(&mut *conn)
+    .await
+    .map_err(conflict(|| format!("signing key `{}`", k.kid)))?;
+    Ok(())
+}
+
+async fn insert_admin_credential(
+    conn: &mut SqliteConnection,
+    c: &AdminCredential,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO admin_credentials (id, role, secret_hash, created_at, disabled_at)
+         VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(&c.id)
+    .bind(&c.role)
+    .bind(&c.secret_hash)
+    .bind(c.created_at)
+    .bind(c.disabled_at)
+    .execute(&mut *conn)
+    .await
+    .map_err(conflict(|| format!("admin credential `{}`", c.id)))?;
+    Ok(())
+}

@@ -1,0 +1,163 @@
+//! Turning rows back into domain values. A row that does not decode is reported as a database
+//! error naming the column, never unwrapped.
+
+use mandate_core::agent::{Agent, AgentKey, AgentStatus};
+use mandate_core::audit::{AuditEvent, Decision};
+use mandate_core::ids::AgentId;
+use mandate_core::revocation::{RevocationKind, RevocationRecord};
+use mandate_core::scope::PatternSet;
+use mandate_core::stage::Stage;
+use mandate_core::task::{Task, TaskStatus, TokenRecord};
+use serde::de::DeserializeOwned;
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use crate::{AdminCredential, RevokedToken, StoreError, StoredSigningKey};
+
+fn corrupt(column: &str, problem: impl std::fmt::Display) -> StoreError {
+    StoreError::Database(format!("stored `{column}` does not decode: {problem}"))
+}
+
+/// A JSON column.
+fn json_col<T: DeserializeOwned>(row: &SqliteRow, column: &str) -> Result<T, StoreError> {
+    let text: String = row.try_get(column)?;
+    serde_json::from_str(&text).map_err(|e| corrupt(column, e))
+}
+
+/// An agent row, without its keys.
+pub(crate) fn agent(row: &SqliteRow) -> Result<Agent, StoreError> {
+    let id: String = row.try_get("id")?;
+    let stage: String = row.try_get("max_stage")?;
+    let status: String = row.try_get("status")?;
+    Ok(Agent {
+        id: AgentId::parse(&id).map_err(|e| corrupt("id", e))?,
+        name: row.try_get("name")?,
+        owner: row.try_get("owner")?,
+        description: row.try_get("description")?,
+        ceiling: json_col::<PatternSet>(row, "ceiling")?,
+        max_stage: stage
+            .parse::<Stage>()
+            .map_err(|e| corrupt("max_stage", e))?,
+        status: AgentStatus::parse(&status).ok_or_else(|| corrupt("status", &status))?,
+        keys: Vec::new(),
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+/// An agent key row.
+pub(crate) fn agent_key(row: &SqliteRow) -> Result<AgentKey, StoreError> {
+    Ok(AgentKey {
+        kid: row.try_get("kid")?,
+        jwk: json_col(row, "jwk")?,
+        expires_at: row.try_get("expires_at")?,
+        created_at: row.try_get("created_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+/// A task row.
+pub(crate) fn task(row: &SqliteRow) -> Result<Task, StoreError> {
+    let status: String = row.try_get("status")?;
+    Ok(Task {
+        id: row.try_get("id")?,
+        agent: row.try_get("agent")?,
+        user: row.try_get("user")?,
+        user_issuer: row.try_get("user_issuer")?,
+        purpose: row.try_get("purpose")?,
+        input: row.try_get("input")?,
+        status: TaskStatus::parse(&status).ok_or_else(|| corrupt("status", &status))?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+/// A token row.
+pub(crate) fn token(row: &SqliteRow) -> Result<TokenRecord, StoreError> {
+    Ok(TokenRecord {
+        jti: row.try_get("jti")?,
+        parent_jti: row.try_get("parent_jti")?,
+        task: row.try_get("task")?,
+        sub: row.try_get("sub")?,
+        sub_profile: row.try_get("sub_profile")?,
+        sub_iss: row.try_get("sub_iss")?,
+        chain: json_col(row, "chain")?,
+        credentials: json_col(row, "credentials")?,
+        scope: row.try_get("scope")?,
+        aud: json_col(row, "aud")?,
+        stage: row.try_get("stage")?,
+        iat: row.try_get("iat")?,
+        exp: row.try_get("exp")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+/// A signing key row.
+pub(crate) fn signing_key(row: &SqliteRow) -> Result<StoredSigningKey, StoreError> {
+    Ok(StoredSigningKey {
+        kid: row.try_get("kid")?,
+        alg: row.try_get("alg")?,
+        public_jwk: row.try_get("public_jwk")?,
+        sealed_private: row.try_get("sealed_private")?,
+        created_at: row.try_get("created_at")?,
+        retired_at: row.try_get("retired_at")?,
+        publish_until: row.try_get("publish_until")?,
+    })
+}
+
+/// An admin credential row.
+pub(crate) fn admin_credential(row: &SqliteRow) -> Result<AdminCredential, StoreError> {
+    Ok(AdminCredential {
+        id: row.try_get("id")?,
+        role: row.try_get("role")?,
+        secret_hash: row.try_get("secret_hash")?,
+        created_at: row.try_get("created_at")?,
+        disabled_at: row.try_get("disabled_at")?,
+    })
+}
+
+/// A revocation row.
+pub(crate) fn revocation(row: &SqliteRow) -> Result<RevocationRecord, StoreError> {
+    let kind: String = row.try_get("kind")?;
+    Ok(RevocationRecord {
+        id: row.try_get("id")?,
+        kind: RevocationKind::parse(&kind).ok_or_else(|| corrupt("kind", &kind))?,
+        target: row.try_get("target")?,
+        by: row.try_get("revoked_by")?,
+        reason: row.try_get("reason")?,
+        at: row.try_get("at")?,
+    })
+}
+
+/// A `(jti, exp)` row.
+pub(crate) fn revoked_token(row: &SqliteRow) -> Result<RevokedToken, StoreError> {
+    Ok(RevokedToken {
+        jti: row.try_get("jti")?,
+        exp: row.try_get("exp")?,
+    })
+}
+
+/// An audit event row: exactly the event that was sealed, so its hash
+/// verifies.
+pub(crate) fn event(row: &SqliteRow) -> Result<AuditEvent, StoreError> {
+    let decision: String = row.try_get("decision")?;
+    Ok(AuditEvent {
+        seq: row.try_get("seq")?,
+        time: row.try_get("time")?,
+        kind: row.try_get("kind")?,
+        user: row.try_get("user")?,
+        chain: json_col(row, "chain")?,
+        task: row.try_get("task")?,
+        action: row.try_get("action")?,
+        resource: row.try_get("resource")?,
+        decision: Decision::parse(&decision).ok_or_else(|| corrupt("decision", &decision))?,
+        reason: row.try_get("reason")?,
+        policy_ids: json_col(row, "policy_ids")?,
+        request_id: row.try_get("request_id")?,
+        credential: row.try_get("credential")?,
+        jti: row.try_get("jti")?,
+        detail: row.try_get("detail")?,
+        prev_hash: row.try_get("prev_hash")?,
+        hash: row.try_get("hash")?,
+    })
+}

@@ -1,0 +1,208 @@
+//! Audit queries.
+
+use std::time::Duration;
+
+use mandate_core::audit::{AuditEvent, Decision, NewEvent, verify_chain};
+use mandate_store::{AuditFilter, Op, SqliteStore, Store};
+
+use super::{append, fresh};
+
+fn ev(
+    kind: &str,
+    user: Option<&str>,
+    chain: &[&str],
+    task: Option<&str>,
+    resource: &str,
+    decision: Option<Decision>,
+) -> NewEvent {
+    NewEvent {
+        kind: kind.to_owned(),
+        user: user.map(str::to_owned),
+        chain: chain.iter().map(|a| (*a).to_owned()).collect(),
+        task: task.map(str::to_owned),
+        action: Some(format!("{resource}:read")),
+        resource: Some(resource.to_owned()),
+        decision,
+        reason: if decision == Some(Decision::Deny) {
+            "outside the ceiling".to_owned()
+        } else {
+            String::new()
+        },
+        ..Default::default()
+    }
+}
+
+async fn seqs(store: &SqliteStore, filter: AuditFilter) -> Vec<i64> {
+    store
+        .audit(&filter)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.seq)
+        .collect()
+}
+
+/// Four events, at least a few milliseconds apart.
+async fn sample(store: &SqliteStore) -> Vec<AuditEvent> {
+    let events = [
+        ev(
+            "token.exchange",
+            Some("alice"),
+            &["support-v2"],
+            Some("t1"),
+            "crm",
+            Some(Decision::Allow),
+        ),
+        ev(
+            "token.exchange",
+            Some("bob"),
+            &["support-v2", "analytics-v1"],
+            Some("t2"),
+            "tickets",
+            Some(Decision::Deny),
+        ),
+        ev(
+            "gateway.request",
+            Some("alice"),
+            &["analytics-v1", "support-v2", "analytics-v1"],
+            Some("t1"),
+            "crm",
+            Some(Decision::Deny),
+        ),
+        ev("agent.register", None, &[], None, "agent", None),
+    ];
+    let mut sealed = Vec::new();
+    for e in events {
+        sealed.push(append(store, e).await);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    sealed
+}
+
+#[tokio::test]
+async fn filters_select_the_right_events() {
+    let (_dir, _path, store) = fresh().await;
+    let sealed = sample(&store).await;
+    assert_eq!(
+        sealed[3].decision,
+        Decision::Info,
+        "absent decision means info"
+    );
+    assert_eq!(sealed[3].detail, "{}");
+
+    let f = AuditFilter::default;
+    assert_eq!(seqs(&store, f()).await, [1, 2, 3, 4]);
+    let user = |u: &str| AuditFilter {
+        user: Some(u.to_owned()),
+        ..f()
+    };
+    assert_eq!(seqs(&store, user("alice")).await, [1, 3]);
+    assert_eq!(
+        seqs(&store, user("alice' OR '1'='1")).await,
+        Vec::<i64>::new()
+    );
+    let agent = |a: &str| AuditFilter {
+        agent: Some(a.to_owned()),
+        ..f()
+    };
+    assert_eq!(seqs(&store, agent("analytics-v1")).await, [2, 3]);
+    assert_eq!(seqs(&store, agent("support-v2")).await, [1, 2, 3]);
+    assert_eq!(seqs(&store, agent("nobody")).await, Vec::<i64>::new());
+    let task = AuditFilter {
+        task: Some("t1".to_owned()),
+        ..f()
+    };
+    assert_eq!(seqs(&store, task).await, [1, 3]);
+    let resource = AuditFilter {
+        resource: Some("crm".to_owned()),
+        ..f()
+    };
+    assert_eq!(seqs(&store, resource).await, [1, 3]);
+    let action = AuditFilter {
+        action: Some("tickets:read".to_owned()),
+        ..f()
+    };
+    assert_eq!(seqs(&store, action).await, [2]);
+    let deny = AuditFilter {
+        decision: Some("deny".to_owned()),
+        ..f()
+    };
+    assert_eq!(seqs(&store, deny).await, [2, 3]);
+    let info = AuditFilter {
+        decision: Some("info".to_owned()),
+        ..f()
+    };
+    assert_eq!(seqs(&store, info).await, [4]);
+    let kind = AuditFilter {
+        kind: Some("token.exchange".to_owned()),
+        ..f()
+    };
+    assert_eq!(seqs(&store, kind).await, [1, 2]);
+    let combined = AuditFilter {
+        user: Some("alice".to_owned()),
+        decision: Some("deny".to_owned()),
+        agent: Some("analytics-v1".to_owned()),
+        ..f()
+    };
+    assert_eq!(seqs(&store, combined).await, [3]);
+
+    // since is inclusive, until exclusive.
+    let window = AuditFilter {
+        since: Some(sealed[1].time.clone()),
+        until: Some(sealed[3].time.clone()),
+        ..f()
+    };
+    assert_eq!(seqs(&store, window).await, [2, 3]);
+    let after = AuditFilter {
+        after_seq: Some(2),
+        ..f()
+    };
+    assert_eq!(seqs(&store, after).await, [3, 4]);
+    let first_two = AuditFilter {
+        limit: Some(2),
+        ..f()
+    };
+    assert_eq!(seqs(&store, first_two).await, [1, 2]);
+    let newest_two = AuditFilter {
+        limit: Some(2),
+        newest_first: true,
+        ..f()
+    };
+    assert_eq!(seqs(&store, newest_two).await, [4, 3]);
+
+    // Events read back are the events sealed, so the chain verifies.
+    let all = store.audit(&f()).await.unwrap();
+    assert_eq!(all, sealed);
+    assert!(verify_chain(all).first_break.is_none());
+}
+
+#[tokio::test]
+async fn the_default_limit_is_one_hundred() {
+    let (_dir, _path, store) = fresh().await;
+    let ops: Vec<Op> = (0..130)
+        .map(|i| Op::Audit(ev("test", Some(&format!("u{i}")), &[], None, "r", None)))
+        .collect();
+    assert_eq!(store.commit(ops).await.unwrap().len(), 130);
+    let page = store.audit(&AuditFilter::default()).await.unwrap();
+    assert_eq!(page.len(), 100);
+    assert_eq!(page[0].seq, 1);
+    let more = store
+        .audit(&AuditFilter {
+            limit: Some(1000),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(more.len(), 130);
+    // audit_after pages through the whole chain.
+    let mut walked = store.audit_after(0, 50).await.unwrap();
+    assert_eq!(walked.len(), 50);
+    while let Some(last) = walked.last().map(|e| e.seq) {
+        let next = store.audit_after(last, 50).await.unwrap();
+        if next.is_empty() {
+            break;
+        }
+        walked.extend(next);
+    }
+    assert_eq!(walked, more);
+}
