@@ -1,2 +1,115 @@
-//! The `mandate` command (being written).
-fn main() {}
+//! `mandate`: one binary for the authorization server (`serve`), the end-to-end story (`demo`),
+//! and admin subcommands that call the server's `/v1` API (never its database, except the
+//! offline `audit verify --data`).
+
+mod client;
+mod commands;
+mod demo;
+mod output;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Identity and least-privilege authorization for AI agents.
+#[derive(Parser)]
+#[command(name = "mandate", version, about)]
+struct Cli {
+    /// Server URL for admin commands.
+    #[arg(
+        long,
+        global = true,
+        env = "MANDATE_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    url: String,
+    /// Admin credential (default: `./mandate-data/admin.token` when present).
+    #[arg(long, global = true, env = "MANDATE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the authorization server.
+    Serve(serve::ServeArgs),
+    /// Run the whole story on this machine and print it: a user, two agents, a delegation
+    /// chain, a refused over-reach, a revocation mid-task, and the audit trail.
+    Demo,
+    /// Helpers for a `--dev` server.
+    #[command(subcommand)]
+    Dev(commands::DevCommand),
+    /// Register and manage agents.
+    #[command(subcommand)]
+    Agents(commands::AgentsCommand),
+    /// Revoke a token, task, agent, user or key (and everything derived from it).
+    Revoke(commands::RevokeArgs),
+    /// List revocations.
+    Revocations,
+    /// Read and verify the audit log.
+    #[command(subcommand)]
+    Audit(commands::AuditCommand),
+    /// Signing keys.
+    #[command(subcommand)]
+    Keys(commands::KeysCommand),
+    /// Admin credentials.
+    #[command(subcommand)]
+    Credentials(commands::CredentialsCommand),
+    /// Tasks.
+    #[command(subcommand)]
+    Task(commands::TaskCommand),
+    /// Obtain and inspect tokens as an agent.
+    #[command(subcommand)]
+    Token(commands::TokenCommand),
+}
+
+fn default_token(given: Option<String>) -> Option<String> {
+    given.or_else(|| {
+        std::fs::read_to_string(PathBuf::from("mandate-data/admin.token"))
+            .ok()
+            .map(|s| s.trim().to_owned())
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let token = default_token(cli.token);
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Demo => demo::run().await,
+            Command::Dev(c) => commands::dev(c, &cli.url, token, cli.json).await,
+            Command::Agents(c) => commands::agents(c, &cli.url, token, cli.json).await,
+            Command::Revoke(a) => commands::revoke(a, &cli.url, token, cli.json).await,
+            Command::Revocations => commands::revocations(&cli.url, token, cli.json).await,
+            Command::Audit(c) => commands::audit(c, &cli.url, token, cli.json).await,
+            Command::Keys(c) => commands::keys(c, &cli.url, token, cli.json).await,
+            Command::Credentials(c) => commands::credentials(c, &cli.url, token, cli.json).await,
+            Command::Task(c) => commands::task(c, &cli.url, token, cli.json).await,
+            Command::Token(c) => commands::token(c, &cli.url, token, cli.json).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -185,10 +185,10 @@ impl GrantDenial {
 fn refusal(scope: &Scope, req: &GrantRequest<'_>, stage: Stage) -> Option<ScopeDenial> {
     if !req.ceiling.allows(scope) {
         Some(ScopeDenial::NotInCeiling)
-    } else if !req.rights.allows(scope) {
-        Some(ScopeDenial::PrincipalLacks)
     } else if req.parent.is_some_and(|p| !p.scope.contains(scope)) {
         Some(ScopeDenial::NotInParent)
+    } else if !req.rights.allows(scope) {
+        Some(ScopeDenial::PrincipalLacks)
     } else if scope.class() == crate::scope::ActionClass::Write && !stage.allows_write_scopes() {
         Some(ScopeDenial::StageForbidsWrite)
     } else {

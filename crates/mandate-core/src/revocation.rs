@@ -112,9 +112,7 @@ impl RevocationIndex {
             kind,
             id: id.to_owned(),
         };
-        if self.tokens.contains_key(t.jti) {
-            return Some(hit(RevocationKind::Token, t.jti));
-        }
+        // Roots first, so the answer names the cause (the task, not each token it ended).
         if self.tasks.contains_key(t.task) {
             return Some(hit(RevocationKind::Task, t.task));
         }
@@ -135,6 +133,9 @@ impl RevocationIndex {
             if self.keys.get(kid).is_some_and(|&at| t.iat <= at) {
                 return Some(hit(RevocationKind::Key, kid));
             }
+        }
+        if self.tokens.contains_key(t.jti) {
+            return Some(hit(RevocationKind::Token, t.jti));
         }
         None
     }

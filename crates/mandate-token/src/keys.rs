@@ -275,6 +275,28 @@ impl SigningKey {
         Some(Zeroizing::new(jwk.to_string()))
     }
 
+    /// Reads an Ed25519 private JWK (`kty` `OKP`, `crv` `Ed25519`, `d`, `kid`), as `--dev` writes
+    /// for its demo agents.
+    pub fn from_private_jwk(jwk: &Value) -> Result<SigningKey, KeyError> {
+        let s = |k: &str| jwk.get(k).and_then(Value::as_str);
+        if s("kty") != Some("OKP") || s("crv") != Some("Ed25519") {
+            return Err(KeyError::Crypto("only Ed25519 private JWKs are supported"));
+        }
+        let seed = s("d")
+            .and_then(|d| URL_SAFE_NO_PAD.decode(d).ok())
+            .filter(|d| d.len() == 32)
+            .ok_or(KeyError::Crypto("`d` must be a 32-byte base64url seed"))?;
+        // PKCS#8 v1 wrapping of an Ed25519 seed (RFC 8410 §7).
+        let mut pkcs8 =
+            Zeroizing::new(hex::decode("302e020100300506032b657004220420").unwrap_or_default());
+        pkcs8.extend_from_slice(&seed);
+        let key = SigningKey::from_pkcs8(Alg::EdDSA, &pkcs8, s("kid").map(str::to_owned))?;
+        if s("x").is_some_and(|x| Some(x) != key.public_jwk.get("x").and_then(Value::as_str)) {
+            return Err(KeyError::Crypto("`x` does not match `d`"));
+        }
+        Ok(key)
+    }
+
     /// Signs `message`, returning the JWS signature bytes.
     pub fn sign_bytes(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
         match &self.pair {
@@ -325,6 +347,15 @@ mod tests {
                 "kid is bound as AAD"
             );
         }
+    }
+
+    #[test]
+    fn private_jwk_round_trip() {
+        let k = SigningKey::generate(Alg::EdDSA).unwrap().with_kid("a-k1");
+        let jwk: Value = serde_json::from_str(&k.private_jwk().unwrap()).unwrap();
+        let back = SigningKey::from_private_jwk(&jwk).unwrap();
+        assert_eq!(back.public_jwk(), k.public_jwk());
+        assert_eq!(back.kid(), "a-k1");
     }
 
     #[test]

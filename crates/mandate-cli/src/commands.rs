@@ -1,0 +1,814 @@
+//! Admin subcommands: each one HTTP call (or a few) to `/v1`, printed as a table or JSON.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+use crate::client::{AgentKey, Client, claims_of};
+use crate::output::{self, audit_line, s};
+
+/// `mandate dev …`.
+#[derive(Subcommand)]
+pub enum DevCommand {
+    /// Print a user token from the `--dev` server's test IdP.
+    UserToken {
+        /// The user's subject, e.g. `alice@example.com`.
+        sub: String,
+        /// Comma-separated groups (default: the demo user's groups).
+        #[arg(long, value_delimiter = ',')]
+        groups: Option<Vec<String>>,
+        /// Lifetime in seconds; negative mints an already-expired token.
+        #[arg(long, allow_hyphen_values = true)]
+        ttl: Option<i64>,
+    },
+}
+
+/// `mandate agents …`.
+#[derive(Subcommand)]
+pub enum AgentsCommand {
+    /// List agents.
+    List,
+    /// Show one agent.
+    Show {
+        /// Agent id.
+        id: String,
+    },
+    /// Register an agent.
+    Register {
+        /// Slug id, e.g. `support-v2`.
+        #[arg(long)]
+        id: String,
+        /// The accountable human.
+        #[arg(long)]
+        owner: String,
+        /// Display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// What it is for.
+        #[arg(long)]
+        description: Option<String>,
+        /// Ceiling scopes (space- or comma-separated; wildcards allowed).
+        #[arg(long, value_delimiter = ',')]
+        ceiling: Vec<String>,
+        /// `observe`, `draft` or `execute`.
+        #[arg(long, default_value = "observe")]
+        max_stage: String,
+        /// Public JWK files to register for client assertions.
+        #[arg(long = "key")]
+        keys: Vec<PathBuf>,
+    },
+    /// Change an agent.
+    Update {
+        /// Agent id.
+        id: String,
+        /// New owner.
+        #[arg(long)]
+        owner: Option<String>,
+        /// New name.
+        #[arg(long)]
+        name: Option<String>,
+        /// New description.
+        #[arg(long)]
+        description: Option<String>,
+        /// New ceiling.
+        #[arg(long, value_delimiter = ',')]
+        ceiling: Option<Vec<String>>,
+        /// New max stage.
+        #[arg(long)]
+        max_stage: Option<String>,
+    },
+    /// Suspend an agent: its tokens stop working until it is resumed.
+    Suspend {
+        /// Agent id.
+        id: String,
+    },
+    /// Resume a suspended agent.
+    Resume {
+        /// Agent id.
+        id: String,
+    },
+    /// Retire an agent for good.
+    Retire {
+        /// Agent id.
+        id: String,
+    },
+    /// Register another public key.
+    AddKey {
+        /// Agent id.
+        id: String,
+        /// Public JWK file (with `kid`).
+        #[arg(long)]
+        jwk: PathBuf,
+        /// Expiry, seconds since the epoch.
+        #[arg(long)]
+        expires_at: Option<i64>,
+    },
+    /// Remove a key.
+    RemoveKey {
+        /// Agent id.
+        id: String,
+        /// Key id.
+        kid: String,
+    },
+}
+
+/// `mandate revoke KIND ID`.
+#[derive(Args)]
+pub struct RevokeArgs {
+    /// `token`, `task`, `agent`, `user` or `key`.
+    kind: String,
+    /// The bare id: jti, task id, agent id, user sub, or kid.
+    id: String,
+    /// Why (recorded in the audit log).
+    #[arg(long)]
+    reason: Option<String>,
+}
+
+/// `mandate audit …`.
+#[derive(Subcommand)]
+pub enum AuditCommand {
+    /// The latest events, one line each.
+    Tail {
+        /// How many.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: u32,
+    },
+    /// Query events.
+    Query {
+        /// User subject.
+        #[arg(long)]
+        user: Option<String>,
+        /// Agent anywhere in the chain.
+        #[arg(long)]
+        agent: Option<String>,
+        /// Task id.
+        #[arg(long)]
+        task: Option<String>,
+        /// Action.
+        #[arg(long)]
+        action: Option<String>,
+        /// Resource.
+        #[arg(long)]
+        resource: Option<String>,
+        /// `allow`, `deny` or `info`.
+        #[arg(long)]
+        decision: Option<String>,
+        /// Event kind.
+        #[arg(long)]
+        kind: Option<String>,
+        /// From (RFC 3339 or `YYYY-MM-DD`).
+        #[arg(long)]
+        since: Option<String>,
+        /// Until (exclusive).
+        #[arg(long)]
+        until: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Verify the hash chain: through the server, or offline from a data directory.
+    Verify {
+        /// Verify `<DIR>/mandate.db` directly (read-only), without a server.
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
+}
+
+/// `mandate keys …`.
+#[derive(Subcommand)]
+pub enum KeysCommand {
+    /// List published signing keys.
+    List,
+    /// Make a new signing key; the old one stays in the JWKS until its tokens expire.
+    Rotate,
+}
+
+/// `mandate credentials …`.
+#[derive(Subcommand)]
+pub enum CredentialsCommand {
+    /// Make an admin or auditor credential; its secret is printed once.
+    Create {
+        /// A name, e.g. `ci-auditor`.
+        #[arg(long)]
+        id: String,
+        /// `admin` or `auditor`.
+        #[arg(long, default_value = "auditor")]
+        role: String,
+    },
+}
+
+/// `mandate task …`.
+#[derive(Subcommand)]
+pub enum TaskCommand {
+    /// Show a task: who, what for, its tokens and its audit trail.
+    Show {
+        /// Task id.
+        id: String,
+    },
+}
+
+/// `mandate token …`.
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Exchange a subject token for a Mandate token as an agent (RFC 8693).
+    Exchange {
+        /// The agent id.
+        #[arg(long)]
+        agent: String,
+        /// The agent's private JWK file (default: `./mandate-data/agents/<agent>.jwk`).
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// The user's token, or a Mandate token for the next hop.
+        #[arg(long)]
+        subject_token: String,
+        /// Space- or comma-separated scopes.
+        #[arg(long, value_delimiter = ',')]
+        scope: Vec<String>,
+        /// Where the token will be used (RFC 8707).
+        #[arg(long)]
+        resource: String,
+        /// Task id (default: a new task).
+        #[arg(long)]
+        task: Option<String>,
+        /// Why.
+        #[arg(long)]
+        purpose: Option<String>,
+        /// `observe`, `draft` or `execute`.
+        #[arg(long)]
+        stage: Option<String>,
+    },
+    /// Ask the server whether a token is alive (admin credential).
+    Introspect {
+        /// The token.
+        #[arg(value_name = "TOKEN")]
+        access_token: String,
+    },
+    /// Print a token's claims (no verification).
+    Decode {
+        /// The token.
+        #[arg(value_name = "TOKEN")]
+        access_token: String,
+    },
+}
+
+pub async fn dev(
+    c: DevCommand,
+    url: &str,
+    token: Option<String>,
+    json_out: bool,
+) -> Result<ExitCode> {
+    let client = Client::new(url, token)?;
+    match c {
+        DevCommand::UserToken { sub, groups, ttl } => {
+            let mut body = json!({"sub": sub});
+            if let Some(g) = groups {
+                body["groups"] = json!(g);
+            }
+            if let Some(t) = ttl {
+                body["ttl"] = json!(t);
+            }
+            let v = client.post("/v1/dev/user-token", &body).await?;
+            if json_out {
+                output::json(&v);
+            } else {
+                println!("{}", s(&v, "token"));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_agent(a: &Value) {
+    println!("id:          {}", s(a, "id"));
+    println!("name:        {}", s(a, "name"));
+    println!("owner:       {}", s(a, "owner"));
+    println!("status:      {}", s(a, "status"));
+    println!("max stage:   {}", s(a, "max_stage"));
+    let ceiling: Vec<&str> = a["ceiling"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    println!("ceiling:     {}", ceiling.join(" "));
+    println!("description: {}", s(a, "description"));
+    for k in a["keys"].as_array().into_iter().flatten() {
+        let state = if !k["revoked_at"].is_null() {
+            "revoked"
+        } else {
+            "active"
+        };
+        println!(
+            "key:         {} ({}, expires {})",
+            s(k, "kid"),
+            state,
+            s(k, "expires_at")
+        );
+    }
+}
+
+fn split_scopes(items: Vec<String>) -> Vec<String> {
+    items
+        .iter()
+        .flat_map(|i| i.split_whitespace())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn read_json(path: &PathBuf) -> Result<Value> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read `{}`", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("`{}` is not JSON", path.display()))
+}
+
+pub async fn agents(
+    c: AgentsCommand,
+    url: &str,
+    token: Option<String>,
+    json_out: bool,
+) -> Result<ExitCode> {
+    let client = Client::new(url, token)?;
+    let v = match c {
+        AgentsCommand::List => {
+            let v = client.get("/v1/agents").await?;
+            if !json_out {
+                let rows: Vec<Vec<String>> = v["agents"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|a| {
+                        let ceiling: Vec<&str> = a["ceiling"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(Value::as_str)
+                            .collect();
+                        vec![
+                            s(a, "id"),
+                            s(a, "owner"),
+                            s(a, "status"),
+                            s(a, "max_stage"),
+                            ceiling.join(" "),
+                        ]
+                    })
+                    .collect();
+                output::table(&["id", "owner", "status", "max stage", "ceiling"], &rows);
+                return Ok(ExitCode::SUCCESS);
+            }
+            v
+        }
+        AgentsCommand::Show { id } => client.get(&format!("/v1/agents/{id}")).await?,
+        AgentsCommand::Register {
+            id,
+            owner,
+            name,
+            description,
+            ceiling,
+            max_stage,
+            keys,
+        } => {
+            let mut jwks = Vec::new();
+            for k in &keys {
+                jwks.push(read_json(k)?);
+            }
+            let body = json!({"id": id, "owner": owner, "name": name, "description": description,
+                "ceiling": split_scopes(ceiling), "max_stage": max_stage, "keys": jwks});
+            client.post("/v1/agents", &body).await?
+        }
+        AgentsCommand::Update {
+            id,
+            owner,
+            name,
+            description,
+            ceiling,
+            max_stage,
+        } => {
+            let mut body = json!({});
+            for (k, v) in [
+                ("owner", owner),
+                ("name", name),
+                ("description", description),
+                ("max_stage", max_stage),
+            ] {
+                if let Some(v) = v {
+                    body[k] = json!(v);
+                }
+            }
+            if let Some(c) = ceiling {
+                body["ceiling"] = json!(split_scopes(c));
+            }
+            client.patch(&format!("/v1/agents/{id}"), &body).await?
+        }
+        AgentsCommand::Suspend { id } => {
+            client
+                .post(&format!("/v1/agents/{id}/suspend"), &json!({}))
+                .await?
+        }
+        AgentsCommand::Resume { id } => {
+            client
+                .post(&format!("/v1/agents/{id}/resume"), &json!({}))
+                .await?
+        }
+        AgentsCommand::Retire { id } => {
+            client
+                .post(&format!("/v1/agents/{id}/retire"), &json!({}))
+                .await?
+        }
+        AgentsCommand::AddKey {
+            id,
+            jwk,
+            expires_at,
+        } => {
+            let body = json!({"jwk": read_json(&jwk)?, "expires_at": expires_at});
+            let v = client.post(&format!("/v1/agents/{id}/keys"), &body).await?;
+            if !json_out {
+                println!("key `{}` registered for agent `{id}`", s(&v, "kid"));
+                return Ok(ExitCode::SUCCESS);
+            }
+            v
+        }
+        AgentsCommand::RemoveKey { id, kid } => {
+            client
+                .delete(&format!("/v1/agents/{id}/keys/{kid}"))
+                .await?;
+            if !json_out {
+                println!("key `{kid}` removed from agent `{id}`");
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    if json_out {
+        output::json(&v);
+    } else {
+        print_agent(&v);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn revoke(
+    a: RevokeArgs,
+    url: &str,
+    token: Option<String>,
+    json_out: bool,
+) -> Result<ExitCode> {
+    let client = Client::new(url, token)?;
+    let v = client
+        .post(
+            "/v1/revocations",
+            &json!({"kind": a.kind, "id": a.id, "reason": a.reason}),
+        )
+        .await?;
+    if json_out {
+        output::json(&v);
+    } else {
+        println!(
+            "revoked {} `{}` ({}): {} live token(s) ended",
+            s(&v, "kind"),
+            s(&v, "target"),
+            s(&v, "id"),
+            s(&v, "tokens_ended")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn revocations(url: &str, token: Option<String>, json_out: bool) -> Result<ExitCode> {
+    let client = Client::new(url, token)?;
+    let v = client.get("/v1/revocations").await?;
+    if json_out {
+        output::json(&v);
+    } else {
+        let rows: Vec<Vec<String>> = v["revocations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                vec![
+                    s(r, "id"),
+                    s(r, "kind"),
+                    s(r, "target"),
+                    s(r, "by"),
+                    s(r, "at"),
+                    s(r, "reason"),
+                ]
+            })
+            .collect();
+        output::table(&["id", "kind", "target", "by", "at", "reason"], &rows);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_events(v: &Value, json_out: bool) {
+    let events = v["events"].as_array().cloned().unwrap_or_default();
+    for e in &events {
+        if json_out {
+            println!("{}", serde_json::to_string(e).unwrap_or_default());
+        } else {
+            println!("{:>6} {}", s(e, "seq"), audit_line(e));
+        }
+    }
+}
+
+fn print_report(report: &Value, json_out: bool) -> ExitCode {
+    if json_out {
+        output::json(report);
+    }
+    let ok = report["ok"].as_bool().unwrap_or(false);
+    if !json_out {
+        if ok {
+            println!(
+                "audit chain intact: {} events verified, head {}",
+                s(report, "checked"),
+                s(report, "head")
+            );
+        } else {
+            let b = &report["first_break"];
+            println!(
+                "audit chain BROKEN at seq {}: {}",
+                s(b, "seq"),
+                s(b, "problem")
+            );
+            println!("{} events before it verified", s(report, "checked"));
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    }
+}
+
+pub async fn audit(
+    c: AuditCommand,
+    url: &str,
+    token: Option<String>,
+    json_out: bool,
+) -> Result<ExitCode> {
+    match c {
+        AuditCommand::Tail { lines } => {
+            let client = Client::new(url, token)?;
+            let mut v = client
+                .get_query(
+                    "/v1/audit",
+                    &[("limit", lines.to_string()), ("order", "desc".into())],
+                )
+                .await?;
+            if let Some(a) = v["events"].as_array_mut() {
+                a.reverse();
+            }
+            print_events(&v, json_out);
+        }
+        AuditCommand::Query {
+            user,
+            agent,
+            task,
+            action,
+            resource,
+            decision,
+            kind,
+            since,
+            until,
+            limit,
+        } => {
+            let client = Client::new(url, token)?;
+            let mut q = vec![("limit", limit.to_string())];
+            for (k, v) in [
+                ("user", user),
+                ("agent", agent),
+                ("task", task),
+                ("action", action),
+                ("resource", resource),
+                ("decision", decision),
+                ("kind", kind),
+                ("since", since),
+                ("until", until),
+            ] {
+                if let Some(v) = v {
+                    q.push((k, v));
+                }
+            }
+            let v = client.get_query("/v1/audit", &q).await?;
+            print_events(&v, json_out);
+        }
+        AuditCommand::Verify { data } => {
+            let report = match data {
+                Some(dir) => {
+                    let path = dir.join("mandate.db");
+                    let store = mandate_store::SqliteStore::open_read_only(&path)
+                        .await
+                        .with_context(|| format!("cannot open `{}`", path.display()))?;
+                    let r = mandate_server::admin::audit::verify_store(&store).await?;
+                    store.close().await;
+                    json!({"ok": r.first_break.is_none(), "checked": r.checked, "head": r.head, "first_break": r.first_break})
+                }
+                None => Client::new(url, token)?.get("/v1/audit/verify").await?,
+            };
+            return Ok(print_report(&report, json_out));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn keys(
+    c: KeysCommand,
+    url: &str,
+    token: Option<String>,
+    json_out: bool,
+) -> Result<ExitCode> {
+    let client = Client::new(url, token)?;
+    match c {
+        KeysCommand::List => {
+            let v = client.get("/v1/keys").await?;
+            if json_out {
+                output::json(&v);
+            } else {
+                let rows: Vec<Vec<String>> = v["keys"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|k| {
+                        vec![
+                            s(k, "kid"),
+                            s(k, "alg"),
+                            s(k, "current"),
+                            s(k, "created_at"),
+                            s(k, "publish_until"),
+                        ]
+                    })
+                    .collect();
+                output::table(
+                    &["kid", "alg", "current", "created", "published until"],
+                    &rows,
+                );
+            }
+        }
+        KeysCommand::Rotate => {
+            let v = client.post("/v1/keys/rotate", &json!({})).await?;
+            if json_out {
+                output::json(&v);
+            } else {
+                println!(
+                    "new signing key `{}`; `{}` stays in the JWKS until {}",
+                    s(&v, "current"),
+                    s(&v, "previous"),
+                    s(&v, "previous_published_until")
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn credentials(
+    c: CredentialsCommand,
+    url: &str,
+    token: Option<String>,
+    json_out: bool,
+) -> Result<ExitCode> {
+    let client = Client::new(url, token)?;
+    match c {
+        CredentialsCommand::Create { id, role } => {
+            let v = client
+                .post("/v1/credentials", &json!({"id": id, "role": role}))
+                .await?;
+            if json_out {
+                output::json(&v);
+            } else {
+                println!(
+                    "credential `{}` ({}) — shown once, store it now:",
+                    s(&v, "id"),
+                    s(&v, "role")
+                );
+                println!("{}", s(&v, "secret"));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn task(
+    c: TaskCommand,
+    url: &str,
+    token: Option<String>,
+    json_out: bool,
+) -> Result<ExitCode> {
+    let client = Client::new(url, token)?;
+    let TaskCommand::Show { id } = c;
+    let v = client.get(&format!("/v1/tasks/{id}")).await?;
+    let events = client
+        .get_query(
+            "/v1/audit",
+            &[("task", id.clone()), ("limit", "1000".into())],
+        )
+        .await?;
+    if json_out {
+        output::json(
+            &json!({"task": v["task"], "tokens": v["tokens"], "events": events["events"]}),
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let t = &v["task"];
+    println!("task {}  ({})", s(t, "id"), s(t, "status"));
+    println!("  agent:   {}", s(t, "agent"));
+    println!("  user:    {}", s(t, "user"));
+    println!("  purpose: {}", s(t, "purpose"));
+    println!("tokens:");
+    for tok in v["tokens"].as_array().into_iter().flatten() {
+        let chain: Vec<&str> = tok["chain"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let revoked = if tok["revoked_at"].is_null() {
+            String::new()
+        } else {
+            format!(" REVOKED at {}", s(tok, "revoked_at"))
+        };
+        println!(
+            "  {}  via {}  {}  exp {}{}",
+            s(tok, "jti"),
+            chain.join(" > "),
+            s(tok, "scope"),
+            s(tok, "exp"),
+            revoked
+        );
+    }
+    println!("timeline:");
+    for e in events["events"].as_array().into_iter().flatten() {
+        println!("  {}", audit_line(e));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn token(
+    c: TokenCommand,
+    url: &str,
+    token: Option<String>,
+    json_out: bool,
+) -> Result<ExitCode> {
+    let client = Client::new(url, token)?;
+    match c {
+        TokenCommand::Exchange {
+            agent,
+            key,
+            subject_token,
+            scope,
+            resource,
+            task,
+            purpose,
+            stage,
+        } => {
+            let key =
+                key.unwrap_or_else(|| PathBuf::from(format!("mandate-data/agents/{agent}.jwk")));
+            let agent_key = AgentKey::load(&agent, &key)?;
+            let subject_type = if claims_of(&subject_token).get("act").is_some() {
+                "urn:ietf:params:oauth:token-type:access_token"
+            } else {
+                "urn:ietf:params:oauth:token-type:jwt"
+            };
+            let mut form = agent_key.auth_fields(&client.url)?;
+            form.extend([
+                (
+                    "grant_type",
+                    "urn:ietf:params:oauth:grant-type:token-exchange".to_owned(),
+                ),
+                ("subject_token", subject_token),
+                ("subject_token_type", subject_type.to_owned()),
+                ("scope", split_scopes(scope).join(" ")),
+                ("resource", resource),
+            ]);
+            for (k, v) in [("task", task), ("task_purpose", purpose), ("stage", stage)] {
+                if let Some(v) = v {
+                    form.push((k, v));
+                }
+            }
+            let v = client.oauth("/oauth2/token", &form).await?;
+            if json_out {
+                output::json(&v);
+            } else {
+                println!("{}", s(&v, "access_token"));
+            }
+        }
+        TokenCommand::Introspect { access_token } => {
+            let v = client
+                .oauth_admin("/oauth2/introspect", &[("token", access_token)])
+                .await?;
+            output::json(&v);
+            if v["active"] != json!(true) {
+                return Ok(ExitCode::from(1));
+            }
+        }
+        TokenCommand::Decode { access_token } => {
+            let c = claims_of(&access_token);
+            if c.is_null() {
+                bail!("not a JWT");
+            }
+            output::json(&c);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

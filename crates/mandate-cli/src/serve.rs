@@ -1,0 +1,109 @@
+//! `mandate serve`: load configuration, start, print where and how to reach it, run until
+//! Ctrl-C or SIGTERM, shut down gracefully.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use mandate_server::{Config, Options};
+
+/// Arguments of `mandate serve`.
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Configuration file (default: `./mandate.toml` if it exists).
+    #[arg(long, env = "MANDATE_CONFIG")]
+    config: Option<PathBuf>,
+    /// A throwaway setup with the demo world: test IdP, demo users and agents.
+    #[arg(long)]
+    dev: bool,
+    /// Data directory (overrides `data_dir`).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Address to listen on (overrides `listen`).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MANDATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=warn,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+/// Runs the server.
+pub async fn run(args: ServeArgs) -> Result<ExitCode> {
+    let path = args.config.or_else(|| {
+        let p = PathBuf::from("mandate.toml");
+        p.exists().then_some(p)
+    });
+    let mut config = Config::load(path.as_deref(), std::env::vars())?;
+    if let Some(d) = args.data {
+        config.data_dir = d;
+    }
+    if let Some(l) = args.listen {
+        config.listen = l;
+    }
+    init_logging(&config.log_format);
+    let mut opts = Options::new(config, args.dev);
+    opts.master_key = std::env::var("MANDATE_MASTER_KEY").ok();
+    let running = mandate_server::start(opts).await.context("cannot start")?;
+    println!("Mandate is listening on {}", running.url);
+    println!(
+        "  metadata: {}/.well-known/oauth-authorization-server",
+        running.url
+    );
+    println!("  data:     {}", running.data_dir.display());
+    match (&running.admin_token, args.dev, running.admin_token_is_new) {
+        (Some(t), true, _) => {
+            println!("  admin credential: {t}");
+            println!(
+                "  (also in {})",
+                running.data_dir.join("admin.token").display()
+            );
+            println!(
+                "  dev: demo agents' keys are in {}",
+                running.data_dir.join("agents").display()
+            );
+            println!(
+                "  try: MANDATE_URL={} MANDATE_TOKEN=$(cat {}) mandate agents list",
+                running.url,
+                running.data_dir.join("admin.token").display()
+            );
+        }
+        (Some(t), false, true) => {
+            println!("  bootstrap admin credential (shown once, stored only hashed): {t}");
+        }
+        _ => {}
+    }
+    println!("Press Ctrl-C to stop.");
+    running.run_until(shutdown_signal()).await;
+    eprintln!("mandate stopped");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,304 @@
+//! End-to-end tests of the `mandate` binary: the real program, started as a person would.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mandate");
+
+/// A `mandate serve` child process, killed on drop.
+struct Server {
+    child: Child,
+    url: String,
+    /// The admin credential the server printed at start.
+    printed_credential: Option<String>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(data: &Path, extra: &[&str]) -> Server {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--data"])
+        .arg(data)
+        .args(["--listen", "127.0.0.1:0"])
+        .args(extra)
+        .env_remove("MANDATE_URL")
+        .env_remove("MANDATE_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start mandate serve");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut url = None;
+    let mut printed_credential = None;
+    loop {
+        assert!(Instant::now() < deadline, "server did not print its banner");
+        let line = lines.next().expect("server exited early").unwrap();
+        if let Some(rest) = line.strip_prefix("Mandate is listening on ") {
+            url = Some(rest.trim().to_owned());
+        }
+        if let Some((_, cred)) = line.split_once("credential") {
+            if let Some(t) = cred
+                .split_whitespace()
+                .find(|w| w.starts_with("mnd_admin_"))
+            {
+                printed_credential = Some(t.to_owned());
+            }
+        }
+        if line.starts_with("Press Ctrl-C to stop") {
+            break;
+        }
+    }
+    // Keep draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Server {
+        child,
+        url: url.unwrap(),
+        printed_credential,
+    }
+}
+
+fn mandate(server: &Server, token: Option<&str>, args: &[&str]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.env("MANDATE_URL", &server.url)
+        .env_remove("MANDATE_TOKEN");
+    if let Some(t) = token {
+        cmd.env("MANDATE_TOKEN", t);
+    }
+    cmd.args(args).output().expect("run mandate")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn dev_server_writes_the_admin_credential_and_the_cli_drives_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path(), &["--dev"]);
+    let token_file = dir.path().join("admin.token");
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "admin.token must be 0600");
+    }
+    let list = mandate(&server, Some(&token), &["agents", "list"]);
+    assert!(list.status.success(), "{list:?}");
+    let text = stdout(&list);
+    assert!(
+        text.contains("support-v2") && text.contains("carol@example.com"),
+        "{text}"
+    );
+    assert!(
+        text.contains("analytics-v1") && text.contains("observe"),
+        "{text}"
+    );
+
+    // A user token from the test IdP, exchanged by the demo agent with its key file.
+    let user = mandate(
+        &server,
+        Some(&token),
+        &[
+            "dev",
+            "user-token",
+            "alice@example.com",
+            "--groups",
+            "support",
+        ],
+    );
+    assert!(user.status.success(), "{user:?}");
+    let user_token = stdout(&user).trim().to_owned();
+    assert_eq!(user_token.split('.').count(), 3);
+    let key = dir.path().join("agents/support-v2.jwk");
+    let exchanged = mandate(
+        &server,
+        Some(&token),
+        &[
+            "token",
+            "exchange",
+            "--agent",
+            "support-v2",
+            "--key",
+            key.to_str().unwrap(),
+            "--subject-token",
+            &user_token,
+            "--scope",
+            "tickets:read",
+            "--resource",
+            "https://crm.example.com",
+            "--task",
+            "ticket-1",
+        ],
+    );
+    assert!(exchanged.status.success(), "{exchanged:?}");
+    let access = stdout(&exchanged).trim().to_owned();
+    let intro = mandate(&server, Some(&token), &["token", "introspect", &access]);
+    assert!(intro.status.success(), "{intro:?}");
+    assert!(stdout(&intro).contains("\"agent:support-v2\""));
+
+    // Revoke the task through the CLI: introspection now says inactive (exit 1).
+    let revoked = mandate(
+        &server,
+        Some(&token),
+        &["revoke", "task", "ticket-1", "--reason", "test"],
+    );
+    assert!(revoked.status.success(), "{revoked:?}");
+    assert!(
+        stdout(&revoked).contains("1 live token(s) ended"),
+        "{}",
+        stdout(&revoked)
+    );
+    let intro = mandate(&server, Some(&token), &["token", "introspect", &access]);
+    assert_eq!(intro.status.code(), Some(1));
+    assert!(stdout(&intro).contains("\"active\": false"));
+
+    let tail = mandate(&server, Some(&token), &["audit", "tail", "-n", "50"]);
+    let text = stdout(&tail);
+    assert!(
+        text.contains("user:alice@example.com via agent:support-v2 task:ticket-1 token.exchange tickets:read https://crm.example.com allow"),
+        "{text}"
+    );
+    let task = mandate(&server, Some(&token), &["task", "show", "ticket-1"]);
+    assert!(stdout(&task).contains("REVOKED"), "{}", stdout(&task));
+
+    // Admin commands refuse without a credential.
+    let anon = mandate(&server, None, &["agents", "list"]);
+    assert!(!anon.status.success());
+}
+
+#[test]
+fn outside_dev_the_bootstrap_credential_is_shown_once_and_user_tokens_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path(), &[]);
+    assert!(
+        !dir.path().join("admin.token").exists(),
+        "only --dev writes the credential file"
+    );
+    let token = server
+        .printed_credential
+        .clone()
+        .expect("first start prints the bootstrap credential");
+    let list = mandate(&server, Some(&token), &["agents", "list"]);
+    assert!(list.status.success(), "{list:?}");
+    assert!(
+        !stdout(&list).contains("support-v2"),
+        "no demo world outside --dev"
+    );
+    let out = mandate(&server, Some(&token), &["dev", "user-token", "alice"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("only in `--dev`"),
+        "{out:?}"
+    );
+    let bad = mandate(
+        &server,
+        Some("mnd_admin_not-a-real-one"),
+        &["agents", "list"],
+    );
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("401"),
+        "{bad:?}"
+    );
+    drop(server);
+    // Second start on the same data: the credential is not shown again, and still works.
+    let again = serve(dir.path(), &[]);
+    assert!(again.printed_credential.is_none());
+    let list = mandate(&again, Some(&token), &["agents", "list"]);
+    assert!(list.status.success(), "{list:?}");
+}
+
+#[test]
+fn audit_verify_offline_names_the_altered_row() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let server = serve(dir.path(), &["--dev"]);
+        let token = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
+        for sub in ["alice@example.com", "bob@example.com", "carol@example.com"] {
+            let o = mandate(&server, Some(&token), &["dev", "user-token", sub]);
+            assert!(o.status.success());
+        }
+        let ok = mandate(&server, Some(&token), &["audit", "verify"]);
+        assert!(ok.status.success(), "{ok:?}");
+        assert!(stdout(&ok).contains("audit chain intact"));
+    }
+    // Server gone: verify offline, then tamper with one row and verify again.
+    let offline = Command::new(BIN)
+        .args(["audit", "verify", "--data"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(offline.status.success(), "{offline:?}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        use sqlx::ConnectOptions;
+        let opts =
+            sqlx::sqlite::SqliteConnectOptions::new().filename(dir.path().join("mandate.db"));
+        let mut conn = opts.connect().await.unwrap();
+        sqlx::query("UPDATE audit_events SET reason = 'nothing to see' WHERE seq = 3")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    });
+    let broken = Command::new(BIN)
+        .args(["audit", "verify", "--data"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(broken.status.code(), Some(2), "{broken:?}");
+    let text = stdout(&broken);
+    assert!(text.contains("BROKEN at seq 3"), "{text}");
+}
+
+#[test]
+fn the_demo_tells_the_whole_story() {
+    let out = Command::new(BIN).arg("demo").output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = stdout(&out);
+    for expected in [
+        "act   = agent:support-v2",
+        "act   = agent:analytics-v1 ← agent:support-v2",
+        "invalid_scope",
+        "active = false",
+        "token has been revoked (task `ticket-12847`)",
+        "via agent:support-v2 > agent:analytics-v1 task:ticket-12847 token.exchange crm.customers:read",
+        "intact = true",
+    ] {
+        assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
+    }
+}
+
+#[test]
+fn a_typo_in_the_configuration_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("mandate.toml");
+    std::fs::write(
+        &cfg,
+        "listen = \"127.0.0.1:0\"\n[tokens]\ndefault_tll = 5\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .args(["--data"])
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("default_tll") && err.contains("mandate.toml"),
+        "{err}"
+    );
+}
