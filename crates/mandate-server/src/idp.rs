@@ -44,7 +44,7 @@ pub struct TrustedIssuer {
     /// Its configuration.
     pub config: TrustedIssuerConfig,
     source: Source,
-    keys: RwLock<KeySet>,
+    keys: RwLock<Arc<KeySet>>,
     last_fetch: Mutex<Option<Instant>>,
 }
 
@@ -64,7 +64,7 @@ impl TrustedIssuer {
         TrustedIssuer {
             config,
             source: Source::Static,
-            keys: RwLock::new(keys),
+            keys: RwLock::new(Arc::new(keys)),
             last_fetch: Mutex::new(None),
         }
     }
@@ -93,12 +93,12 @@ impl TrustedIssuer {
         Ok(TrustedIssuer {
             config,
             source: Source::Url(url),
-            keys: RwLock::new(KeySet::default()),
+            keys: RwLock::new(Arc::new(KeySet::default())),
             last_fetch: Mutex::new(None),
         })
     }
 
-    fn key_set(&self) -> KeySet {
+    fn key_set(&self) -> Arc<KeySet> {
         match self.keys.read() {
             Ok(k) => k.clone(),
             Err(p) => p.into_inner().clone(),
@@ -146,8 +146,8 @@ impl TrustedIssuer {
             serde_json::from_slice(&bytes).map_err(|e| err(format!("`{url}` is not JSON: {e}")))?;
         let (keys, _) = KeySet::from_jwks(&doc);
         match self.keys.write() {
-            Ok(mut g) => *g = keys,
-            Err(p) => *p.into_inner() = keys,
+            Ok(mut g) => *g = Arc::new(keys),
+            Err(p) => *p.into_inner() = Arc::new(keys),
         }
         Ok(true)
     }
@@ -258,5 +258,95 @@ impl Idps {
             },
             claims,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mandate_token::sign::sign_jwt;
+    use mandate_token::{Alg, SigningKey};
+    use serde_json::json;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A real HTTP JWKS endpoint on loopback whose keys can be swapped, counting fetches.
+    async fn jwks_server(doc: Arc<RwLock<Value>>, hits: Arc<AtomicUsize>) -> String {
+        let app = axum::Router::new().route(
+            "/jwks",
+            axum::routing::get(move || {
+                let doc = doc.clone();
+                let hits = hits.clone();
+                async move {
+                    hits.fetch_add(1, Ordering::SeqCst);
+                    let v = doc.read().map(|d| d.clone()).unwrap_or_default();
+                    axum::Json(v)
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}/jwks")
+    }
+
+    fn config(url: &str) -> TrustedIssuerConfig {
+        TrustedIssuerConfig {
+            name: "corp".into(),
+            issuer: "https://login.example.com".into(),
+            audiences: vec!["mandate".into()],
+            jwks_url: Some(url.into()),
+            jwks_file: None,
+            user_claim: "email".into(),
+            groups_claim: "roles".into(),
+        }
+    }
+
+    fn token(key: &SigningKey, now: i64, aud: &str) -> String {
+        sign_jwt(
+            key,
+            "JWT",
+            &json!({"iss": "https://login.example.com", "aud": aud, "sub": "u-42",
+                    "email": "dana@example.com", "roles": "support finance", "iat": now, "exp": now + 300}),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn jwks_url_is_fetched_cached_and_refetched_on_an_unknown_kid() {
+        let old = SigningKey::generate(Alg::EdDSA).unwrap().with_kid("k-old");
+        let doc = Arc::new(RwLock::new(json!({"keys": [old.public_jwk()]})));
+        let hits = Arc::new(AtomicUsize::new(0));
+        let url = jwks_server(doc.clone(), hits.clone()).await;
+        let idps = Idps::new(vec![Arc::new(TrustedIssuer::from_config(config(&url)).unwrap())]);
+        assert!(idps.refresh_all().await.is_empty());
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        let now = 1_800_000_000;
+
+        let (user, _) = idps.verify_user(&token(&old, now, "mandate"), now, 30).await.unwrap();
+        assert_eq!(user.subject, "dana@example.com", "the configured user claim names the user");
+        assert_eq!(user.groups, vec!["support", "finance"]);
+        assert_eq!(hits.load(Ordering::SeqCst), 1, "a known kid is served from the cache");
+
+        // The IdP rotates: a token with the new kid makes Mandate fetch the JWKS again.
+        let new = SigningKey::generate(Alg::EdDSA).unwrap().with_kid("k-new");
+        *doc.write().unwrap() = json!({"keys": [old.public_jwk(), new.public_jwk()]});
+        // The startup fetch was just now, so force the clock of the rate limit past it.
+        if let Ok(mut last) = idps.issuers[0].last_fetch.lock() {
+            *last = Some(Instant::now() - REFRESH_INTERVAL);
+        }
+        let (user, _) = idps.verify_user(&token(&new, now, "mandate"), now, 30).await.unwrap();
+        assert_eq!(user.subject, "dana@example.com");
+        assert_eq!(hits.load(Ordering::SeqCst), 2);
+
+        // A flood of made-up kids does not become a flood of fetches.
+        let rogue = SigningKey::generate(Alg::EdDSA).unwrap().with_kid("k-rogue");
+        for _ in 0..5 {
+            let err = idps.verify_user(&token(&rogue, now, "mandate"), now, 30).await.unwrap_err();
+            assert!(matches!(err, UserTokenError::Invalid(VerifyError::UnknownKid(_))), "{err}");
+        }
+        assert_eq!(hits.load(Ordering::SeqCst), 2, "refetches are rate-limited");
+
+        let err = idps.verify_user(&token(&old, now, "someone-else"), now, 30).await.unwrap_err();
+        assert_eq!(err, UserTokenError::Invalid(VerifyError::WrongAudience));
     }
 }
