@@ -317,15 +317,27 @@ mod tests {
         let doc = Arc::new(RwLock::new(json!({"keys": [old.public_jwk()]})));
         let hits = Arc::new(AtomicUsize::new(0));
         let url = jwks_server(doc.clone(), hits.clone()).await;
-        let idps = Idps::new(vec![Arc::new(TrustedIssuer::from_config(config(&url)).unwrap())]);
+        let idps = Idps::new(vec![Arc::new(
+            TrustedIssuer::from_config(config(&url)).unwrap(),
+        )]);
         assert!(idps.refresh_all().await.is_empty());
         assert_eq!(hits.load(Ordering::SeqCst), 1);
         let now = 1_800_000_000;
 
-        let (user, _) = idps.verify_user(&token(&old, now, "mandate"), now, 30).await.unwrap();
-        assert_eq!(user.subject, "dana@example.com", "the configured user claim names the user");
+        let (user, _) = idps
+            .verify_user(&token(&old, now, "mandate"), now, 30)
+            .await
+            .unwrap();
+        assert_eq!(
+            user.subject, "dana@example.com",
+            "the configured user claim names the user"
+        );
         assert_eq!(user.groups, vec!["support", "finance"]);
-        assert_eq!(hits.load(Ordering::SeqCst), 1, "a known kid is served from the cache");
+        assert_eq!(
+            hits.load(Ordering::SeqCst),
+            1,
+            "a known kid is served from the cache"
+        );
 
         // The IdP rotates: a token with the new kid makes Mandate fetch the JWKS again.
         let new = SigningKey::generate(Alg::EdDSA).unwrap().with_kid("k-new");
@@ -334,19 +346,33 @@ mod tests {
         if let Ok(mut last) = idps.issuers[0].last_fetch.lock() {
             *last = Some(Instant::now() - REFRESH_INTERVAL);
         }
-        let (user, _) = idps.verify_user(&token(&new, now, "mandate"), now, 30).await.unwrap();
+        let (user, _) = idps
+            .verify_user(&token(&new, now, "mandate"), now, 30)
+            .await
+            .unwrap();
         assert_eq!(user.subject, "dana@example.com");
         assert_eq!(hits.load(Ordering::SeqCst), 2);
 
         // A flood of made-up kids does not become a flood of fetches.
-        let rogue = SigningKey::generate(Alg::EdDSA).unwrap().with_kid("k-rogue");
+        let rogue = SigningKey::generate(Alg::EdDSA)
+            .unwrap()
+            .with_kid("k-rogue");
         for _ in 0..5 {
-            let err = idps.verify_user(&token(&rogue, now, "mandate"), now, 30).await.unwrap_err();
-            assert!(matches!(err, UserTokenError::Invalid(VerifyError::UnknownKid(_))), "{err}");
+            let err = idps
+                .verify_user(&token(&rogue, now, "mandate"), now, 30)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, UserTokenError::Invalid(VerifyError::UnknownKid(_))),
+                "{err}"
+            );
         }
         assert_eq!(hits.load(Ordering::SeqCst), 2, "refetches are rate-limited");
 
-        let err = idps.verify_user(&token(&old, now, "someone-else"), now, 30).await.unwrap_err();
+        let err = idps
+            .verify_user(&token(&old, now, "someone-else"), now, 30)
+            .await
+            .unwrap_err();
         assert_eq!(err, UserTokenError::Invalid(VerifyError::WrongAudience));
     }
 }

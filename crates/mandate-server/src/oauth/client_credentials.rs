@@ -1,0 +1,60 @@
+//! `client_credentials`: an agent's own, autonomous work. The token has `sub = agent:<id>`, no
+//! `act`, and a scope within the agent's ceiling and its own rights; it is bound to a task like
+//! any other.
+
+use mandate_core::chain::{Actor, DelegationChain};
+use mandate_core::claims::SubProfile;
+use mandate_core::revocation::TokenFacts;
+
+use crate::error::OAuthError;
+use crate::oauth::client_auth::AuthenticatedAgent;
+use crate::oauth::form::Form;
+use crate::oauth::issue::{Issuance, Issued, Subject, issue, refuse_if_revoked, resolve_task};
+use crate::oauth::request;
+use crate::oauth::token::Attempt;
+use crate::state::AppState;
+
+/// Handles `grant_type=client_credentials`.
+pub async fn client_credentials(
+    state: &AppState,
+    form: &Form,
+    client: &AuthenticatedAgent,
+    now: i64,
+    attempt: &mut Attempt,
+) -> Result<Issued, OAuthError> {
+    if form.get("subject_token").is_some() {
+        return Err(OAuthError::invalid_request(
+            "`subject_token` belongs to token exchange, not `client_credentials`",
+        ));
+    }
+    let params = request::parse(state, form)?;
+    let chain = DelegationChain::new(vec![Actor {
+        agent: client.agent.id.clone(),
+        credential: client.credential.clone(),
+    }]);
+    let task = resolve_task(state, &params, client, None, now, attempt).await?;
+    refuse_if_revoked(
+        state,
+        &TokenFacts {
+            jti: "",
+            task: task.0.as_str(),
+            user: None,
+            chain: &chain,
+            iat: now,
+        },
+    )?;
+    let rights = state.rights.agent_rights(&client.agent.id);
+    let issuance = Issuance {
+        subject: Subject {
+            sub: client.agent.id.subject(),
+            profile: SubProfile::Agent,
+            issuer: None,
+        },
+        chain,
+        rights: &rights,
+        parent: None,
+        subject_exp: i64::MAX,
+        task,
+    };
+    issue(state, client, &params, issuance, now)
+}

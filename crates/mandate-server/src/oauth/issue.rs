@@ -1,0 +1,291 @@
+//! Issuing a token, whichever grant asked for it: the pure issuance decision
+//! (`mandate_core::grant::decide`), then minting the JWT, its lineage record and its audit event.
+//! Nothing is written here: the endpoint commits it all in one unit before answering.
+
+use mandate_core::audit::{Decision, NewEvent};
+use mandate_core::chain::DelegationChain;
+use mandate_core::claims::{AccessClaims, Audience, SubProfile};
+use mandate_core::grant::{self, Grant, GrantRequest, Parent, TtlPolicy};
+use mandate_core::ids::{TaskId, UserPrincipal};
+use mandate_core::revocation::TokenFacts;
+use mandate_core::scope::PatternSet;
+use mandate_core::task::{Task, TaskStatus, TokenRecord};
+use mandate_token::sign::sign_jwt;
+use serde_json::json;
+
+use crate::error::OAuthError;
+use crate::oauth::client_auth::AuthenticatedAgent;
+use crate::oauth::request::TokenParams;
+use crate::oauth::token::{Attempt, TYPE_ACCESS_TOKEN};
+use crate::state::AppState;
+
+/// A token ready to be recorded and sent.
+pub struct Issued {
+    /// The signed JWT.
+    pub token: String,
+    /// Its claims.
+    pub claims: AccessClaims,
+    /// Its lineage record.
+    pub record: TokenRecord,
+    /// The task to create, when this token starts one.
+    pub new_task: Option<Task>,
+    /// The allow event (kind and request id are filled in by the endpoint).
+    pub event: NewEvent,
+    /// RFC 8693 `issued_token_type`.
+    pub issued_token_type: &'static str,
+}
+
+/// Who the token is about.
+pub struct Subject {
+    /// `sub`.
+    pub sub: String,
+    /// `sub_profile`.
+    pub profile: SubProfile,
+    /// The user's IdP, for user tokens.
+    pub issuer: Option<String>,
+}
+
+/// Everything the issuance needs besides the request's own parameters.
+pub struct Issuance<'a> {
+    /// Who the token is about.
+    pub subject: Subject,
+    /// The chain, this agent included (last).
+    pub chain: DelegationChain,
+    /// What the principal may do directly.
+    pub rights: &'a PatternSet,
+    /// The parent token and its `jti`, for hops.
+    pub parent: Option<(Parent, String)>,
+    /// The subject token's expiry.
+    pub subject_exp: i64,
+    /// The task, and whether it must be created.
+    pub task: (TaskId, Option<Task>),
+}
+
+fn ttl_policy(state: &AppState) -> TtlPolicy {
+    let t = &state.config.tokens;
+    TtlPolicy {
+        default_ttl: t.default_ttl,
+        max_ttl: t.max_ttl,
+        execute_write_ttl: t.execute_write_ttl,
+    }
+}
+
+fn denial(d: grant::GrantDenial) -> OAuthError {
+    match d.oauth_error() {
+        "invalid_scope" => OAuthError::invalid_scope(d.to_string()),
+        "invalid_grant" => OAuthError::invalid_grant(d.to_string()),
+        _ => OAuthError::invalid_request(d.to_string()),
+    }
+}
+
+/// Refuses when a revocation reaches `facts` (the subject, its task, user, agents or keys).
+pub fn refuse_if_revoked(state: &AppState, facts: &TokenFacts<'_>) -> Result<(), OAuthError> {
+    match state.revocations.with(|idx| idx.check(facts)) {
+        Some(r) => Err(OAuthError::invalid_grant(format!(
+            "{} `{}` has been revoked",
+            r.kind.as_str(),
+            r.id
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Decides, mints and describes the token. Pure apart from reading the signing key.
+pub fn issue(
+    state: &AppState,
+    client: &AuthenticatedAgent,
+    params: &TokenParams,
+    iss: Issuance<'_>,
+    now: i64,
+) -> Result<Issued, OAuthError> {
+    let g = grant::decide(&GrantRequest {
+        requested: &params.scopes,
+        mode: params.mode,
+        rights: iss.rights,
+        ceiling: &client.agent.ceiling,
+        max_stage: client.agent.max_stage,
+        parent: iss.parent.as_ref().map(|(p, _)| p),
+        stage: params.stage,
+        ttl: params.ttl,
+        subject_exp: iss.subject_exp,
+        now,
+        ttl_policy: ttl_policy(state),
+    })
+    .map_err(|d| {
+        let e = denial(d);
+        if iss.subject.profile == SubProfile::Agent {
+            e.own_rights()
+        } else {
+            e
+        }
+    })?;
+    let parent_jti = iss.parent.map(|(_, jti)| jti);
+    let (token, claims, record) = mint(
+        state,
+        client,
+        &iss.subject,
+        &iss.chain,
+        &g,
+        params,
+        &iss.task.0,
+        parent_jti,
+        now,
+    )?;
+    let event = allow_event(state, &claims, &iss.chain, &g, record.parent_jti.as_deref());
+    Ok(Issued {
+        token,
+        claims,
+        record,
+        new_task: iss.task.1,
+        event,
+        issued_token_type: TYPE_ACCESS_TOKEN,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn mint(
+    state: &AppState,
+    client: &AuthenticatedAgent,
+    subject: &Subject,
+    chain: &DelegationChain,
+    g: &Grant,
+    params: &TokenParams,
+    task: &TaskId,
+    parent_jti: Option<String>,
+    now: i64,
+) -> Result<(String, AccessClaims, TokenRecord), OAuthError> {
+    let jti = mandate_token::random_id::<16>().map_err(|_| OAuthError::server_error())?;
+    let claims = AccessClaims {
+        iss: state.issuer.clone(),
+        sub: subject.sub.clone(),
+        sub_profile: subject.profile,
+        sub_iss: subject.issuer.clone(),
+        aud: Audience::from_vec(params.aud.clone()),
+        client_id: client.agent.id.as_str().to_owned(),
+        iat: now,
+        nbf: now,
+        exp: g.exp,
+        jti: jti.clone(),
+        scope: g.scope.to_oauth(),
+        act: match subject.profile {
+            SubProfile::User => chain.to_act_claim(),
+            SubProfile::Agent => None,
+        },
+        task: task.as_str().to_owned(),
+        stage: g.stage,
+        credential: client.credential.clone(),
+        cnf: None,
+    };
+    let keys = state.keys.keys();
+    let token = sign_jwt(&keys.current, "at+jwt", &claims).map_err(|e| {
+        tracing::error!(error = %e, "signing failed");
+        OAuthError::server_error()
+    })?;
+    let record = TokenRecord {
+        jti,
+        parent_jti,
+        task: task.as_str().to_owned(),
+        sub: subject.sub.clone(),
+        sub_profile: match subject.profile {
+            SubProfile::User => "user".into(),
+            SubProfile::Agent => "agent".into(),
+        },
+        sub_iss: subject.issuer.clone(),
+        chain: chain.agent_ids(),
+        credentials: chain
+            .actors()
+            .iter()
+            .map(|a| a.credential.clone())
+            .collect(),
+        scope: claims.scope.clone(),
+        aud: params.aud.clone(),
+        stage: g.stage.as_str().to_owned(),
+        iat: now,
+        exp: g.exp,
+        revoked_at: None,
+    };
+    Ok((token, claims, record))
+}
+
+fn allow_event(
+    state: &AppState,
+    claims: &AccessClaims,
+    chain: &DelegationChain,
+    g: &Grant,
+    parent: Option<&str>,
+) -> NewEvent {
+    NewEvent {
+        kind: String::new(),
+        user: (claims.sub_profile == SubProfile::User).then(|| claims.sub.clone()),
+        chain: chain.agent_ids(),
+        task: Some(claims.task.clone()),
+        action: Some(claims.scope.clone()),
+        resource: Some(claims.aud.to_vec().join(" ")),
+        decision: Some(Decision::Allow),
+        reason: format!("issued at stage `{}` until {}", g.stage, claims.exp),
+        policy_ids: vec![state.rights.policy_id().to_owned()],
+        request_id: None,
+        credential: Some(claims.credential.clone()),
+        jti: Some(claims.jti.clone()),
+        detail:
+            json!({"stage": g.stage, "exp": claims.exp, "parent_jti": parent, "dropped": g.dropped})
+                .to_string(),
+    }
+}
+
+fn generated_task_id() -> Result<TaskId, OAuthError> {
+    let id = mandate_token::random_id::<9>().map_err(|_| OAuthError::server_error())?;
+    TaskId::parse(&format!("task-{}", id.replace('_', "x"))).map_err(|_| OAuthError::server_error())
+}
+
+/// Finds or creates the task of a first hop: an existing task must be active and belong to this
+/// agent and user. Returns the id and, when new, the task to create.
+pub async fn resolve_task(
+    state: &AppState,
+    params: &TokenParams,
+    client: &AuthenticatedAgent,
+    user: Option<&UserPrincipal>,
+    now: i64,
+    attempt: &mut Attempt,
+) -> Result<(TaskId, Option<Task>), OAuthError> {
+    let id = match &params.task {
+        Some(id) => id.clone(),
+        None => generated_task_id()?,
+    };
+    attempt.task = Some(id.as_str().to_owned());
+    let existing = state.store.task(id.as_str()).await.map_err(|e| {
+        tracing::error!(error = %e, "task lookup failed");
+        OAuthError::server_error()
+    })?;
+    let Some(t) = existing else {
+        let task = Task {
+            id: id.as_str().to_owned(),
+            agent: client.agent.id.as_str().to_owned(),
+            user: user.map(|u| u.subject.clone()),
+            user_issuer: user.map(|u| u.issuer.clone()),
+            purpose: params.purpose.clone().unwrap_or_default(),
+            input: String::new(),
+            status: TaskStatus::Active,
+            created_at: now,
+            updated_at: now,
+        };
+        return Ok((id, Some(task)));
+    };
+    if t.status != TaskStatus::Active {
+        return Err(OAuthError::invalid_grant(format!(
+            "task `{id}` is {}",
+            t.status.as_str()
+        )));
+    }
+    if t.agent != client.agent.id.as_str() {
+        return Err(OAuthError::invalid_grant(format!(
+            "task `{id}` belongs to another agent"
+        )));
+    }
+    if t.user.as_deref() != user.map(|u| u.subject.as_str()) {
+        return Err(OAuthError::invalid_grant(format!(
+            "task `{id}` belongs to another user"
+        )));
+    }
+    Ok((id, None))
+}
