@@ -195,6 +195,7 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
         admins,
         dev: dev_idp,
     });
+    spawn_housekeeping(Arc::downgrade(&state));
     let app = crate::app::router(state.clone());
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -216,6 +217,19 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
         task,
         store,
     })
+}
+
+/// Forgets revoked tokens once they have expired anyway, every minute, while the server lives.
+fn spawn_housekeeping(state: std::sync::Weak<AppState>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            let Some(state) = state.upgrade() else { break };
+            let now = state.clock.now();
+            state.revocations.update(|idx| idx.prune(now));
+        }
+    });
 }
 
 impl Running {
