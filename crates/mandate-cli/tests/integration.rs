@@ -47,13 +47,12 @@ fn serve(data: &Path, extra: &[&str]) -> Server {
         if let Some(rest) = line.strip_prefix("Mandate is listening on ") {
             url = Some(rest.trim().to_owned());
         }
-        if let Some((_, cred)) = line.split_once("credential") {
-            if let Some(t) = cred
+        if let Some((_, cred)) = line.split_once("credential")
+            && let Some(t) = cred
                 .split_whitespace()
                 .find(|w| w.starts_with("mnd_admin_"))
-            {
-                printed_credential = Some(t.to_owned());
-            }
+        {
+            printed_credential = Some(t.to_owned());
         }
         if line.starts_with("Press Ctrl-C to stop") {
             break;

@@ -129,6 +129,13 @@ fn next_hop(
     attempt.chain = chain.agent_ids();
     attempt.task = Some(parent.task.clone());
     attempt.parent_jti = Some(parent.jti.clone());
+    // Token exchange acts for a user. An agent's own token (client credentials) names no user
+    // and carries no `act`, so a token derived from it could not name its new holder: refuse.
+    if parent.sub_profile != SubProfile::User {
+        return Err(OAuthError::invalid_grant(
+            "the subject token is an agent's own token (client credentials); only tokens that act for a user can be exchanged",
+        ));
+    }
     if live.chain.contains(&client.agent.id) {
         return Err(OAuthError::invalid_grant(format!(
             "agent `{}` is already in the delegation chain",

@@ -1,0 +1,10 @@
+//! The integration tests, one file per area; shared helpers in [`harness`].
+
+mod admin;
+mod audit;
+mod client_credentials;
+mod exchange;
+mod harness;
+mod refusals;
+mod revocation;
+mod robustness;
