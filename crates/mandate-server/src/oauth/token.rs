@@ -46,6 +46,9 @@ pub struct Attempt {
     pub credential: Option<String>,
     /// The parent token's `jti`, for hops.
     pub parent_jti: Option<String>,
+    /// The agent an unauthenticated request claimed to be: recorded in `detail`, never in
+    /// `chain`, which only ever names agents that proved themselves.
+    pub claimed_client: Option<String>,
 }
 
 impl Attempt {
@@ -63,7 +66,10 @@ impl Attempt {
             request_id: Some(rid.0.clone()),
             credential: self.credential.clone(),
             jti: None,
-            detail: String::new(),
+            detail: match &self.claimed_client {
+                Some(c) => json!({ "claimed_client": c }).to_string(),
+                None => String::new(),
+            },
         }
     }
 }
@@ -142,9 +148,7 @@ pub async fn token(
     let client = match authenticate(&state, &form, now) {
         Ok(c) => c,
         Err(f) => {
-            attempt
-                .chain
-                .extend(f.claimed.map(|c| c.chars().take(64).collect()));
+            attempt.claimed_client = f.claimed.map(|c| c.chars().take(64).collect());
             return deny(&state, &rid, kind, &attempt, None, f.error).await;
         }
     };

@@ -153,7 +153,13 @@ async fn an_unregistered_agent_is_invalid_client() {
     };
     let r = srv.exchange(&ghost, &srv.alice(), SCOPE).await;
     let e = refused(&srv, &r, 401, "invalid_client").await;
-    assert_eq!(e["chain"], json!(["ghost-agent"]));
+    assert_eq!(
+        e["chain"],
+        json!([]),
+        "an unproven agent is never put in the chain"
+    );
+    let detail: Value = serde_json::from_str(e["detail"].as_str().unwrap()).unwrap();
+    assert_eq!(detail["claimed_client"], "ghost-agent");
 
     // A registered agent's id with a key that is not registered for it.
     let impostor = Agent {
