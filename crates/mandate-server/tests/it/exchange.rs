@@ -501,3 +501,32 @@ async fn an_actor_token_must_prove_the_authenticated_agent() {
         .expect_oauth_error(400, "invalid_request");
     srv.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_es256_deployment_issues_tokens_a_generic_library_verifies_with_es256() {
+    let srv = Server::start_configured(|c| c.signing_alg = "ES256".into()).await;
+    let jwks = srv.jwks().await;
+    assert!(
+        jwks.keys.iter().all(|k| k
+            .common
+            .key_algorithm
+            .is_some_and(|a| format!("{a:?}") == "ES256")),
+        "the JWKS publishes P-256 keys"
+    );
+    let support = srv.agent("support-v2");
+    let token = srv
+        .exchange(&support, &srv.alice(), "crm.customers:read")
+        .await
+        .access_token();
+    let v = srv
+        .verify_alg(&token, CRM, jsonwebtoken::Algorithm::ES256)
+        .await
+        .expect("verifies as ES256 against the JWKS");
+    assert_eq!(v.header.alg, jsonwebtoken::Algorithm::ES256);
+    assert_eq!(v.claims["act"]["sub"], "agent:support-v2");
+    assert!(
+        srv.verify(&token, CRM).await.is_err(),
+        "a relying party pinned to EdDSA refuses it"
+    );
+    srv.shutdown().await;
+}

@@ -366,13 +366,27 @@ impl Server {
         Server::launch(Some(TestKey::ed25519("test-idp-k1")), true).await
     }
 
+    /// A `--dev` server whose configuration `tune` adjusts first.
+    pub async fn start_configured(tune: impl FnOnce(&mut Config)) -> Server {
+        Server::launch_with(None, true, tune).await
+    }
+
     async fn launch(idp: Option<TestKey>, dev: bool) -> Server {
+        Server::launch_with(idp, dev, |_| {}).await
+    }
+
+    async fn launch_with(
+        idp: Option<TestKey>,
+        dev: bool,
+        tune: impl FnOnce(&mut Config),
+    ) -> Server {
         let root = tempfile::tempdir().unwrap();
         let mut config = Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: root.path().join("data"),
             ..Config::default()
         };
+        tune(&mut config);
         if let Some(idp) = &idp {
             let jwks = root.path().join("test-idp-jwks.json");
             std::fs::write(&jwks, json!({"keys": [idp.public_jwk()]}).to_string()).unwrap();
@@ -664,6 +678,16 @@ impl Server {
     /// Verifies `token` the way any relying party would: the key named by `kid` from
     /// `/.well-known/jwks.json`, EdDSA, this issuer, audience `aud`, `exp`/`nbf` checked.
     pub async fn verify(&self, token: &str, aud: &str) -> Result<Verified, String> {
+        self.verify_alg(token, aud, Algorithm::EdDSA).await
+    }
+
+    /// [`Server::verify`] for a relying party pinned to `alg`.
+    pub async fn verify_alg(
+        &self,
+        token: &str,
+        aud: &str,
+        alg: Algorithm,
+    ) -> Result<Verified, String> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| e.to_string())?;
         let kid = header.kid.clone().ok_or("no `kid` in the header")?;
         let jwks = self.jwks().await;
@@ -671,7 +695,7 @@ impl Server {
             .find(&kid)
             .ok_or_else(|| format!("kid `{kid}` is not in the JWKS"))?;
         let key = DecodingKey::from_jwk(jwk).map_err(|e| e.to_string())?;
-        let mut v = Validation::new(Algorithm::EdDSA);
+        let mut v = Validation::new(alg);
         v.set_audience(&[aud]);
         v.set_issuer(&[&self.url]);
         v.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
