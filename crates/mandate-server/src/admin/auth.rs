@@ -77,7 +77,11 @@ pub fn hash_secret(secret: &str) -> String {
 
 /// Finds the admin credential a bearer token names, if any.
 pub fn admin_from_bearer(state: &AppState, value: Option<&str>) -> Option<Admin> {
-    let token = value?.strip_prefix("Bearer ")?.trim();
+    let (scheme, token) = value?.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let token = token.trim();
     if !token.starts_with(CREDENTIAL_PREFIX) || token.len() > 200 {
         return None;
     }

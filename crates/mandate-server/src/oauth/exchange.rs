@@ -75,10 +75,11 @@ async fn first_hop(
         .await
         .map_err(|e| OAuthError::invalid_grant(e.to_string()))?;
     attempt.user = Some(user.subject.clone());
-    let user_iat = user_claims
-        .get("iat")
-        .and_then(Value::as_i64)
-        .unwrap_or(now);
+    // Without `iat` (or `nbf`) the token's age is unknown: a user revocation then applies to it.
+    let user_iat = ["iat", "nbf"]
+        .iter()
+        .find_map(|c| user_claims.get(*c).and_then(Value::as_i64))
+        .unwrap_or(i64::MIN);
     let user_exp = user_claims
         .get("exp")
         .and_then(Value::as_i64)

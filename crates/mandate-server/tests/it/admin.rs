@@ -556,3 +556,18 @@ async fn the_test_idp_exists_only_in_dev_mode() {
     assert!(!srv.data_dir().join("admin.token").exists());
     srv.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    // RFC 7235 §2.1: the authentication scheme is matched case-insensitively.
+    let srv = Server::start().await;
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let req = srv
+            .http
+            .get(srv.at("/v1/agents"))
+            .header("authorization", format!("{scheme} {}", srv.admin));
+        let r = srv.send(req).await;
+        assert_eq!(r.status, 200, "{scheme}: {}", r.body);
+    }
+    srv.shutdown().await;
+}

@@ -1,0 +1,172 @@
+#!/usr/bin/env bash
+# Reproducible load run of Mandate on loopback (see docs/BENCHMARKS.md).
+#
+# Builds release binaries, starts `mandate serve --dev` on a free loopback port with a throwaway
+# data directory, waits for /readyz, runs each scenario of `mandate-load` for a bounded time
+# against it, stops the server, and prints the results with the machine they were taken on.
+#
+# Knobs (environment): DURATION (measured seconds per scenario, default 10, at most 20 here),
+# WARMUP (default 2), CONCURRENCY (default 32), SCENARIOS (comma-separated, default all four).
+#
+# The load generator runs on the same machine as the server and competes with it for the cores.
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DURATION="${DURATION:-10}"
+WARMUP="${WARMUP:-2}"
+CONCURRENCY="${CONCURRENCY:-32}"
+SCENARIOS="${SCENARIOS:-exchange,exchange-fresh-user,client-credentials,introspect}"
+if ! [[ "$DURATION" =~ ^[0-9]+$ ]] || ((DURATION < 1 || DURATION > 20)); then
+    echo "DURATION must be 1–20 seconds" >&2
+    exit 64
+fi
+if ! [[ "$WARMUP" =~ ^[0-9]+$ ]] || ((WARMUP > 10)); then
+    echo "WARMUP must be 0–10 seconds" >&2
+    exit 64
+fi
+
+cd "$repo"
+cargo build --release -p mandate -p mandate-load
+mandate="$repo/target/release/mandate"
+load="$repo/target/release/mandate-load"
+
+work="$(mktemp -d "${TMPDIR:-/tmp}/mandate-bench.XXXXXX")"
+server_pid=""
+load_pid=""
+cleanup() {
+    if [[ -n "$load_pid" ]]; then
+        kill -TERM "$load_pid" 2>/dev/null || true
+        wait "$load_pid" 2>/dev/null || true
+    fi
+    if [[ -n "$server_pid" ]] && kill -0 "$server_pid" 2>/dev/null; then
+        kill -TERM "$server_pid" 2>/dev/null || true
+        for _ in $(seq 1 50); do
+            kill -0 "$server_pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$server_pid" 2>/dev/null || true
+        wait "$server_pid" 2>/dev/null || true
+    fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Port 0: the kernel picks a free port and the server prints the URL it got. Run from the work
+# directory so no ./mandate.toml is picked up, with logging at `warn` so the log is not measured.
+(
+    cd "$work"
+    unset MANDATE_CONFIG
+    exec env MANDATE_LOG=warn "$mandate" serve --dev --data "$work/data" --listen 127.0.0.1:0
+) >"$work/server.out" 2>"$work/server.err" &
+server_pid=$!
+
+url=""
+for _ in $(seq 1 200); do
+    url="$(sed -n 's/^Mandate is listening on //p' "$work/server.out")"
+    [[ -n "$url" ]] && break
+    if ! kill -0 "$server_pid" 2>/dev/null; then
+        echo "the server exited early:" >&2
+        cat "$work/server.err" >&2
+        exit 1
+    fi
+    sleep 0.1
+done
+if [[ -z "$url" ]]; then
+    echo "the server did not report its address in 20 s" >&2
+    exit 1
+fi
+ready=""
+for _ in $(seq 1 200); do
+    if curl -fsS --max-time 2 --noproxy '*' "$url/readyz" >/dev/null 2>&1; then
+        ready=1
+        break
+    fi
+    sleep 0.1
+done
+if [[ -z "$ready" ]]; then
+    echo "the server at $url did not become ready in 20 s" >&2
+    exit 1
+fi
+
+# CPU seconds (user + system) the server has used so far.
+server_cpu() {
+    awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' \
+        "/proc/$server_pid/stat" 2>/dev/null || echo 0
+}
+
+# CPU seconds (user + system) of this script's finished children, from a `times` snapshot (taken
+# in the main shell: a subshell's `times` would not see them).
+children_cpu() {
+    awk 'NR == 2 {
+        split($1, u, /[ms]/); split($2, s, /[ms]/)
+        printf "%.2f", u[1] * 60 + u[2] + s[1] * 60 + s[2]
+    }' "$1"
+}
+
+echo "== Mandate load run, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+commit="$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+if [[ -n "$(git -C "$repo" status --porcelain 2>/dev/null)" ]]; then
+    commit+=" (plus uncommitted changes)"
+fi
+echo "commit:  $commit"
+echo "cpus:    $(nproc) × $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
+echo "memory:  $(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
+echo "kernel:  $(uname -sr)"
+echo "server:  $url (data in $work/data)"
+echo "load:    concurrency $CONCURRENCY, warm-up $WARMUP s, measured $DURATION s per scenario"
+echo "note:    the load generator runs on the same $(nproc) cores as the server"
+echo
+
+table=""
+cpu_lines=""
+status=0
+IFS=',' read -r -a scenarios <<<"$SCENARIOS"
+for s in "${scenarios[@]}"; do
+    before="$(server_cpu)"
+    start_ns="$(date +%s%N)"
+    times >"$work/times.before"
+    timeout $((WARMUP + DURATION + 90)) "$load" --url "$url" --data "$work/data" \
+        --scenario "$s" --duration "$DURATION" --warmup "$WARMUP" \
+        --concurrency "$CONCURRENCY" >"$work/$s.out" 2>"$work/$s.err" &
+    load_pid=$!
+    rc=0
+    wait "$load_pid" || rc=$?
+    load_pid=""
+    times >"$work/times.after"
+    end_ns="$(date +%s%N)"
+    after="$(server_cpu)"
+    cat "$work/$s.err" >&2
+    if ((rc != 0)); then
+        echo "[$s] mandate-load exited with $rc" >&2
+        status=1
+    fi
+    [[ -z "$table" ]] && table="$(head -1 "$work/$s.out")"
+    table+=$'\n'"$(tail -n +2 "$work/$s.out")"
+    wall="$(awk -v a="$start_ns" -v b="$end_ns" 'BEGIN { printf "%.1f", (b - a) / 1e9 }')"
+    gen="$(awk -v a="$(children_cpu "$work/times.before")" -v b="$(children_cpu "$work/times.after")" 'BEGIN { printf "%.1f", b - a }')"
+    srv="$(awk -v a="$before" -v b="$after" 'BEGIN { printf "%.1f", b - a }')"
+    cpu_lines+="$(printf '%-21s %8s %12s %15s' "$s" "$wall" "$srv" "$gen")"$'\n'
+    if ! kill -0 "$server_pid" 2>/dev/null; then
+        echo "the server died during \`$s\`:" >&2
+        tail -20 "$work/server.err" >&2
+        exit 1
+    fi
+done
+
+echo
+echo "$table"
+echo
+echo "CPU seconds per scenario (preparation, warm-up and measurement; $(nproc) cores):"
+printf '%-21s %8s %12s %15s\n' "scenario" "wall s" "server cpu s" "generator cpu s"
+printf '%s' "$cpu_lines"
+db="$(du -sh "$work/data" 2>/dev/null | cut -f1)"
+echo
+echo "data directory after the run: $db"
+if [[ -s "$work/server.err" ]]; then
+    echo
+    echo "server log (warn and above):"
+    tail -20 "$work/server.err"
+fi
+exit "$status"

@@ -1,0 +1,124 @@
+//! `mandate-load`: a bounded, closed-loop load run against a Mandate server on loopback.
+//!
+//! It reads the admin credential and the `support-v2` demo agent's key from a `--dev` data
+//! directory, prepares what a scenario needs (user tokens, tokens to introspect) outside the
+//! measurement, then runs `--concurrency` workers for `--warmup` + `--duration` seconds and prints
+//! one line per scenario: requests, errors, successful requests per second and latency
+//! percentiles. It refuses any URL that is not on loopback, and never follows redirects or uses a
+//! proxy. See `bench/run.sh` and `docs/BENCHMARKS.md`.
+
+mod run;
+mod scenario;
+mod server;
+mod stats;
+mod target;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::Parser;
+
+use crate::run::Plan;
+use crate::scenario::{Scenario, Workload};
+use crate::server::Server;
+
+/// The longest measured run, seconds.
+const MAX_DURATION: u64 = 120;
+
+/// Command-line arguments.
+#[derive(Parser)]
+#[command(
+    name = "mandate-load",
+    version,
+    about = "Bounded load run against a Mandate `--dev` server on loopback"
+)]
+struct Args {
+    /// Base URL of a running server; must be 127.0.0.1, localhost or [::1].
+    #[arg(long)]
+    url: String,
+    /// The server's `--data` directory (for `admin.token` and `agents/support-v2.jwk`).
+    #[arg(long)]
+    data: PathBuf,
+    /// Measured seconds per scenario (at most 120).
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Workers, each with one request in flight.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    concurrency: u16,
+    /// Scenarios to run, in order (comma-separated or repeated).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "exchange")]
+    scenario: Vec<Scenario>,
+    /// Unmeasured seconds before each measurement (at most 60).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=60))]
+    warmup: u64,
+    /// Most requests per scenario, warm-up included.
+    #[arg(long, default_value_t = 2_000_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    max_requests: u64,
+}
+
+/// Prepares and runs every scenario, then prints the table.
+async fn run(args: Args) -> Result<ExitCode> {
+    let url = target::loopback_base(&args.url)?;
+    if args.duration > MAX_DURATION {
+        eprintln!("--duration {} is capped at {MAX_DURATION} s", args.duration);
+    }
+    let plan = Plan {
+        warmup: Duration::from_secs(args.warmup),
+        duration: Duration::from_secs(args.duration.clamp(1, MAX_DURATION)),
+        concurrency: usize::from(args.concurrency),
+        max_requests: args.max_requests,
+    };
+    let server = Arc::new(Server::connect(url, &args.data, plan.concurrency).await?);
+    eprintln!(
+        "mandate-load: {} (issuer {}), {} workers, {} s warm-up + {} s measured per scenario, {} client threads",
+        server.url,
+        server.issuer,
+        plan.concurrency,
+        plan.warmup.as_secs(),
+        plan.duration.as_secs(),
+        tokio::runtime::Handle::current().metrics().num_workers(),
+    );
+    let mut lines = Vec::new();
+    let mut any_errors = false;
+    for scenario in args.scenario {
+        eprintln!("[{}] preparing", scenario.name());
+        let workload = Arc::new(Workload::prepare(scenario, &server).await?);
+        eprintln!("[{}] running", scenario.name());
+        let outcome = run::run(server.clone(), workload, plan).await?;
+        if let Some(e) = &outcome.first_error {
+            eprintln!("[{}] first error: {e}", scenario.name());
+        }
+        let summary = stats::summarise(outcome.samples);
+        any_errors |= summary.errors > 0 || outcome.first_error.is_some();
+        eprintln!(
+            "[{}] {} sent in all (warm-up included)",
+            scenario.name(),
+            outcome.sent
+        );
+        lines.push(stats::line(scenario.name(), &summary));
+    }
+    println!("{}", stats::header());
+    for l in lines {
+        println!("{l}");
+    }
+    Ok(if any_errors {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Parses the arguments and runs; exit code 2 means the run finished but saw errors.
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Args::parse()).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("mandate-load: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
