@@ -242,22 +242,20 @@ async fn ensure_task(conn: &mut SqliteConnection, t: &Task) -> Result<(), StoreE
 /// Marks `key` used until `exp`. A previous use that expired (by the system clock) no longer
 /// counts.
 async fn use_once(conn: &mut SqliteConnection, key: &str, exp: i64) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM used_once WHERE key = ? AND exp < ?")
-        .bind(key)
-        .bind(unix_now())
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query("INSERT INTO used_once (key, exp) VALUES (?, ?)")
-        .bind(key)
-        .bind(exp)
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| match &e {
-            sqlx::Error::Database(db) if db.is_unique_violation() => {
-                StoreError::Replay(key.to_owned())
-            }
-            _ => StoreError::from(e),
-        })?;
+    // One statement: insert, or take over an entry whose use has expired; an unexpired entry
+    // makes the upsert a no-op (0 rows), which is a replay.
+    let r = sqlx::query(
+        "INSERT INTO used_once (key, exp) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET exp = excluded.exp WHERE used_once.exp < ?3",
+    )
+    .bind(key)
+    .bind(exp)
+    .bind(unix_now())
+    .execute(&mut *conn)
+    .await?;
+    if r.rows_affected() == 0 {
+        return Err(StoreError::Replay(key.to_owned()));
+    }
     Ok(())
 }
 
