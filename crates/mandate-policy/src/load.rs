@@ -1,0 +1,384 @@
+//! Loading and validating policy files.
+//!
+//! Every `*.cedar` file of the policy directory is parsed; each policy is named by its `@id("…")`
+//! annotation or by `<file>:<line>`; the whole set is validated (strict mode) against the schema,
+//! whose actions are the scopes the policies and the catalog name. Any error refuses the whole
+//! set and is reported as `` `file` line N: reason ``, so the caller keeps the last good set.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+use cedar_policy::{
+    ActionConstraint, EntityUid, PolicyId, PolicySet, Schema, ValidationMode, Validator,
+};
+use mandate_core::scope::{Scope, ScopePattern};
+use miette::Diagnostic;
+
+use crate::schema::{self, DELEGATE};
+
+/// Largest policy file read.
+const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// A problem in a policy file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyError {
+    /// The file (name within the policy directory).
+    pub file: String,
+    /// 1-based line, 0 when the problem is not in one place.
+    pub line: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line > 0 {
+            write!(f, "`{}` line {}: {}", self.file, self.line, self.message)
+        } else {
+            write!(f, "`{}`: {}", self.file, self.message)
+        }
+    }
+}
+
+/// A validated policy set, ready to decide.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    pub(crate) policies: PolicySet,
+    pub(crate) groups: Vec<ScopePattern>,
+    origins: BTreeMap<String, (String, usize)>,
+    files: Vec<String>,
+    warnings: Vec<String>,
+    schema_text: String,
+}
+
+impl Engine {
+    /// How many policies.
+    pub fn policy_count(&self) -> usize {
+        self.policies.policies().count()
+    }
+
+    /// The files the set was read from.
+    pub fn files(&self) -> &[String] {
+        &self.files
+    }
+
+    /// Where the policy `id` is written: (file, line).
+    pub fn origin(&self, id: &str) -> Option<(&str, usize)> {
+        self.origins.get(id).map(|(f, l)| (f.as_str(), *l))
+    }
+
+    /// Validator warnings (e.g. a policy that can never apply).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// The generated schema, in Cedar schema syntax.
+    pub fn schema_text(&self) -> &str {
+        &self.schema_text
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset.min(text.len()))
+        .map_or(1, |t| t.bytes().filter(|b| *b == b'\n').count() + 1)
+}
+
+/// Byte offsets where each top-level policy starts (its first annotation or `permit`/`forbid`),
+/// skipping comments and string literals.
+fn policy_starts(text: &str) -> Vec<usize> {
+    let b = text.as_bytes();
+    let mut starts = Vec::new();
+    let mut i = 0;
+    let mut at_start = true;
+    while i < b.len() {
+        match b[i] {
+            b'/' if b.get(i + 1) == Some(&b'/') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'"' => {
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            c if c.is_ascii_whitespace() => i += 1,
+            c => {
+                if at_start {
+                    starts.push(i);
+                    at_start = false;
+                }
+                if c == b';' {
+                    at_start = true;
+                }
+                i += 1;
+            }
+        }
+    }
+    starts
+}
+
+fn actions_of(c: ActionConstraint) -> Vec<EntityUid> {
+    match c {
+        ActionConstraint::Any => Vec::new(),
+        ActionConstraint::Eq(a) => vec![a],
+        ActionConstraint::In(v) => v,
+    }
+}
+
+/// Parses, names and validates policy sources: `(file name, text)` pairs. `catalog` adds
+/// concrete scopes to the schema beyond those the policies name.
+pub fn load_sources(
+    files: &[(String, String)],
+    catalog: &BTreeSet<Scope>,
+) -> Result<Engine, Vec<PolicyError>> {
+    let mut errors = Vec::new();
+    let mut set = PolicySet::new();
+    let mut origins = BTreeMap::new();
+    let mut texts: BTreeMap<String, (String, String)> = BTreeMap::new();
+    let mut scopes = catalog.clone();
+    let mut groups = BTreeSet::new();
+    for (file, text) in files {
+        let parsed = match PolicySet::from_str(text) {
+            Ok(p) => p,
+            Err(e) => {
+                let offsets: Vec<usize> = e
+                    .labels()
+                    .map(|ls| ls.map(|l| l.offset()).collect())
+                    .unwrap_or_default();
+                let messages: Vec<String> = e.iter().map(ToString::to_string).collect();
+                let line = offsets.first().map_or(0, |o| line_of(text, *o));
+                errors.push(PolicyError {
+                    file: file.clone(),
+                    line,
+                    message: format!("cannot parse: {}", messages.join("; ")),
+                });
+                continue;
+            }
+        };
+        let starts = policy_starts(text);
+        for (n, policy) in parsed.policies().enumerate() {
+            let line = starts.get(n).map_or(0, |o| line_of(text, *o));
+            let id = policy
+                .annotation("id")
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("{file}:{line}"));
+            for a in actions_of(policy.action_constraint()) {
+                let name = a.id().unescaped().to_owned();
+                if a.type_name().to_string() != "Action" {
+                    continue;
+                }
+                if name == DELEGATE {
+                    continue;
+                }
+                if let Ok(s) = Scope::parse(&name) {
+                    scopes.insert(s);
+                } else if let Ok(p) = ScopePattern::parse(&name) {
+                    groups.insert(p);
+                } else {
+                    errors.push(PolicyError {
+                        file: file.clone(),
+                        line,
+                        message: format!("action `{name}` is neither a scope (`<resource>:<action>`) nor `delegate`"),
+                    });
+                }
+            }
+            if origins.contains_key(&id) {
+                errors.push(PolicyError {
+                    file: file.clone(),
+                    line,
+                    message: format!("policy id `{id}` is used twice"),
+                });
+                continue;
+            }
+            if let Err(e) = set.add(policy.new_id(PolicyId::new(&id))) {
+                errors.push(PolicyError {
+                    file: file.clone(),
+                    line,
+                    message: e.to_string(),
+                });
+                continue;
+            }
+            origins.insert(id.clone(), (file.clone(), line));
+            texts.insert(id, (file.clone(), text.clone()));
+        }
+    }
+    let schema_text = schema::with_actions(&scopes, &groups);
+    let schema = match Schema::from_cedarschema_str(&schema_text) {
+        Ok((s, _)) => s,
+        Err(e) => {
+            errors.push(PolicyError {
+                file: "<schema>".into(),
+                line: 0,
+                message: e.to_string(),
+            });
+            return Err(errors);
+        }
+    };
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let result = Validator::new(schema).validate(&set, ValidationMode::Strict);
+    for e in result.validation_errors() {
+        let id = e.policy_id().to_string();
+        let (file, text) = texts.get(&id).cloned().unwrap_or_default();
+        let line = e.labels().and_then(|mut ls| ls.next()).map_or_else(
+            || origins.get(&id).map_or(0, |o| o.1),
+            |l| line_of(&text, l.offset()),
+        );
+        errors.push(PolicyError {
+            file,
+            line,
+            message: e.to_string(),
+        });
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let warnings = result
+        .validation_warnings()
+        .map(ToString::to_string)
+        .collect();
+    Ok(Engine {
+        policies: set,
+        groups: groups.into_iter().collect(),
+        origins,
+        files: files.iter().map(|(f, _)| f.clone()).collect(),
+        warnings,
+        schema_text,
+    })
+}
+
+/// Reads every `*.cedar` file of `dir` (in name order) and loads them.
+pub fn load_dir(dir: &Path, catalog: &BTreeSet<Scope>) -> Result<Engine, Vec<PolicyError>> {
+    let fail = |file: String, message: String| {
+        vec![PolicyError {
+            file,
+            line: 0,
+            message,
+        }]
+    };
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        fail(
+            dir.display().to_string(),
+            format!("cannot read the policy directory: {e}"),
+        )
+    })?;
+    let mut paths: Vec<_> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "cedar"))
+        .collect();
+    paths.sort();
+    let mut files = Vec::new();
+    for p in paths {
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let size = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+        if size > MAX_FILE_BYTES {
+            return Err(fail(name, format!("larger than {MAX_FILE_BYTES} bytes")));
+        }
+        let text = std::fs::read_to_string(&p).map_err(|e| fail(name.clone(), e.to_string()))?;
+        files.push((name, text));
+    }
+    if files.is_empty() {
+        return Err(fail(
+            dir.display().to_string(),
+            "no `*.cedar` policy file".into(),
+        ));
+    }
+    load_sources(&files, catalog)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn src(name: &str, text: &str) -> Vec<(String, String)> {
+        vec![(name.to_owned(), text.to_owned())]
+    }
+
+    #[test]
+    fn policies_are_named_by_id_or_place() {
+        let e = load_sources(
+            &src(
+                "team.cedar",
+                "// support may read customers\n@id(\"support-read\")\npermit(principal in Group::\"support\", action == Action::\"crm.customers:read\", resource);\n\nforbid(principal, action in Action::\"crm.*:read\", resource) when { context.stage == \"execute\" };\n",
+            ),
+            &BTreeSet::new(),
+        )
+        .unwrap();
+        assert_eq!(e.policy_count(), 2);
+        assert_eq!(e.origin("support-read"), Some(("team.cedar", 2)));
+        assert_eq!(e.origin("team.cedar:5"), Some(("team.cedar", 5)));
+    }
+
+    #[test]
+    fn a_syntax_error_names_file_and_line() {
+        let errs = load_sources(
+            &src("bad.cedar", "permit(principal, action == Action::\"a:read\", resource);\n\npermit(principal, action, resource)\nwhen { 1 + };\n"),
+            &BTreeSet::new(),
+        )
+        .unwrap_err();
+        assert_eq!(errs[0].file, "bad.cedar");
+        assert_eq!(errs[0].line, 4, "{}", errs[0]);
+        assert!(
+            errs[0]
+                .to_string()
+                .starts_with("`bad.cedar` line 4: cannot parse"),
+            "{}",
+            errs[0]
+        );
+    }
+
+    #[test]
+    fn a_schema_error_names_file_line_and_reason() {
+        let errs = load_sources(
+            &src("ctx.cedar", "permit(principal, action == Action::\"a:read\", resource)\n  when { context.stag == \"observe\" };\n"),
+            &BTreeSet::new(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            (errs[0].file.as_str(), errs[0].line),
+            ("ctx.cedar", 2),
+            "{}",
+            errs[0]
+        );
+        assert!(errs[0].message.contains("stag"), "{}", errs[0]);
+    }
+
+    #[test]
+    fn actions_must_be_scopes() {
+        let errs = load_sources(
+            &src(
+                "x.cedar",
+                "permit(principal, action == Action::\"Read Stuff\", resource);",
+            ),
+            &BTreeSet::new(),
+        )
+        .unwrap_err();
+        assert!(errs[0].message.contains("neither a scope"), "{}", errs[0]);
+    }
+
+    #[test]
+    fn duplicate_ids_are_refused() {
+        let text = "@id(\"a\") permit(principal, action == Action::\"a:read\", resource);\n@id(\"a\") permit(principal, action == Action::\"b:read\", resource);";
+        let errs = load_sources(&src("d.cedar", text), &BTreeSet::new()).unwrap_err();
+        assert!(errs[0].message.contains("used twice"), "{}", errs[0]);
+    }
+
+    #[test]
+    fn policy_starts_skip_comments_and_strings() {
+        let t = "// permit; \"x\"\n@id(\"a;b\")\npermit(principal, action, resource) when { \"x;y\" == \"z\" };\nforbid(principal, action, resource);";
+        let s = policy_starts(t);
+        assert_eq!(s.len(), 2);
+        assert_eq!(line_of(t, s[0]), 2);
+        assert_eq!(line_of(t, s[1]), 4);
+    }
+}
