@@ -51,16 +51,29 @@ pub struct Parent {
     pub exp: i64,
 }
 
+/// `rights(U)`: whether the principal may hold `scope` at `stage`. A policy engine implements it;
+/// so does a plain [`PatternSet`] (stage-blind).
+pub trait Permits {
+    /// Whether `scope` is granted at `stage`.
+    fn permits(&self, scope: &Scope, stage: Stage) -> bool;
+}
+
+impl Permits for PatternSet {
+    fn permits(&self, scope: &Scope, _stage: Stage) -> bool {
+        self.allows(scope)
+    }
+}
+
 /// Everything the issuance decision needs, already parsed and looked up.
-#[derive(Debug, Clone)]
+#[derive(Clone, Copy)]
 pub struct GrantRequest<'a> {
     /// Requested scopes (`S`).
     pub requested: &'a ScopeSet,
     /// Strict or intersect.
     pub mode: ScopeMode,
     /// What the principal may do directly: the user's rights, or the agent's own for autonomous
-    /// tokens.
-    pub rights: &'a PatternSet,
+    /// tokens (a policy decision point, or a plain pattern set).
+    pub rights: &'a dyn Permits,
     /// The requesting agent's ceiling.
     pub ceiling: &'a PatternSet,
     /// The requesting agent's `max_stage`.
@@ -187,7 +200,7 @@ fn refusal(scope: &Scope, req: &GrantRequest<'_>, stage: Stage) -> Option<ScopeD
         Some(ScopeDenial::NotInCeiling)
     } else if req.parent.is_some_and(|p| !p.scope.contains(scope)) {
         Some(ScopeDenial::NotInParent)
-    } else if !req.rights.allows(scope) {
+    } else if !req.rights.permits(scope, stage) {
         Some(ScopeDenial::PrincipalLacks)
     } else if scope.class() == crate::scope::ActionClass::Write && !stage.allows_write_scopes() {
         Some(ScopeDenial::StageForbidsWrite)

@@ -109,6 +109,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/audit", get(admin::audit::query))
         .route("/audit/verify", get(admin::audit::verify))
         .route("/tasks/{id}", get(admin::tasks::show))
+        .route("/policies", get(admin::policies::show))
+        .route("/policies/reload", post(admin::policies::reload))
         .route("/keys", get(admin::keys::list))
         .route("/keys/rotate", post(admin::keys::rotate))
         .route("/credentials", post(admin::credentials::create))

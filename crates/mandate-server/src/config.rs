@@ -64,7 +64,10 @@ pub struct Config {
     pub tokens: Tokens,
     /// Trusted identity providers for user tokens.
     pub issuers: Vec<TrustedIssuerConfig>,
-    /// What users and agents may do directly (until the policy engine replaces it).
+    /// Directory of `*.cedar` policy files (in `--dev`, default `<data_dir>/policies`).
+    pub policies_dir: Option<PathBuf>,
+    /// Shorthand for simple policies: what members of each group, and each agent on its own,
+    /// may do. Each entry becomes one Cedar `permit`.
     pub rights: Rights,
     /// Audiences tokens may be requested for; empty means any absolute URI or name.
     pub audiences: Vec<String>,
@@ -152,6 +155,7 @@ impl Default for Config {
             limits: Limits::default(),
             tokens: Tokens::default(),
             issuers: Vec::new(),
+            policies_dir: None,
             rights: Rights::default(),
             audiences: Vec::new(),
         }

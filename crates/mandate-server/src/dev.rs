@@ -1,7 +1,6 @@
 //! `--dev`: a throwaway world to try Mandate in — the built-in test IdP, the demo users, groups
 //! and agents of SPEC §10, with the agents' private keys written to the data directory.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use base64::Engine;
@@ -17,7 +16,7 @@ use mandate_token::verify::VerifyingKey;
 use mandate_token::{Alg, KeySet, MasterKey, SealedKey, SigningKey};
 use serde_json::{Value, json};
 
-use crate::config::{Rights, TrustedIssuerConfig};
+use crate::config::TrustedIssuerConfig;
 use crate::files::write_private;
 
 /// A demo user: subject and groups.
@@ -44,38 +43,54 @@ pub const DEMO_USERS: &[DemoUser] = &[
     },
 ];
 
-/// The demo groups' rights (SPEC §10).
-pub fn demo_rights() -> Rights {
-    let mut groups = BTreeMap::new();
-    let mut add = |g: &str, scopes: &[&str]| {
-        if let Ok(p) = PatternSet::parse(scopes.iter().copied()) {
-            groups.insert(g.to_owned(), p);
-        }
-    };
-    add(
-        "support",
-        &[
-            "crm.customers:read",
-            "tickets:read",
-            "tickets:create",
-            "email:send",
-            "mcp.crm.lookup_customer:call",
-        ],
-    );
-    add("admin", &["mcp.crm.delete_customer:call"]);
-    add(
-        "finance",
-        &[
-            "billing.invoices:read",
-            "billing.payments:create",
-            "crm.customers:read",
-        ],
-    );
-    let mut agents = BTreeMap::new();
-    if let Ok(p) = PatternSet::parse(["tickets:read"]) {
-        agents.insert("support-v2".to_owned(), p);
+/// The demo world's policies (SPEC §10), written to `<data>/policies/demo.cedar` in `--dev`.
+pub const DEMO_POLICIES: &str = r#"// Mandate demo world (SPEC §10). Edit and save: the server reloads this directory.
+
+@id("support-group")
+permit(
+  principal in Group::"support",
+  action in [Action::"crm.customers:read", Action::"tickets:read", Action::"tickets:create",
+             Action::"email:send", Action::"mcp.crm.lookup_customer:call"],
+  resource
+);
+
+@id("admin-group")
+permit(principal in Group::"admin", action == Action::"mcp.crm.delete_customer:call", resource);
+
+@id("finance-group")
+permit(
+  principal in Group::"finance",
+  action in [Action::"billing.invoices:read", Action::"billing.payments:create",
+             Action::"crm.customers:read"],
+  resource
+);
+
+// A workflow restricted to a user tier: payments need a gold-tier user, whatever the group.
+@id("payments-need-gold-tier")
+forbid(principal is User, action == Action::"billing.payments:create", resource)
+unless { principal.hasTag("tier") && principal.getTag("tier") == "gold" };
+
+// support-v2's own, autonomous work.
+@id("support-v2-own-work")
+permit(principal == Agent::"support-v2", action == Action::"tickets:read", resource);
+
+// Who may hand a user's delegation on to whom.
+@id("support-v2-delegates-to-analytics-v1")
+permit(principal == Agent::"support-v2", action == Action::"delegate", resource == Agent::"analytics-v1");
+"#;
+
+/// Writes the demo policies into `dir` unless it already holds policy files.
+pub fn seed_policies(dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("`{}`: {e}", dir.display()))?;
+    let has_any = std::fs::read_dir(dir)
+        .map_err(|e| format!("`{}`: {e}", dir.display()))?
+        .filter_map(Result::ok)
+        .any(|e| e.path().extension().is_some_and(|x| x == "cedar"));
+    if !has_any {
+        std::fs::write(dir.join("demo.cedar"), DEMO_POLICIES)
+            .map_err(|e| format!("`{}`: {e}", dir.display()))?;
     }
-    Rights { groups, agents }
+    Ok(())
 }
 
 /// The groups a demo user has, by full subject or by the part before `@`.
@@ -166,14 +181,37 @@ impl DevIdp {
         ttl: i64,
         now: i64,
     ) -> Result<String, String> {
+        self.user_token_with(sub, groups, ttl, now, &serde_json::Map::new())
+    }
+
+    /// Mints a user token with extra claims (e.g. `{"tier": "gold"}`), which policies read as
+    /// the user's tags. Registered claims cannot be overridden this way.
+    pub fn user_token_with(
+        &self,
+        sub: &str,
+        groups: &[String],
+        ttl: i64,
+        now: i64,
+        extra: &serde_json::Map<String, Value>,
+    ) -> Result<String, String> {
         let iat = if ttl < 0 { now + ttl - 60 } else { now };
-        let claims = json!({
-            "iss": self.issuer, "sub": sub, "aud": self.audience,
-            "iat": iat, "nbf": iat, "exp": now + ttl,
-            "groups": groups,
-            "jti": mandate_token::random_id::<12>().map_err(|e| e.to_string())?,
-        });
-        sign_jwt(&self.key, "JWT", &claims).map_err(|e| e.to_string())
+        let mut claims = extra.clone();
+        for (k, v) in [
+            ("iss", json!(self.issuer)),
+            ("sub", json!(sub)),
+            ("aud", json!(self.audience)),
+            ("iat", json!(iat)),
+            ("nbf", json!(iat)),
+            ("exp", json!(now + ttl)),
+            ("groups", json!(groups)),
+            (
+                "jti",
+                json!(mandate_token::random_id::<12>().map_err(|e| e.to_string())?),
+            ),
+        ] {
+            claims.insert(k.to_owned(), v);
+        }
+        sign_jwt(&self.key, "JWT", &Value::Object(claims)).map_err(|e| e.to_string())
     }
 }
 

@@ -12,7 +12,8 @@
 //! * [`admin`] — agents, revocations, audit, keys, credentials, dev tokens, OpenAPI;
 //! * [`live`] — is a Mandate token still alive;
 //! * [`revocation`] — making a revocation;
-//! * [`state`], [`keyring`], [`idp`], [`rights`], [`clock`], [`dev`] — what handlers share.
+//! * [`policy`] — the Cedar policy decision point, reloaded on change;
+//! * [`state`], [`keyring`], [`idp`], [`clock`], [`dev`] — what handlers share.
 
 pub mod admin;
 pub mod app;
@@ -25,8 +26,8 @@ pub mod idp;
 pub mod keyring;
 pub mod live;
 pub mod oauth;
+pub mod policy;
 pub mod revocation;
-pub mod rights;
 pub mod server;
 pub mod state;
 

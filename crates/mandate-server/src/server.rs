@@ -15,11 +15,11 @@ use crate::admin::auth::Role;
 use crate::admin::credentials;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::dev::{DevIdp, demo_rights, seed_agents};
+use crate::dev::{DevIdp, seed_agents, seed_policies};
 use crate::files::{create_private_dir, write_private};
 use crate::idp::{Idps, TrustedIssuer};
 use crate::keyring::KeyRing;
-use crate::rights::GroupRights;
+use crate::policy::{PolicyPoint, PolicySource, rights_as_cedar};
 use crate::state::{Admins, AppState, Directory, Revocations};
 
 /// Why the server could not start.
@@ -40,6 +40,9 @@ pub enum StartError {
     /// An identity provider is misconfigured.
     #[error("{0}")]
     Issuer(#[from] crate::idp::JwksError),
+    /// The policies do not load.
+    #[error("policies refused:\n  {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  "))]
+    Policies(Vec<mandate_policy::PolicyError>),
 }
 
 /// How to start.
@@ -157,7 +160,7 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
     for c in &config.issuers {
         issuers.push(Arc::new(TrustedIssuer::from_config(c.clone())?));
     }
-    let mut rights_cfg = config.rights.clone();
+    let mut policies_dir = config.policies_dir.clone();
     let dev_idp = if dev {
         let idp = DevIdp::load_or_create(&dir, &master, &issuer).map_err(StartError::Io)?;
         let (cfg, set) = idp.trusted_issuer();
@@ -165,13 +168,22 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
         seed_agents(dyn_store.as_ref(), &dir, now)
             .await
             .map_err(StartError::Io)?;
-        if rights_cfg.groups.is_empty() && rights_cfg.agents.is_empty() {
-            rights_cfg = demo_rights();
-        }
+        let pdir = policies_dir
+            .get_or_insert_with(|| dir.join("policies"))
+            .clone();
+        seed_policies(&pdir).map_err(StartError::Io)?;
         Some(idp)
     } else {
         None
     };
+    let policy = PolicyPoint::load(PolicySource {
+        dir: policies_dir,
+        rights: rights_as_cedar(&config.rights),
+    })
+    .map_err(StartError::Policies)?;
+    if policy.engine().policy_count() == 0 {
+        tracing::warn!("no policy is configured: every scope will be refused");
+    }
     let idps = Idps::new(issuers);
     for e in idps.refresh_all().await {
         tracing::warn!(error = %e, "identity provider keys not loaded yet; will retry on first use");
@@ -179,10 +191,7 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
     let directory = Directory::load(dyn_store.as_ref()).await?;
     let revocations = Revocations::load(dyn_store.as_ref(), now).await?;
     let state = Arc::new(AppState {
-        rights: Arc::new(GroupRights::new(
-            rights_cfg.groups.clone(),
-            rights_cfg.agents.clone(),
-        )),
+        policy,
         config,
         issuer: issuer.clone(),
         store: dyn_store,
@@ -196,6 +205,7 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
         dev: dev_idp,
     });
     spawn_housekeeping(Arc::downgrade(&state));
+    spawn_policy_watch(Arc::downgrade(&state));
     let app = crate::app::router(state.clone());
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -228,6 +238,36 @@ fn spawn_housekeeping(state: std::sync::Weak<AppState>) {
             let Some(state) = state.upgrade() else { break };
             let now = state.clock.now();
             state.revocations.update(|idx| idx.prune(now));
+        }
+    });
+}
+
+/// Reloads the policies when a file in the policy directory changes (checked every 2 s).
+fn spawn_policy_watch(state: std::sync::Weak<AppState>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+        loop {
+            tick.tick().await;
+            let Some(state) = state.upgrade() else { break };
+            if let Some(outcome) = state.policy.reload_if_changed() {
+                // reload_if_changed already swapped (or kept) the set; record it.
+                let event = crate::admin::policies::audit_event(&outcome, "a file change");
+                if let Err(e) = state
+                    .store
+                    .commit(vec![mandate_store::Op::Audit(event)])
+                    .await
+                {
+                    tracing::error!(error = %e, "policy reload audit event could not be written");
+                }
+                match outcome {
+                    Ok(n) => tracing::info!(policies = n, "policies reloaded after a file change"),
+                    Err(errors) => {
+                        for e in errors {
+                            tracing::warn!(%e, "policy change refused; previous policies stay in force");
+                        }
+                    }
+                }
+            }
         }
     });
 }

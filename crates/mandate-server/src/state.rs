@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::dev::DevIdp;
 use crate::idp::Idps;
 use crate::keyring::KeyRing;
-use crate::rights::RightsSource;
+use crate::policy::PolicyPoint;
 
 fn read<T: Clone>(l: &RwLock<T>) -> T {
     match l.read() {
@@ -198,8 +198,8 @@ pub struct AppState {
     pub revocations: Revocations,
     /// Admin credentials.
     pub admins: Admins,
-    /// Users' and agents' own rights.
-    pub rights: Arc<dyn RightsSource>,
+    /// The policy decision point.
+    pub policy: PolicyPoint,
     /// The built-in test IdP, in `--dev` only.
     pub dev: Option<DevIdp>,
 }

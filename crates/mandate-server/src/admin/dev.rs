@@ -25,6 +25,9 @@ pub struct UserTokenRequest {
     /// Lifetime in seconds (default 3600; negative for an already-expired token).
     #[serde(default)]
     pub ttl: Option<i64>,
+    /// Extra string claims, e.g. `{"tier": "gold"}` (policies read them as the user's tags).
+    #[serde(default)]
+    pub claims: std::collections::BTreeMap<String, String>,
 }
 
 /// `POST /v1/dev/user-token`.
@@ -49,10 +52,20 @@ pub async fn user_token(
         return Err(ApiError::bad_request("`ttl` must not be 0"));
     }
     let now = state.clock.now();
-    let token = idp.user_token(sub, &groups, ttl, now).map_err(|e| {
-        tracing::error!(error = %e, "dev user token failed");
-        ApiError::server_error()
-    })?;
+    if body.claims.len() > 32 {
+        return Err(ApiError::bad_request("at most 32 extra claims"));
+    }
+    let extra: serde_json::Map<String, Value> = body
+        .claims
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .collect();
+    let token = idp
+        .user_token_with(sub, &groups, ttl, now, &extra)
+        .map_err(|e| {
+            tracing::error!(error = %e, "dev user token failed");
+            ApiError::server_error()
+        })?;
     Ok(Json(json!({
         "token": token, "issuer": idp.issuer, "sub": sub, "groups": groups, "expires_at": now + ttl,
     })))

@@ -9,5 +9,6 @@ pub mod credentials;
 pub mod dev;
 pub mod keys;
 pub mod openapi;
+pub mod policies;
 pub mod revocations;
 pub mod tasks;

@@ -8,10 +8,14 @@ use mandate_core::revocation::TokenFacts;
 
 use crate::error::OAuthError;
 use crate::oauth::client_auth::AuthenticatedAgent;
+use crate::oauth::exchange::decision_context;
 use crate::oauth::form::Form;
-use crate::oauth::issue::{Issuance, Issued, Subject, issue, refuse_if_revoked, resolve_task};
+use crate::oauth::issue::{
+    Issuance, IssuanceRights, Issued, Subject, issue, refuse_if_revoked, resolve_task,
+};
 use crate::oauth::request;
 use crate::oauth::token::Attempt;
+use crate::policy::{PolicyRights, Who};
 use crate::state::AppState;
 
 /// Handles `grant_type=client_credentials`.
@@ -43,7 +47,13 @@ pub async fn client_credentials(
             iat: now,
         },
     )?;
-    let rights = state.rights.agent_rights(&client.agent.id);
+    let context = decision_context(&params, &task.0, &chain, now);
+    let rights = IssuanceRights::Policy(PolicyRights::new(
+        state.policy.engine(),
+        Who::Agent(&client.agent),
+        &params.aud,
+        context,
+    ));
     let issuance = Issuance {
         subject: Subject {
             sub: client.agent.id.subject(),
@@ -51,7 +61,7 @@ pub async fn client_credentials(
             issuer: None,
         },
         chain,
-        rights: &rights,
+        rights,
         parent: None,
         subject_exp: i64::MAX,
         task,

@@ -13,10 +13,17 @@ use serde_json::Value;
 use crate::error::OAuthError;
 use crate::oauth::client_auth::{AuthenticatedAgent, agent_keys};
 use crate::oauth::form::Form;
-use crate::oauth::issue::{Issuance, Issued, Subject, issue, refuse_if_revoked, resolve_task};
+use crate::oauth::issue::{
+    Issuance, IssuanceRights, Issued, Subject, issue, refuse_if_revoked, resolve_task,
+};
 use crate::oauth::request::{self, TokenParams};
 use crate::oauth::token::{Attempt, TYPE_ACCESS_TOKEN, TYPE_JWT};
+use crate::policy::{PolicyRights, Who, claim_tags};
 use crate::state::AppState;
+use mandate_core::ids::TaskId;
+use mandate_policy::{
+    DecisionContext, Principal, Request as PolicyRequest, Subject as PolicySubject,
+};
 
 /// Handles `grant_type=urn:ietf:params:oauth:grant-type:token-exchange`.
 pub async fn exchange(
@@ -50,6 +57,23 @@ pub async fn exchange(
         next_hop(state, subject, &params, client, now, attempt)
     } else {
         first_hop(state, subject, &params, client, now, attempt).await
+    }
+}
+
+/// The Cedar context of an issuance (the stage is set per decision).
+pub fn decision_context(
+    params: &TokenParams,
+    task: &TaskId,
+    chain: &DelegationChain,
+    now: i64,
+) -> DecisionContext {
+    DecisionContext {
+        stage: params.stage.unwrap_or(mandate_core::stage::Stage::Observe),
+        task: task.as_str().to_owned(),
+        purpose: params.purpose.clone().unwrap_or_default(),
+        delegation_depth: i64::try_from(chain.depth()).unwrap_or(i64::MAX),
+        chain: chain.agent_ids(),
+        now,
     }
 }
 
@@ -97,7 +121,14 @@ async fn first_hop(
             iat: user_iat,
         },
     )?;
-    let rights = state.rights.user_rights(&user);
+    let tags = claim_tags(&user_claims);
+    let context = decision_context(params, &task.0, &chain, now);
+    let rights = IssuanceRights::Policy(PolicyRights::new(
+        state.policy.engine(),
+        Who::User(&user, &tags),
+        &params.aud,
+        context,
+    ));
     let issuance = Issuance {
         subject: Subject {
             sub: user.subject.clone(),
@@ -105,7 +136,7 @@ async fn first_hop(
             issuer: Some(user.issuer.clone()),
         },
         chain,
-        rights: &rights,
+        rights,
         parent: None,
         subject_exp: user_exp,
         task,
@@ -167,10 +198,35 @@ fn next_hop(
     let parent_scopes = parent
         .scopes()
         .map_err(|_| OAuthError::invalid_grant("subject token has a malformed scope"))?;
-    // The user's rights were applied at the first hop; the parent's scopes already hold them.
-    let rights = PatternSet(parent_scopes.iter().cloned().map(Into::into).collect());
     let task = mandate_core::ids::TaskId::parse(&parent.task)
         .map_err(|_| OAuthError::invalid_grant("subject token has a malformed task"))?;
+    // Who may hand the delegation on to whom is a policy decision.
+    let from_id = live.chain.current().map(|a| a.agent.clone());
+    let from = from_id
+        .as_ref()
+        .and_then(|id| state.directory.get(id.as_str()))
+        .ok_or_else(|| OAuthError::invalid_grant("the subject token names no current agent"))?;
+    let delegation = state.policy.engine().decide(&PolicyRequest {
+        principal: Principal::Agent(&from),
+        subject: PolicySubject::Delegate { to: &client.agent },
+        context: &decision_context(params, &task, &chain, now),
+    });
+    if !delegation.allowed {
+        let why = if delegation.policies.is_empty() {
+            "no policy permits it".to_owned()
+        } else {
+            format!("forbidden by {}", delegation.policies.join(", "))
+        };
+        return Err(OAuthError::invalid_grant(format!(
+            "agent `{}` may not delegate to agent `{}`: {why}",
+            from.id, client.agent.id
+        )));
+    }
+    // The user's rights were applied at the first hop; the parent's scopes already hold them.
+    let rights = IssuanceRights::Parent {
+        scopes: PatternSet(parent_scopes.iter().cloned().map(Into::into).collect()),
+        policy_ids: delegation.policies,
+    };
     let issuance = Issuance {
         subject: Subject {
             sub: parent.sub.clone(),
@@ -178,7 +234,7 @@ fn next_hop(
             issuer: parent.sub_iss.clone(),
         },
         chain,
-        rights: &rights,
+        rights,
         parent: Some((
             Parent {
                 scope: parent_scopes,

@@ -5,6 +5,7 @@
 use mandate_core::audit::{Decision, NewEvent};
 use mandate_core::chain::DelegationChain;
 use mandate_core::claims::{AccessClaims, Audience, SubProfile};
+use mandate_core::grant::Permits;
 use mandate_core::grant::{self, Grant, GrantRequest, Parent, TtlPolicy};
 use mandate_core::ids::{TaskId, UserPrincipal};
 use mandate_core::revocation::TokenFacts;
@@ -45,6 +46,36 @@ pub struct Subject {
     pub issuer: Option<String>,
 }
 
+/// `rights(U)` of an issuance: Cedar decisions for a first hop or an agent's own token, or the
+/// parent's scopes for a later hop (with the policies that allowed the delegation).
+pub enum IssuanceRights<'a> {
+    /// Decided by policy, scope by scope.
+    Policy(crate::policy::PolicyRights<'a>),
+    /// Bounded by the parent token.
+    Parent {
+        /// The parent's scopes.
+        scopes: PatternSet,
+        /// The policies that allowed the delegation.
+        policy_ids: Vec<String>,
+    },
+}
+
+impl IssuanceRights<'_> {
+    fn permits(&self) -> &dyn Permits {
+        match self {
+            IssuanceRights::Policy(p) => p,
+            IssuanceRights::Parent { scopes, .. } => scopes,
+        }
+    }
+
+    fn policy_ids(&self) -> Vec<String> {
+        match self {
+            IssuanceRights::Policy(p) => p.policy_ids(),
+            IssuanceRights::Parent { policy_ids, .. } => policy_ids.clone(),
+        }
+    }
+}
+
 /// Everything the issuance needs besides the request's own parameters.
 pub struct Issuance<'a> {
     /// Who the token is about.
@@ -52,7 +83,7 @@ pub struct Issuance<'a> {
     /// The chain, this agent included (last).
     pub chain: DelegationChain,
     /// What the principal may do directly.
-    pub rights: &'a PatternSet,
+    pub rights: IssuanceRights<'a>,
     /// The parent token and its `jti`, for hops.
     pub parent: Option<(Parent, String)>,
     /// The subject token's expiry.
@@ -101,7 +132,7 @@ pub fn issue(
     let g = grant::decide(&GrantRequest {
         requested: &params.scopes,
         mode: params.mode,
-        rights: iss.rights,
+        rights: iss.rights.permits(),
         ceiling: &client.agent.ceiling,
         max_stage: client.agent.max_stage,
         parent: iss.parent.as_ref().map(|(p, _)| p),
@@ -131,7 +162,13 @@ pub fn issue(
         parent_jti,
         now,
     )?;
-    let event = allow_event(state, &claims, &iss.chain, &g, record.parent_jti.as_deref());
+    let event = allow_event(
+        &claims,
+        &iss.chain,
+        &g,
+        record.parent_jti.as_deref(),
+        iss.rights.policy_ids(),
+    );
     Ok(Issued {
         token,
         claims,
@@ -208,11 +245,11 @@ fn mint(
 }
 
 fn allow_event(
-    state: &AppState,
     claims: &AccessClaims,
     chain: &DelegationChain,
     g: &Grant,
     parent: Option<&str>,
+    policy_ids: Vec<String>,
 ) -> NewEvent {
     NewEvent {
         kind: String::new(),
@@ -223,7 +260,7 @@ fn allow_event(
         resource: Some(claims.aud.to_vec().join(" ")),
         decision: Some(Decision::Allow),
         reason: format!("issued at stage `{}` until {}", g.stage, claims.exp),
-        policy_ids: vec![state.rights.policy_id().to_owned()],
+        policy_ids,
         request_id: None,
         credential: Some(claims.credential.clone()),
         jti: Some(claims.jti.clone()),

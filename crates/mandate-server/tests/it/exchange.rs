@@ -358,6 +358,11 @@ async fn the_delegation_chain_depth_is_limited() {
             .await;
         agents.push(Agent { id, key });
     }
+    srv.add_policy(
+        "relays.cedar",
+        r#"permit(principal, action == Action::"delegate", resource) when { context.chain.contains("support-v2") };"#,
+    )
+    .await;
     let mut token = srv
         .exchange(&agents[0], &srv.alice(), "crm.customers:read")
         .await

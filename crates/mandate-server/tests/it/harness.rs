@@ -500,6 +500,28 @@ impl Server {
             .unwrap()
     }
 
+    /// A user token with extra claims.
+    pub fn user_token_with(&self, sub: &str, groups: &[&str], ttl: i64, extra: Value) -> String {
+        let groups: Vec<String> = groups.iter().map(|g| (*g).to_owned()).collect();
+        let extra = extra.as_object().cloned().unwrap_or_default();
+        self.running()
+            .state
+            .dev
+            .as_ref()
+            .expect("--dev has a test IdP")
+            .user_token_with(sub, &groups, ttl, self.now(), &extra)
+            .unwrap()
+    }
+
+    /// The `allow` audit event of the request `reply` answered.
+    pub async fn allow_event(&self, reply: &Reply) -> Value {
+        let events = self.audit("decision=allow&limit=10000").await;
+        events
+            .into_iter()
+            .find(|e| e["request_id"] == reply.request_id.as_str())
+            .unwrap_or_else(|| panic!("no allow audit event for request {}", reply.request_id))
+    }
+
     /// Alice's token (group `support`), valid for an hour.
     pub fn alice(&self) -> String {
         self.user_token(ALICE, &["support"], 3600)
@@ -706,6 +728,14 @@ impl Server {
             header: data.header,
             claims: data.claims,
         })
+    }
+
+    /// Adds a policy file to the `--dev` policy directory and reloads; asserts the reload took.
+    pub async fn add_policy(&self, file: &str, text: &str) {
+        let dir = self.data_dir().join("policies");
+        std::fs::write(dir.join(file), text).unwrap();
+        let r = self.admin_post("/v1/policies/reload", &json!({})).await;
+        assert_eq!(r.status, 200, "reload: {}", r.body);
     }
 
     /// Registers an agent with `keys` and `ceiling`; asserts 201.

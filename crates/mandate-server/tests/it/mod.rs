@@ -5,6 +5,7 @@ mod audit;
 mod client_credentials;
 mod exchange;
 mod harness;
+mod policy;
 mod refusals;
 mod revocation;
 mod robustness;

@@ -1,0 +1,158 @@
+//! Issuance decided by Cedar policies (SPEC §4): rights from policy, delegation as a policy
+//! decision, forbid overriding permit, and reloads that refuse a bad set and keep the last good.
+
+use serde_json::{Value, json};
+
+use super::harness::*;
+
+#[tokio::test]
+async fn delegation_not_permitted_by_policy_is_refused_and_names_the_agents() {
+    let srv = Server::start().await;
+    let (support, analytics) = (srv.agent("support-v2"), srv.agent("analytics-v1"));
+    let key = TestKey::ed25519("helper-k1");
+    srv.register_agent("helper", &["crm.customers:read"], "observe", &[&key])
+        .await;
+    let helper = Agent {
+        id: "helper".into(),
+        key,
+    };
+    let first = srv
+        .exchange(&support, &srv.alice(), "crm.customers:read")
+        .await
+        .access_token();
+    // The demo policy lets support-v2 delegate to analytics-v1, and to nobody else.
+    let ok = srv.hop(&analytics, &first, "crm.customers:read").await;
+    let event = srv.allow_event(&ok).await;
+    assert_eq!(
+        event["policy_ids"],
+        json!(["support-v2-delegates-to-analytics-v1"])
+    );
+    let r = srv.hop(&helper, &first, "crm.customers:read").await;
+    r.expect_oauth_error(400, "invalid_grant");
+    assert!(
+        r.description()
+            .contains("`support-v2` may not delegate to agent `helper`"),
+        "{}",
+        r.body
+    );
+    srv.deny_event(&r).await;
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_forbid_overrides_a_permit_and_is_named() {
+    let srv = Server::start().await;
+    let support = srv.agent("support-v2");
+    let before = srv.exchange(&support, &srv.alice(), "email:send").await;
+    before.access_token();
+    srv.add_policy(
+        "freeze.cedar",
+        "@id(\"email-freeze\")\nforbid(principal, action == Action::\"email:send\", resource);",
+    )
+    .await;
+    let r = srv.exchange(&support, &srv.alice(), "email:send").await;
+    r.expect_oauth_error(400, "invalid_scope");
+    assert!(r.description().contains("`email:send`"), "{}", r.body);
+    let e = srv.deny_event(&r).await;
+    assert_eq!(e["decision"], "deny");
+    // Other scopes of the same group are still permitted.
+    srv.exchange(&support, &srv.alice(), "tickets:read")
+        .await
+        .access_token();
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn rights_come_from_policy_including_token_claims() {
+    let srv = Server::start().await;
+    let key = TestKey::ed25519("payer-k1");
+    srv.register_agent("payer", &["billing.*:create"], "draft", &[&key])
+        .await;
+    let payer = Agent {
+        id: "payer".into(),
+        key,
+    };
+    // bob (finance) may create payments, but the demo's tier policy forbids it without `gold`.
+    let bob = srv.user_token(BOB, &["finance"], 3600);
+    let r = srv.exchange(&payer, &bob, "billing.payments:create").await;
+    r.expect_oauth_error(400, "invalid_scope");
+    let gold = srv.user_token_with(BOB, &["finance"], 3600, json!({"tier": "gold"}));
+    let ok = srv.exchange(&payer, &gold, "billing.payments:create").await;
+    let token = ok.access_token();
+    assert_eq!(peek(&token)["scope"], "billing.payments:create");
+    let e = srv.allow_event(&ok).await;
+    assert_eq!(e["policy_ids"], json!(["finance-group"]));
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_broken_policy_file_is_refused_with_file_line_and_reason_and_the_old_set_stays() {
+    let srv = Server::start().await;
+    let support = srv.agent("support-v2");
+    let dir = srv.data_dir().join("policies");
+    std::fs::write(
+        dir.join("broken.cedar"),
+        "permit(principal, action == Action::\"tickets:read\", resource);\n\nforbid(principal, action, resource)\n  when { context.stag == \"draft\" };\n",
+    )
+    .unwrap();
+    let r = srv.admin_post("/v1/policies/reload", &json!({})).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    let errors = r.body["errors"].as_array().unwrap();
+    assert_eq!(errors[0]["file"], "broken.cedar");
+    assert_eq!(errors[0]["line"], 4);
+    assert!(
+        errors[0]["message"].as_str().unwrap().contains("stag"),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("stay in force"),
+        "{}",
+        r.body
+    );
+    // The previous set is still deciding.
+    srv.exchange(&support, &srv.alice(), "crm.customers:read")
+        .await
+        .access_token();
+    let status = srv.admin_get("/v1/policies").await;
+    assert_eq!(status.body["last_reload_error"][0]["line"], 4);
+    assert_eq!(status.body["files"], json!(["demo.cedar"]));
+    // The refusal is in the audit log.
+    let events = srv.audit("kind=policy.reload&decision=deny").await;
+    assert!(
+        events
+            .iter()
+            .any(|e: &Value| e["reason"].as_str().unwrap_or("").contains("broken.cedar")),
+        "{events:?}"
+    );
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_policy_file_change_is_picked_up_without_a_call() {
+    let srv = Server::start().await;
+    let support = srv.agent("support-v2");
+    std::fs::write(
+        srv.data_dir().join("policies").join("freeze.cedar"),
+        "forbid(principal, action == Action::\"tickets:read\", resource);",
+    )
+    .unwrap();
+    // The watcher checks every 2 s; wait for it, bounded.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let r = srv.exchange(&support, &srv.alice(), "tickets:read").await;
+        if r.status == 400 {
+            r.expect_oauth_error(400, "invalid_scope");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the change was never picked up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    srv.shutdown().await;
+}
