@@ -28,6 +28,24 @@ pub struct TtlPolicy {
     pub max_ttl: i64,
     /// Default and maximum for `execute`-stage tokens that hold a write scope.
     pub execute_write_ttl: i64,
+    /// The longest lifetime at each stage: `observe`, `draft`, `execute`.
+    pub stage_max: [i64; 3],
+}
+
+impl TtlPolicy {
+    /// The longest lifetime of a token at `stage` holding `scope`.
+    pub fn max_for(&self, stage: Stage, scope: &ScopeSet) -> i64 {
+        let per_stage = match stage {
+            Stage::Observe => self.stage_max[0],
+            Stage::Draft => self.stage_max[1],
+            Stage::Execute => self.stage_max[2],
+        };
+        let mut max = self.max_ttl.min(per_stage);
+        if stage == Stage::Execute && scope.has_write() {
+            max = max.min(self.execute_write_ttl);
+        }
+        max
+    }
 }
 
 impl Default for TtlPolicy {
@@ -36,6 +54,7 @@ impl Default for TtlPolicy {
             default_ttl: 300,
             max_ttl: 3600,
             execute_write_ttl: 60,
+            stage_max: [3600, 900, 300],
         }
     }
 }
@@ -258,11 +277,7 @@ pub fn decide(req: &GrantRequest<'_>) -> Result<Grant, GrantDenial> {
     if req.ttl.is_some_and(|t| t <= 0) {
         return Err(GrantDenial::BadTtl);
     }
-    let stage_max = if stage == Stage::Execute && scope.has_write() {
-        req.ttl_policy.execute_write_ttl
-    } else {
-        req.ttl_policy.max_ttl
-    };
+    let stage_max = req.ttl_policy.max_for(stage, &scope);
     let wanted = req.ttl.unwrap_or(req.ttl_policy.default_ttl.min(stage_max));
     let mut exp = req.now.saturating_add(wanted.min(stage_max));
     exp = exp.min(req.subject_exp);
@@ -393,7 +408,25 @@ mod tests {
         r.ttl = Some(0);
         assert_eq!(decide(&r), Err(GrantDenial::BadTtl));
         r.ttl = Some(99_999);
-        assert_eq!(decide(&r).unwrap().exp, 1_000 + 3_600);
+        assert_eq!(
+            decide(&r).unwrap().exp,
+            1_000 + 3_600,
+            "observe: at most an hour"
+        );
+        let write = set("tickets:create");
+        let mut w = base(&write, &all, &all);
+        w.ttl = Some(99_999);
+        assert_eq!(
+            decide(&w).unwrap().exp,
+            1_000 + 900,
+            "draft: at most 15 minutes"
+        );
+        w.ttl_policy.stage_max[1] = 120;
+        assert_eq!(
+            decide(&w).unwrap().exp,
+            1_000 + 120,
+            "the per-stage maximum is configurable"
+        );
     }
 
     #[test]

@@ -83,6 +83,10 @@ pub struct Limits {
     pub header_bytes: usize,
     /// Per-request timeout, seconds.
     pub request_timeout_secs: u64,
+    /// Tokens issued per user per minute (bursts up to this many); 0 = no limit.
+    pub issuance_per_user_per_minute: u32,
+    /// Tokens issued per agent per minute; 0 = no limit.
+    pub issuance_per_agent_per_minute: u32,
 }
 
 /// Token lifetimes and chain limits.
@@ -95,12 +99,36 @@ pub struct Tokens {
     pub max_ttl: i64,
     /// Default and longest lifetime of `execute`-stage tokens holding a write scope.
     pub execute_write_ttl: i64,
+    /// Longest lifetime per stage, seconds.
+    pub stage_max_ttl: StageTtl,
     /// Most agents in a delegation chain.
     pub max_chain_depth: usize,
     /// Clock skew tolerated when checking incoming tokens, seconds.
     pub leeway: i64,
     /// Longest lifetime of a client assertion, seconds.
     pub assertion_max_lifetime: i64,
+}
+
+/// Longest token lifetime at each stage.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StageTtl {
+    /// `observe`.
+    pub observe: i64,
+    /// `draft`.
+    pub draft: i64,
+    /// `execute`.
+    pub execute: i64,
+}
+
+impl Default for StageTtl {
+    fn default() -> Self {
+        StageTtl {
+            observe: 3600,
+            draft: 900,
+            execute: 300,
+        }
+    }
 }
 
 /// A trusted identity provider whose tokens name users.
@@ -168,6 +196,8 @@ impl Default for Limits {
             body_bytes: 64 * 1024,
             header_bytes: 16 * 1024,
             request_timeout_secs: 15,
+            issuance_per_user_per_minute: 0,
+            issuance_per_agent_per_minute: 0,
         }
     }
 }
@@ -178,6 +208,7 @@ impl Default for Tokens {
             default_ttl: 300,
             max_ttl: 3600,
             execute_write_ttl: 60,
+            stage_max_ttl: StageTtl::default(),
             max_chain_depth: 4,
             leeway: 30,
             assertion_max_lifetime: 300,
@@ -251,7 +282,14 @@ impl Config {
             ));
         }
         let t = &self.tokens;
-        if t.default_ttl <= 0 || t.max_ttl <= 0 || t.execute_write_ttl <= 0 {
+        let s = &t.stage_max_ttl;
+        if t.default_ttl <= 0
+            || t.max_ttl <= 0
+            || t.execute_write_ttl <= 0
+            || s.observe <= 0
+            || s.draft <= 0
+            || s.execute <= 0
+        {
             return Err("token lifetimes in `tokens` must be positive".into());
         }
         if t.default_ttl > t.max_ttl {

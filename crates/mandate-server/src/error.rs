@@ -15,6 +15,8 @@ pub struct OAuthError {
     pub error: &'static str,
     /// A human description, safe to show.
     pub description: String,
+    /// Seconds to wait before retrying (sent as `Retry-After`).
+    pub retry_after: Option<u64>,
 }
 
 impl OAuthError {
@@ -23,6 +25,7 @@ impl OAuthError {
             status,
             error,
             description: description.into(),
+            retry_after: None,
         }
     }
 
@@ -62,6 +65,12 @@ impl OAuthError {
             format!("request body is larger than {limit} bytes"),
         )
     }
+    /// `slow_down` (429) with `Retry-After`: an issuance rate limit was hit.
+    pub fn slow_down(d: impl Into<String>, retry_after: u64) -> Self {
+        let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, "slow_down", d);
+        e.retry_after = Some(retry_after);
+        e
+    }
     /// `server_error` (500), for storage failures; the description says nothing internal.
     pub fn server_error() -> Self {
         Self::new(
@@ -87,6 +96,9 @@ impl IntoResponse for OAuthError {
             .into_response();
         let h = resp.headers_mut();
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(secs) = self.retry_after {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             h.insert(
                 header::WWW_AUTHENTICATE,

@@ -27,6 +27,7 @@ pub mod keyring;
 pub mod live;
 pub mod oauth;
 pub mod policy;
+pub mod ratelimit;
 pub mod revocation;
 pub mod server;
 pub mod state;

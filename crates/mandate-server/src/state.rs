@@ -200,6 +200,10 @@ pub struct AppState {
     pub admins: Admins,
     /// The policy decision point.
     pub policy: PolicyPoint,
+    /// Issuance rate limit per user.
+    pub user_limit: crate::ratelimit::RateLimiter,
+    /// Issuance rate limit per agent.
+    pub agent_limit: crate::ratelimit::RateLimiter,
     /// The built-in test IdP, in `--dev` only.
     pub dev: Option<DevIdp>,
 }

@@ -99,6 +99,15 @@ async fn first_hop(
         .await
         .map_err(|e| OAuthError::invalid_grant(e.to_string()))?;
     attempt.user = Some(user.subject.clone());
+    if let Err(wait) = state.user_limit.check(&user.subject, state.clock.now_ms()) {
+        return Err(OAuthError::slow_down(
+            format!(
+                "too many tokens for user `{}`; retry in {wait} s",
+                user.subject
+            ),
+            wait,
+        ));
+    }
     // Without `iat` (or `nbf`) the token's age is unknown: a user revocation then applies to it.
     let user_iat = ["iat", "nbf"]
         .iter()
@@ -161,6 +170,17 @@ fn next_hop(
     attempt.chain = chain.agent_ids();
     attempt.task = Some(parent.task.clone());
     attempt.parent_jti = Some(parent.jti.clone());
+    if parent.sub_profile == SubProfile::User
+        && let Err(wait) = state.user_limit.check(&parent.sub, state.clock.now_ms())
+    {
+        return Err(OAuthError::slow_down(
+            format!(
+                "too many tokens for user `{}`; retry in {wait} s",
+                parent.sub
+            ),
+            wait,
+        ));
+    }
     // Token exchange acts for a user. An agent's own token (client credentials) names no user
     // and carries no `act`, so a token derived from it could not name its new holder: refuse.
     if parent.sub_profile != SubProfile::User {

@@ -98,6 +98,11 @@ fn ttl_policy(state: &AppState) -> TtlPolicy {
         default_ttl: t.default_ttl,
         max_ttl: t.max_ttl,
         execute_write_ttl: t.execute_write_ttl,
+        stage_max: [
+            t.stage_max_ttl.observe,
+            t.stage_max_ttl.draft,
+            t.stage_max_ttl.execute,
+        ],
     }
 }
 

@@ -154,6 +154,19 @@ pub async fn token(
     };
     attempt.chain = vec![client.agent.id.as_str().to_owned()];
     attempt.credential = Some(client.credential.clone());
+    if let Err(wait) = state
+        .agent_limit
+        .check(client.agent.id.as_str(), state.clock.now_ms())
+    {
+        let e = OAuthError::slow_down(
+            format!(
+                "agent `{}` is issuing tokens too fast; retry in {wait} s",
+                client.agent.id
+            ),
+            wait,
+        );
+        return deny(&state, &rid, kind, &attempt, Some(client.use_once()), e).await;
+    }
     let result = match grant_type {
         Some(TOKEN_EXCHANGE) => exchange(&state, &form, &client, now, &mut attempt).await,
         Some("client_credentials") => {

@@ -156,3 +156,58 @@ async fn a_policy_file_change_is_picked_up_without_a_call() {
     }
     srv.shutdown().await;
 }
+
+#[tokio::test]
+async fn issuance_rate_limits_answer_429_with_retry_after_per_user_and_per_agent() {
+    let srv = Server::start_configured(|c| {
+        c.limits.issuance_per_user_per_minute = 3;
+        c.limits.issuance_per_agent_per_minute = 5;
+    })
+    .await;
+    let support = srv.agent("support-v2");
+    let alice = srv.alice();
+    for _ in 0..3 {
+        srv.exchange(&support, &alice, "tickets:read")
+            .await
+            .access_token();
+    }
+    let r = srv.exchange(&support, &alice, "tickets:read").await;
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert_eq!(r.body["error"], "slow_down");
+    let retry: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=20).contains(&retry), "retry-after = {retry}");
+    srv.deny_event(&r).await;
+    // Another user is not held back by alice's limit, until the agent's own limit is reached.
+    let carol = srv.user_token(CAROL, &["support"], 3600);
+    srv.exchange(&support, &carol, "tickets:read")
+        .await
+        .access_token();
+    let r = srv.exchange(&support, &carol, "tickets:read").await;
+    assert_eq!(
+        r.status, 429,
+        "the agent's 5 per minute are used up: {}",
+        r.body
+    );
+    assert!(r.description().contains("support-v2"), "{}", r.body);
+    // Time heals: a minute later alice may go on.
+    srv.clock.advance(60);
+    let alice = srv.alice();
+    srv.exchange(&support, &alice, "tickets:read")
+        .await
+        .access_token();
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_stage_maximum_lifetime_caps_a_longer_request() {
+    let srv = Server::start_configured(|c| c.tokens.stage_max_ttl.draft = 120).await;
+    let support = srv.agent("support-v2");
+    let mut form = exchange_form(&srv.alice(), TYPE_JWT, "tickets:create", &[("ttl", "3600")]);
+    form.extend(srv.client_auth(&support));
+    let r = srv.token(&form).await;
+    let token = r.access_token();
+    let c = peek(&token);
+    assert_eq!(c["stage"], "draft");
+    assert_eq!(c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap(), 120);
+    srv.shutdown().await;
+}
