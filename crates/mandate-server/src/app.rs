@@ -128,6 +128,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/oauth2/token", post(oauth::token::token))
         .route("/oauth2/introspect", post(oauth::introspect::introspect))
         .route("/oauth2/revoke", post(oauth::revoke::revoke))
+        .route(
+            "/.well-known/authzen-configuration",
+            get(crate::authzen::configuration),
+        )
+        .route("/access/v1/evaluation", post(crate::authzen::evaluation))
+        .route("/access/v1/evaluations", post(crate::authzen::evaluations))
         .nest("/v1", v1)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limits.body_bytes))

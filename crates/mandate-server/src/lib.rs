@@ -13,10 +13,12 @@
 //! * [`live`] — is a Mandate token still alive;
 //! * [`revocation`] — making a revocation;
 //! * [`policy`] — the Cedar policy decision point, reloaded on change;
+//! * [`authzen`] — the OpenID AuthZEN Authorization API over that decision point;
 //! * [`state`], [`keyring`], [`idp`], [`clock`], [`dev`] — what handlers share.
 
 pub mod admin;
 pub mod app;
+pub mod authzen;
 pub mod clock;
 pub mod config;
 pub mod dev;
