@@ -23,6 +23,9 @@ pub enum DevCommand {
         /// Lifetime in seconds; negative mints an already-expired token.
         #[arg(long, allow_hyphen_values = true)]
         ttl: Option<i64>,
+        /// Extra claims as `key=value` (policies read them as tags), e.g. `--claim tier=gold`.
+        #[arg(long = "claim")]
+        claims: Vec<String>,
     },
 }
 
@@ -262,8 +265,21 @@ pub async fn dev(
 ) -> Result<ExitCode> {
     let client = Client::new(url, token)?;
     match c {
-        DevCommand::UserToken { sub, groups, ttl } => {
+        DevCommand::UserToken {
+            sub,
+            groups,
+            ttl,
+            claims,
+        } => {
             let mut body = json!({"sub": sub});
+            let mut extra = serde_json::Map::new();
+            for c in claims {
+                let (k, v) = c
+                    .split_once('=')
+                    .ok_or_else(|| anyhow::anyhow!("`--claim {c}` is not `key=value`"))?;
+                extra.insert(k.to_owned(), json!(v));
+            }
+            body["claims"] = Value::Object(extra);
             if let Some(g) = groups {
                 body["groups"] = json!(g);
             }

@@ -6,6 +6,7 @@ mod client;
 mod commands;
 mod demo;
 mod output;
+mod policy;
 mod serve;
 
 use std::path::PathBuf;
@@ -64,6 +65,9 @@ enum Command {
     /// Tasks.
     #[command(subcommand)]
     Task(commands::TaskCommand),
+    /// Validate, test and explain Cedar policies.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
     /// Obtain and inspect tokens as an agent.
     #[command(subcommand)]
     Token(commands::TokenCommand),
@@ -103,6 +107,7 @@ fn main() -> ExitCode {
             Command::Credentials(c) => commands::credentials(c, &cli.url, token, cli.json).await,
             Command::Task(c) => commands::task(c, &cli.url, token, cli.json).await,
             Command::Token(c) => commands::token(c, &cli.url, token, cli.json).await,
+            Command::Policy(c) => policy::run(c, &cli.url, token, cli.json).await,
         }
     });
     match result {

@@ -301,3 +301,121 @@ fn a_typo_in_the_configuration_is_named() {
         "{err}"
     );
 }
+
+#[test]
+fn policy_files_are_validated_and_tested_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    std::fs::write(
+        policies.join("team.cedar"),
+        "@id(\"support\")\npermit(principal in Group::\"support\", action == Action::\"tickets:read\", resource);\n",
+    )
+    .unwrap();
+    let ok = Command::new(BIN)
+        .args(["policy", "validate", "--dir"])
+        .arg(&policies)
+        .output()
+        .unwrap();
+    assert!(ok.status.success(), "{ok:?}");
+    assert!(
+        stdout(&ok).contains("1 policies in 1 file(s)"),
+        "{}",
+        stdout(&ok)
+    );
+
+    let cases = dir.path().join("cases.json");
+    std::fs::write(
+        &cases,
+        r#"[{"name": "support reads", "principal": {"user": "alice", "groups": ["support"]},
+             "action": "tickets:read", "resource": "https://t", "expect": "allow"},
+            {"name": "others do not", "principal": {"user": "bob"},
+             "action": "tickets:read", "resource": "https://t", "expect": "allow"}]"#,
+    )
+    .unwrap();
+    let t = Command::new(BIN)
+        .args(["policy", "test"])
+        .arg(&cases)
+        .arg("--dir")
+        .arg(&policies)
+        .output()
+        .unwrap();
+    assert_eq!(t.status.code(), Some(1));
+    let text = stdout(&t);
+    assert!(
+        text.contains("ok   support reads: expected allow, decided allow by support"),
+        "{text}"
+    );
+    assert!(
+        text.contains("FAIL others do not: expected allow, decided deny"),
+        "{text}"
+    );
+    assert!(text.contains("1 passed, 1 failed"), "{text}");
+
+    std::fs::write(
+        policies.join("broken.cedar"),
+        "permit(principal, action, resource)\nwhen { context.nope };\n",
+    )
+    .unwrap();
+    let bad = Command::new(BIN)
+        .args(["policy", "validate", "--dir"])
+        .arg(&policies)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("`broken.cedar` line 2"), "{err}");
+}
+
+#[test]
+fn a_dev_user_token_carries_claims_that_policies_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path(), &["--dev"]);
+    let token = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
+    let explain = |claims: &[&str]| {
+        let mut args = vec![
+            "policy",
+            "explain",
+            "--user",
+            "bob@example.com",
+            "--groups",
+            "finance",
+            "--action",
+            "billing.payments:create",
+            "--resource",
+            "https://pay.example.com",
+        ];
+        for c in claims {
+            args.push("--claim");
+            args.push(c);
+        }
+        stdout(&mandate(&server, Some(&token), &args))
+    };
+    assert!(
+        explain(&[]).starts_with("deny: forbidden by payments-need-gold-tier"),
+        "{}",
+        explain(&[])
+    );
+    assert!(
+        explain(&["tier=gold"]).starts_with("allow: permitted by finance-group"),
+        "{}",
+        explain(&["tier=gold"])
+    );
+    let user = mandate(
+        &server,
+        Some(&token),
+        &[
+            "dev",
+            "user-token",
+            "bob@example.com",
+            "--claim",
+            "tier=gold",
+        ],
+    );
+    let claims = mandate(&server, None, &["token", "decode", stdout(&user).trim()]);
+    assert!(
+        stdout(&claims).contains("\"tier\": \"gold\""),
+        "{}",
+        stdout(&claims)
+    );
+}

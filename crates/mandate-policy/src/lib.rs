@@ -12,6 +12,7 @@
 //!
 //! No IO but reading policy files; no HTTP; no SQL.
 
+pub mod cases;
 pub mod decide;
 pub mod load;
 pub mod schema;
