@@ -70,7 +70,7 @@ fn default_dir(dir: Option<PathBuf>) -> PathBuf {
     })
 }
 
-fn load(dir: &PathBuf) -> Result<mandate_policy::Engine, ExitCode> {
+fn load(dir: &std::path::Path) -> Result<mandate_policy::Engine, ExitCode> {
     match mandate_policy::load_dir(dir, &BTreeSet::new()) {
         Ok(e) => Ok(e),
         Err(errors) => {
