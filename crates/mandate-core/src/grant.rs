@@ -68,6 +68,8 @@ pub struct Parent {
     pub stage: Stage,
     /// The parent's expiry.
     pub exp: i64,
+    /// The parent's audiences.
+    pub aud: Vec<String>,
 }
 
 /// `rights(U)`: whether the principal may hold `scope` at `stage`. A policy engine implements it;
@@ -88,6 +90,8 @@ impl Permits for PatternSet {
 pub struct GrantRequest<'a> {
     /// Requested scopes (`S`).
     pub requested: &'a ScopeSet,
+    /// Requested audiences; a hop may only name audiences its parent holds.
+    pub aud: &'a [String],
     /// Strict or intersect.
     pub mode: ScopeMode,
     /// What the principal may do directly: the user's rights, or the agent's own for autonomous
@@ -190,6 +194,9 @@ pub enum GrantDenial {
     /// The subject has no life left.
     #[error("the subject token has expired")]
     SubjectExpired,
+    /// A hop named an audience its parent does not hold.
+    #[error("audience `{0}` is not among the subject token's audiences")]
+    AudienceNotInParent(String),
 }
 
 fn describe_denied(d: &[DeniedScope]) -> String {
@@ -210,6 +217,7 @@ impl GrantDenial {
             | GrantDenial::StageAboveParent { .. } => "invalid_scope",
             GrantDenial::BadTtl => "invalid_request",
             GrantDenial::SubjectExpired => "invalid_grant",
+            GrantDenial::AudienceNotInParent(_) => "invalid_target",
         }
     }
 }
@@ -232,6 +240,13 @@ fn refusal(scope: &Scope, req: &GrantRequest<'_>, stage: Stage) -> Option<ScopeD
 pub fn decide(req: &GrantRequest<'_>) -> Result<Grant, GrantDenial> {
     if req.requested.is_empty() {
         return Err(GrantDenial::NoScope);
+    }
+    if let Some(parent) = req.parent
+        && let Some(bad) = req.aud.iter().find(|a| !parent.aud.contains(a))
+    {
+        return Err(GrantDenial::AudienceNotInParent(
+            bad.chars().take(100).collect(),
+        ));
     }
     let least = Stage::least_for(req.requested);
     let stage = req.stage.unwrap_or(least);
@@ -314,6 +329,7 @@ mod tests {
     ) -> GrantRequest<'a> {
         GrantRequest {
             requested,
+            aud: &[],
             mode: ScopeMode::Strict,
             rights,
             ceiling,
@@ -435,6 +451,7 @@ mod tests {
             scope: set("tickets:read"),
             stage: Stage::Observe,
             exp: 1_200,
+            aud: vec!["https://crm".into()],
         };
         let req = set("tickets:read tickets:list");
         let all = pats("tickets:*");
@@ -455,6 +472,11 @@ mod tests {
         ));
         r.stage = None;
         assert_eq!(decide(&r).unwrap().exp, 1_200);
+        let wider = ["https://crm".to_owned(), "https://mail".to_owned()];
+        r.aud = &wider;
+        let err = decide(&r).unwrap_err();
+        assert_eq!(err, GrantDenial::AudienceNotInParent("https://mail".into()));
+        assert_eq!(err.oauth_error(), "invalid_target");
     }
 
     const WORDS: &[&str] = &["crm.customers", "tickets", "email", "billing.invoices"];
@@ -478,51 +500,71 @@ mod tests {
         PatternSet(s.iter().cloned().map(Into::into).collect())
     }
 
+    const AUDS: &[&str] = &["https://crm", "https://mail", "https://billing"];
+
+    fn aud_strategy() -> impl Strategy<Value = Vec<String>> {
+        proptest::sample::subsequence(AUDS, 1..=AUDS.len())
+            .prop_map(|v| v.into_iter().map(str::to_owned).collect())
+    }
+
     proptest! {
-        /// SPEC §2: along any chain of hops, a derived token never holds a scope, stage or
-        /// lifetime that its parent or its user lacks.
+        /// SPEC §2: along any chain of hops, a derived token never holds a scope, stage,
+        /// audience or lifetime that its parent, any earlier hop, or its user lacks; and an
+        /// empty intersection is a refusal, never an empty token.
         #[test]
         fn delegated_never_amplified(
             user in set_strategy(),
             hops in proptest::collection::vec(
-                (set_strategy(), set_strategy(), stage_strategy(), proptest::option::of(1i64..5_000),
-                 proptest::bool::ANY), 1..5),
+                (set_strategy(), set_strategy(), stage_strategy(), proptest::option::of(stage_strategy()),
+                 proptest::option::of(1i64..5_000), proptest::bool::ANY, aud_strategy()), 1..=4),
             user_exp in 1_001i64..20_000,
         ) {
             let rights = to_patterns(&user);
-            let mut parent: Option<Parent> = None;
-            for (ceiling, requested, max_stage, ttl, intersect) in hops {
+            let mut earlier: Vec<(Parent, Stage)> = Vec::new();
+            for (ceiling, requested, max_stage, stage, ttl, intersect, aud) in hops {
                 let ceiling = to_patterns(&ceiling);
+                let parent = earlier.last().map(|(p, _)| p.clone());
                 let req = GrantRequest {
                     requested: &requested,
+                    aud: &aud,
                     mode: if intersect { ScopeMode::Intersect } else { ScopeMode::Strict },
                     rights: &rights,
                     ceiling: &ceiling,
                     max_stage,
                     parent: parent.as_ref(),
-                    stage: None,
+                    stage,
                     ttl,
                     subject_exp: parent.as_ref().map_or(user_exp, |p| p.exp),
                     now: 1_000,
                     ttl_policy: TtlPolicy::default(),
                 };
-                let Ok(g) = decide(&req) else { break };
-                prop_assert!(!g.scope.is_empty());
+                let g = match decide(&req) {
+                    Ok(g) => g,
+                    Err(GrantDenial::Scopes(denied)) => {
+                        prop_assert!(!denied.is_empty());
+                        break;
+                    }
+                    Err(_) => break,
+                };
+                prop_assert!(!g.scope.is_empty(), "never an empty token");
                 for s in g.scope.iter() {
                     prop_assert!(requested.contains(s));
                     prop_assert!(user.contains(s), "user lacks {}", s);
                     prop_assert!(ceiling.allows(s));
-                    if let Some(p) = &parent { prop_assert!(p.scope.contains(s)); }
+                    for (e, _) in &earlier {
+                        prop_assert!(e.scope.contains(s), "an earlier hop lacks {}", s);
+                    }
                 }
                 prop_assert!(g.stage <= max_stage);
                 prop_assert!(g.exp <= user_exp);
                 prop_assert!(g.exp > 1_000);
-                if let Some(p) = &parent {
-                    prop_assert!(g.stage <= p.stage);
-                    prop_assert!(g.exp <= p.exp);
+                for (e, e_max) in &earlier {
+                    prop_assert!(g.stage <= e.stage && g.stage <= *e_max);
+                    prop_assert!(g.exp <= e.exp);
+                    prop_assert!(aud.iter().all(|a| e.aud.contains(a)), "an earlier hop lacks an audience");
                 }
                 if g.stage == Stage::Observe { prop_assert!(!g.scope.has_write()); }
-                parent = Some(Parent { scope: g.scope, stage: g.stage, exp: g.exp });
+                earlier.push((Parent { scope: g.scope, stage: g.stage, exp: g.exp, aud }, max_stage));
             }
         }
     }

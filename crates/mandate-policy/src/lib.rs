@@ -17,5 +17,8 @@ pub mod decide;
 pub mod load;
 pub mod schema;
 
+#[cfg(test)]
+mod proptests;
+
 pub use decide::{Decision, DecisionContext, Principal, Request, Subject};
 pub use load::{Engine, PolicyError, load_dir, load_sources};

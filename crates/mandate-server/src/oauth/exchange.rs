@@ -208,13 +208,6 @@ fn next_hop(
             parent.task
         )));
     }
-    let parent_aud = parent.aud.to_vec();
-    if let Some(bad) = params.aud.iter().find(|a| !parent_aud.contains(a)) {
-        return Err(OAuthError::invalid_target(format!(
-            "audience `{}` is not among the subject token's audiences",
-            bad.chars().take(100).collect::<String>()
-        )));
-    }
     let parent_scopes = parent
         .scopes()
         .map_err(|_| OAuthError::invalid_grant("subject token has a malformed scope"))?;
@@ -260,6 +253,7 @@ fn next_hop(
                 scope: parent_scopes,
                 stage: parent.stage,
                 exp: parent.exp,
+                aud: parent.aud.to_vec(),
             },
             parent.jti.clone(),
         )),

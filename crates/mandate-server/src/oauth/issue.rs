@@ -110,6 +110,7 @@ fn denial(d: grant::GrantDenial) -> OAuthError {
     match d.oauth_error() {
         "invalid_scope" => OAuthError::invalid_scope(d.to_string()),
         "invalid_grant" => OAuthError::invalid_grant(d.to_string()),
+        "invalid_target" => OAuthError::invalid_target(d.to_string()),
         _ => OAuthError::invalid_request(d.to_string()),
     }
 }
@@ -136,6 +137,7 @@ pub fn issue(
 ) -> Result<Issued, OAuthError> {
     let g = grant::decide(&GrantRequest {
         requested: &params.scopes,
+        aud: &params.aud,
         mode: params.mode,
         rights: iss.rights.permits(),
         ceiling: &client.agent.ceiling,
