@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use crate::scope::{PatternSet, Scope, ScopeSet};
+use crate::scope::{ActionCatalog, ActionClass, PatternSet, Scope, ScopeSet};
 use crate::stage::Stage;
 
 /// How to treat requested scopes that are not granted.
@@ -33,15 +33,20 @@ pub struct TtlPolicy {
 }
 
 impl TtlPolicy {
-    /// The longest lifetime of a token at `stage` holding `scope`.
+    /// The longest lifetime of a token at `stage` holding `scope` (default action classes).
     pub fn max_for(&self, stage: Stage, scope: &ScopeSet) -> i64 {
+        self.max_with(stage, scope, &ActionCatalog::default())
+    }
+
+    /// [`TtlPolicy::max_for`] under an action catalog.
+    pub fn max_with(&self, stage: Stage, scope: &ScopeSet, catalog: &ActionCatalog) -> i64 {
         let per_stage = match stage {
             Stage::Observe => self.stage_max[0],
             Stage::Draft => self.stage_max[1],
             Stage::Execute => self.stage_max[2],
         };
         let mut max = self.max_ttl.min(per_stage);
-        if stage == Stage::Execute && scope.has_write() {
+        if stage == Stage::Execute && catalog.has_write(scope) {
             max = max.min(self.execute_write_ttl);
         }
         max
@@ -113,6 +118,8 @@ pub struct GrantRequest<'a> {
     pub now: i64,
     /// Lifetime limits.
     pub ttl_policy: TtlPolicy,
+    /// Overrides of action classes.
+    pub catalog: &'a ActionCatalog,
 }
 
 /// What the token will hold.
@@ -229,7 +236,7 @@ fn refusal(scope: &Scope, req: &GrantRequest<'_>, stage: Stage) -> Option<ScopeD
         Some(ScopeDenial::NotInParent)
     } else if !req.rights.permits(scope, stage) {
         Some(ScopeDenial::PrincipalLacks)
-    } else if scope.class() == crate::scope::ActionClass::Write && !stage.allows_write_scopes() {
+    } else if req.catalog.class_of(scope) == ActionClass::Write && !stage.allows_write_scopes() {
         Some(ScopeDenial::StageForbidsWrite)
     } else {
         None
@@ -248,7 +255,7 @@ pub fn decide(req: &GrantRequest<'_>) -> Result<Grant, GrantDenial> {
             bad.chars().take(100).collect(),
         ));
     }
-    let least = Stage::least_for(req.requested);
+    let least = Stage::least_with(req.requested, req.catalog);
     let stage = req.stage.unwrap_or(least);
     if stage > req.max_stage {
         // An implicit stage that the agent cannot reach falls back to its max: the write scopes
@@ -292,7 +299,7 @@ pub fn decide(req: &GrantRequest<'_>) -> Result<Grant, GrantDenial> {
     if req.ttl.is_some_and(|t| t <= 0) {
         return Err(GrantDenial::BadTtl);
     }
-    let stage_max = req.ttl_policy.max_for(stage, &scope);
+    let stage_max = req.ttl_policy.max_with(stage, &scope, req.catalog);
     let wanted = req.ttl.unwrap_or(req.ttl_policy.default_ttl.min(stage_max));
     let mut exp = req.now.saturating_add(wanted.min(stage_max));
     exp = exp.min(req.subject_exp);
@@ -314,6 +321,8 @@ pub fn decide(req: &GrantRequest<'_>) -> Result<Grant, GrantDenial> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    static NO_OVERRIDES: ActionCatalog = ActionCatalog(std::collections::BTreeMap::new());
 
     fn set(s: &str) -> ScopeSet {
         ScopeSet::parse_oauth(s).unwrap()
@@ -340,6 +349,7 @@ mod tests {
             subject_exp: 10_000,
             now: 1_000,
             ttl_policy: TtlPolicy::default(),
+            catalog: &NO_OVERRIDES,
         }
     }
 
@@ -537,6 +547,7 @@ mod tests {
                     subject_exp: parent.as_ref().map_or(user_exp, |p| p.exp),
                     now: 1_000,
                     ttl_policy: TtlPolicy::default(),
+                    catalog: &NO_OVERRIDES,
                 };
                 let g = match decide(&req) {
                     Ok(g) => g,

@@ -49,6 +49,28 @@ impl ActionClass {
     }
 }
 
+/// Overrides of the default action classes: by full scope (`crm.reports:generate`) or by action
+/// (`export`). Full-scope entries win over action entries.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ActionCatalog(pub std::collections::BTreeMap<String, ActionClass>);
+
+impl ActionCatalog {
+    /// The class of `scope` under this catalog.
+    pub fn class_of(&self, scope: &Scope) -> ActionClass {
+        self.0
+            .get(scope.as_str())
+            .or_else(|| self.0.get(scope.action()))
+            .copied()
+            .unwrap_or_else(|| scope.class())
+    }
+
+    /// Whether any scope of `set` writes under this catalog.
+    pub fn has_write(&self, set: &ScopeSet) -> bool {
+        set.iter().any(|s| self.class_of(s) == ActionClass::Write)
+    }
+}
+
 fn valid_word(w: &str) -> bool {
     !w.is_empty()
         && w.len() <= 64
@@ -189,6 +211,29 @@ impl ScopePattern {
     /// The pattern as written.
     pub fn as_str(&self) -> &str {
         &self.text
+    }
+
+    /// The pattern granting exactly the scopes both grant, if any: segment by segment, a
+    /// wildcard yields to the other side's word.
+    pub fn intersect(&self, other: &ScopePattern) -> Option<ScopePattern> {
+        fn meet<'a>(a: &'a str, b: &'a str) -> Option<&'a str> {
+            match (a, b) {
+                ("*", x) | (x, "*") => Some(x),
+                (x, y) if x == y => Some(x),
+                _ => None,
+            }
+        }
+        if self.resource.len() != other.resource.len() {
+            return None;
+        }
+        let resource = self
+            .resource
+            .iter()
+            .zip(&other.resource)
+            .map(|(a, b)| meet(a, b))
+            .collect::<Option<Vec<&str>>>()?;
+        let action = meet(&self.action, &other.action)?;
+        ScopePattern::parse(&format!("{}:{action}", resource.join("."))).ok()
     }
 }
 
@@ -387,6 +432,41 @@ mod tests {
         for w in ["create", "send", "call", "delete", "update"] {
             assert_eq!(ActionClass::of_action(w), ActionClass::Write);
         }
+    }
+
+    #[test]
+    fn the_catalog_overrides_action_classes() {
+        let mut c = ActionCatalog::default();
+        c.0.insert("export".into(), ActionClass::Read);
+        c.0.insert("crm.reports:generate".into(), ActionClass::Read);
+        c.0.insert("tickets:list".into(), ActionClass::Write);
+        assert_eq!(c.class_of(&s("crm.customers:export")), ActionClass::Read);
+        assert_eq!(c.class_of(&s("crm.reports:generate")), ActionClass::Read);
+        assert_eq!(c.class_of(&s("crm.reports:delete")), ActionClass::Write);
+        assert_eq!(
+            c.class_of(&s("tickets:list")),
+            ActionClass::Write,
+            "full scope wins"
+        );
+        assert_eq!(c.class_of(&s("crm.customers:list")), ActionClass::Read);
+    }
+
+    #[test]
+    fn pattern_intersections() {
+        assert_eq!(
+            p("crm.*:read").intersect(&p("*.customers:*")),
+            Some(p("crm.customers:read"))
+        );
+        assert_eq!(
+            p("tickets:*").intersect(&p("tickets:read")),
+            Some(p("tickets:read"))
+        );
+        assert_eq!(p("crm.*:read").intersect(&p("crm.*:write")), None);
+        assert_eq!(
+            p("crm:read").intersect(&p("crm.x:read")),
+            None,
+            "segment counts differ"
+        );
     }
 
     #[test]

@@ -32,7 +32,12 @@ impl Stage {
     /// The most restrictive stage under which `scopes` can be held: `observe` for read-only sets,
     /// `draft` as soon as one scope writes (writes are then held for approval).
     pub fn least_for(scopes: &ScopeSet) -> Stage {
-        if scopes.has_write() {
+        Stage::least_with(scopes, &crate::scope::ActionCatalog::default())
+    }
+
+    /// [`Stage::least_for`] under an action catalog.
+    pub fn least_with(scopes: &ScopeSet, catalog: &crate::scope::ActionCatalog) -> Stage {
+        if catalog.has_write(scopes) {
             Stage::Draft
         } else {
             Stage::Observe

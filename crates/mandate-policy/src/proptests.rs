@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use mandate_core::grant::{self, GrantRequest, Parent, Permits, ScopeMode, TtlPolicy};
 use mandate_core::ids::UserPrincipal;
-use mandate_core::scope::{PatternSet, Scope, ScopeSet};
+use mandate_core::scope::{ActionCatalog, PatternSet, Scope, ScopeSet};
 use mandate_core::stage::Stage;
 use proptest::prelude::*;
 
@@ -120,6 +120,7 @@ proptest! {
                 subject_exp: parent.as_ref().map_or(10_000, |p| p.exp),
                 now: 1_000,
                 ttl_policy: TtlPolicy::default(),
+                catalog: &ActionCatalog::default(),
             };
             let Ok(g) = grant::decide(&req) else { break };
             prop_assert!(!g.scope.is_empty());

@@ -71,6 +71,10 @@ pub struct Config {
     pub rights: Rights,
     /// Audiences tokens may be requested for; empty means any absolute URI or name.
     pub audiences: Vec<String>,
+    /// Action classes that differ from the default (`read`, `list`, `get`, `search`, `query`,
+    /// `view` read; everything else writes), by action (`export = "read"`) or by full scope
+    /// (`"crm.reports:generate" = "read"`).
+    pub catalog: mandate_core::scope::ActionCatalog,
 }
 
 /// Limits on requests.
@@ -186,6 +190,7 @@ impl Default for Config {
             policies_dir: None,
             rights: Rights::default(),
             audiences: Vec::new(),
+            catalog: mandate_core::scope::ActionCatalog::default(),
         }
     }
 }

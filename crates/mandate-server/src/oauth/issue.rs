@@ -148,6 +148,7 @@ pub fn issue(
         subject_exp: iss.subject_exp,
         now,
         ttl_policy: ttl_policy(state),
+        catalog: &state.config.catalog,
     })
     .map_err(|d| {
         let e = denial(d);

@@ -643,6 +643,15 @@ impl Server {
             .await
     }
 
+    /// `PATCH path` with a JSON body as admin; asserts 200.
+    pub async fn admin_patch(&self, path: &str, body: &Value) -> Reply {
+        let r = self
+            .send(self.admin_req(reqwest::Method::PATCH, path).json(body))
+            .await;
+        assert_eq!(r.status, 200, "PATCH {path}: {}", r.body);
+        r
+    }
+
     /// `POST /v1/revocations {kind, id}`.
     pub async fn revoke(&self, kind: &str, id: &str) -> Reply {
         self.admin_post("/v1/revocations", &json!({"kind": kind, "id": id}))

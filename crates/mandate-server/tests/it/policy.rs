@@ -211,3 +211,52 @@ async fn the_stage_maximum_lifetime_caps_a_longer_request() {
     assert_eq!(c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap(), 120);
     srv.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_action_catalog_changes_which_stage_a_scope_needs() {
+    // `tickets:create` is a write by default: an observe-only agent cannot hold it.
+    let srv = Server::start().await;
+    let analytics = srv.agent("analytics-v1");
+    srv.add_policy(
+        "reports.cedar",
+        "permit(principal in Group::\"support\", action == Action::\"crm.reports:generate\", resource);",
+    )
+    .await;
+    srv.admin_patch(
+        "/v1/agents/analytics-v1",
+        &json!({"ceiling": ["crm.*:read", "crm.reports:generate"]}),
+    )
+    .await;
+    let r = srv
+        .exchange(&analytics, &srv.alice(), "crm.reports:generate")
+        .await;
+    r.expect_oauth_error(400, "invalid_scope");
+    assert!(r.description().contains("stage `observe`"), "{}", r.body);
+    srv.shutdown().await;
+
+    // Declared a read in the catalog, it is fine at `observe`.
+    let srv = Server::start_configured(|c| {
+        c.catalog.0.insert(
+            "crm.reports:generate".into(),
+            mandate_core::scope::ActionClass::Read,
+        );
+    })
+    .await;
+    let analytics = srv.agent("analytics-v1");
+    srv.add_policy(
+        "reports.cedar",
+        "permit(principal in Group::\"support\", action == Action::\"crm.reports:generate\", resource);",
+    )
+    .await;
+    srv.admin_patch(
+        "/v1/agents/analytics-v1",
+        &json!({"ceiling": ["crm.*:read", "crm.reports:generate"]}),
+    )
+    .await;
+    let token = srv
+        .exchange(&analytics, &srv.alice(), "crm.reports:generate")
+        .await
+        .access_token();
+    assert_eq!(peek(&token)["stage"], "observe");
+    srv.shutdown().await;
+}
