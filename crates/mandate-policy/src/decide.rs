@@ -12,7 +12,7 @@ use mandate_core::ids::UserPrincipal;
 use mandate_core::scope::Scope;
 use mandate_core::stage::Stage;
 
-use crate::load::Engine;
+use crate::load::{Engine, Slice};
 use crate::schema::DELEGATE;
 
 /// Who asks.
@@ -125,9 +125,10 @@ fn agent_entity(a: &Agent) -> Result<Entity, String> {
 }
 
 impl Engine {
-    fn slice(
+    fn entities(
         &self,
         req: &Request<'_>,
+        slice: &Slice,
     ) -> Result<(EntityUid, EntityUid, EntityUid, Vec<Entity>), String> {
         let mut entities = Vec::new();
         let principal = match req.principal {
@@ -158,8 +159,8 @@ impl Engine {
         let (action, resource) = match req.subject {
             Subject::Scope { scope, resource } => {
                 let mut parents = Vec::new();
-                for g in self.groups.iter().filter(|g| g.matches(scope)) {
-                    let gid = uid("Action", g.as_str())?;
+                for g in &slice.groups {
+                    let gid = uid("Action", g)?;
                     entities.push(Entity::new_no_attrs(gid.clone(), HashSet::new()));
                     parents.push(gid);
                 }
@@ -186,7 +187,11 @@ impl Engine {
 
     /// Decides `req`. Fails closed: any error building the request is a denial that says why.
     pub fn decide(&self, req: &Request<'_>) -> Decision {
-        let (principal, action, resource, entities) = match self.slice(req) {
+        let slice = match req.subject {
+            Subject::Scope { scope, .. } => self.slice(scope.as_str(), Some(scope)),
+            Subject::Delegate { .. } => self.slice(DELEGATE, None),
+        };
+        let (principal, action, resource, entities) = match self.entities(req, &slice) {
             Ok(s) => s,
             Err(e) => return Decision::deny(format!("request cannot be built: {e}")),
         };
@@ -214,7 +219,7 @@ impl Engine {
             Ok(e) => e,
             Err(e) => return Decision::deny(format!("entities cannot be built: {e}")),
         };
-        let answer = Authorizer::new().is_authorized(&request, &self.policies, &entities);
+        let answer = Authorizer::new().is_authorized(&request, &slice.policies, &entities);
         let diag = answer.diagnostics();
         Decision {
             allowed: answer.decision() == CedarDecision::Allow,
@@ -339,6 +344,30 @@ permit(principal == Agent::"support-v2", action == Action::"delegate", resource 
         let d = e.decide(&scope_req(p, &create, &night));
         assert!(!d.allowed);
         assert_eq!(d.policies, vec!["no-writes-before-launch"]);
+    }
+
+    #[test]
+    fn policies_without_an_action_constraint_still_apply() {
+        let e = load_sources(
+            &[(
+                "p.cedar".into(),
+                "@id(\"read\") permit(principal, action in Action::\"crm.*:read\", resource);\n@id(\"freeze\") forbid(principal, action, resource) when { context.stage == \"execute\" };".into(),
+            )],
+            &BTreeSet::new(),
+        )
+        .unwrap();
+        let u = user(&[]);
+        let claims = BTreeMap::new();
+        let p = Principal::User {
+            user: &u,
+            claims: &claims,
+        };
+        let read = Scope::parse("crm.customers:read").unwrap();
+        assert!(e.decide(&scope_req(p, &read, &ctx(1, 1))).allowed);
+        let mut c = ctx(1, 1);
+        c.stage = Stage::Execute;
+        let d = e.decide(&scope_req(p, &read, &c));
+        assert_eq!((d.allowed, d.policies), (false, vec!["freeze".to_owned()]));
     }
 
     #[test]

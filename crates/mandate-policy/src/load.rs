@@ -42,10 +42,27 @@ impl fmt::Display for PolicyError {
     }
 }
 
+/// The policies that can apply to one action, and the action groups it is in.
+#[derive(Debug)]
+pub(crate) struct Slice {
+    pub(crate) policies: PolicySet,
+    pub(crate) groups: Vec<String>,
+}
+
+/// Most per-action policy slices kept.
+const MAX_SLICES: usize = 10_000;
+
 /// A validated policy set, ready to decide.
+///
+/// Cedar evaluates every policy of the set it is given, so a decision only gets the policies that
+/// can apply to its action: those with no action constraint, and those naming the action or an
+/// action group it is in. Slices are built on first use per action and cached.
 #[derive(Debug, Clone)]
 pub struct Engine {
     pub(crate) policies: PolicySet,
+    any_action: Vec<PolicyId>,
+    by_action: BTreeMap<String, Vec<PolicyId>>,
+    slices: std::sync::Arc<std::sync::Mutex<BTreeMap<String, std::sync::Arc<Slice>>>>,
     pub(crate) groups: Vec<ScopePattern>,
     origins: BTreeMap<String, (String, usize)>,
     files: Vec<String>,
@@ -54,6 +71,47 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// The policies that can apply to `action`, and the action groups a scope action is in.
+    pub(crate) fn slice(&self, action: &str, scope: Option<&Scope>) -> std::sync::Arc<Slice> {
+        let mut cache = match self.slices.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if let Some(s) = cache.get(action) {
+            return s.clone();
+        }
+        let groups: Vec<String> = scope
+            .map(|s| {
+                self.groups
+                    .iter()
+                    .filter(|g| g.matches(s))
+                    .map(|g| g.as_str().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut set = PolicySet::new();
+        let named = std::iter::once(action).chain(groups.iter().map(String::as_str));
+        let ids = self
+            .any_action
+            .iter()
+            .chain(named.filter_map(|a| self.by_action.get(a)).flatten());
+        for id in ids {
+            if let Some(p) = self.policies.policy(id) {
+                // A policy named twice (action and group) is added once.
+                let _ = set.add(p.clone());
+            }
+        }
+        let slice = std::sync::Arc::new(Slice {
+            policies: set,
+            groups,
+        });
+        if cache.len() >= MAX_SLICES {
+            cache.clear();
+        }
+        cache.insert(action.to_owned(), slice.clone());
+        slice
+    }
+
     /// How many policies.
     pub fn policy_count(&self) -> usize {
         self.policies.policies().count()
@@ -130,6 +188,88 @@ fn actions_of(c: ActionConstraint) -> Vec<EntityUid> {
     }
 }
 
+/// Policies validated against one schema at a time.
+const VALIDATION_CHUNK: usize = 200;
+
+/// (policy id, byte offset, message) of each validation error, and the warnings.
+type Findings = (Vec<(String, Option<usize>, String)>, Vec<String>);
+
+fn run_validator(set: &PolicySet, schema_text: &str, out: &mut Findings) {
+    let schema = match Schema::from_cedarschema_str(schema_text) {
+        Ok((s, _)) => s,
+        Err(e) => {
+            out.0.push((String::new(), None, format!("schema: {e}")));
+            return;
+        }
+    };
+    let result = Validator::new(schema).validate(set, ValidationMode::Strict);
+    for e in result.validation_errors() {
+        let offset = e.labels().and_then(|mut ls| ls.next()).map(|l| l.offset());
+        out.0
+            .push((e.policy_id().to_string(), offset, e.to_string()));
+    }
+    out.1
+        .extend(result.validation_warnings().map(ToString::to_string));
+}
+
+/// Validates `set` in strict mode. Cedar's validator costs (policies × actions in the schema),
+/// so policies that name their actions are validated in chunks, each against a schema holding
+/// only the actions the chunk names (with every scope of each group it names); policies with no
+/// action constraint are validated against the whole schema.
+fn validate(
+    set: &PolicySet,
+    any_action: &[PolicyId],
+    scopes: &BTreeSet<Scope>,
+    groups: &BTreeSet<ScopePattern>,
+    full_schema: &str,
+) -> Findings {
+    let mut out: Findings = (Vec::new(), Vec::new());
+    let mut any = PolicySet::new();
+    let mut named: Vec<&cedar_policy::Policy> = Vec::new();
+    for p in set.policies() {
+        if any_action.contains(p.id()) {
+            let _ = any.add(p.clone());
+        } else {
+            named.push(p);
+        }
+    }
+    if any.policies().next().is_some() {
+        run_validator(&any, full_schema, &mut out);
+    }
+    for chunk in named.chunks(VALIDATION_CHUNK) {
+        let mut part = PolicySet::new();
+        let mut chunk_scopes = BTreeSet::new();
+        let mut chunk_groups = BTreeSet::new();
+        for p in chunk {
+            let _ = part.add((*p).clone());
+            for a in actions_of(p.action_constraint()) {
+                let name = a.id().unescaped();
+                if let Ok(s) = Scope::parse(name) {
+                    chunk_scopes.insert(s);
+                } else if let Ok(g) = ScopePattern::parse(name) {
+                    chunk_scopes.extend(scopes.iter().filter(|s| g.matches(s)).cloned());
+                    chunk_groups.insert(g);
+                }
+            }
+        }
+        // Groups the chunk's scopes are in must be declared for the hierarchy to match.
+        chunk_groups.extend(
+            groups
+                .iter()
+                .filter(|g| chunk_scopes.iter().any(|s| g.matches(s)))
+                .cloned(),
+        );
+        run_validator(
+            &part,
+            &schema::with_actions(&chunk_scopes, &chunk_groups),
+            &mut out,
+        );
+    }
+    out.1.sort();
+    out.1.dedup();
+    out
+}
+
 /// Parses, names and validates policy sources: `(file name, text)` pairs. `catalog` adds
 /// concrete scopes to the schema beyond those the policies name.
 pub fn load_sources(
@@ -142,6 +282,8 @@ pub fn load_sources(
     let mut texts: BTreeMap<String, (String, String)> = BTreeMap::new();
     let mut scopes = catalog.clone();
     let mut groups = BTreeSet::new();
+    let mut any_action = Vec::new();
+    let mut by_action: BTreeMap<String, Vec<PolicyId>> = BTreeMap::new();
     for (file, text) in files {
         let parsed = match PolicySet::from_str(text) {
             Ok(p) => p,
@@ -167,7 +309,18 @@ pub fn load_sources(
                 .annotation("id")
                 .map(str::to_owned)
                 .unwrap_or_else(|| format!("{file}:{line}"));
-            for a in actions_of(policy.action_constraint()) {
+            let constraint = policy.action_constraint();
+            let named = actions_of(constraint.clone());
+            if matches!(constraint, ActionConstraint::Any) {
+                any_action.push(PolicyId::new(&id));
+            }
+            for a in &named {
+                by_action
+                    .entry(a.id().unescaped().to_owned())
+                    .or_default()
+                    .push(PolicyId::new(&id));
+            }
+            for a in named {
                 let name = a.id().unescaped().to_owned();
                 if a.type_name().to_string() != "Action" {
                     continue;
@@ -208,43 +361,38 @@ pub fn load_sources(
         }
     }
     let schema_text = schema::with_actions(&scopes, &groups);
-    let schema = match Schema::from_cedarschema_str(&schema_text) {
-        Ok((s, _)) => s,
-        Err(e) => {
-            errors.push(PolicyError {
-                file: "<schema>".into(),
-                line: 0,
-                message: e.to_string(),
-            });
-            return Err(errors);
-        }
-    };
+    if let Err(e) = Schema::from_cedarschema_str(&schema_text) {
+        errors.push(PolicyError {
+            file: "<schema>".into(),
+            line: 0,
+            message: e.to_string(),
+        });
+        return Err(errors);
+    }
     if !errors.is_empty() {
         return Err(errors);
     }
-    let result = Validator::new(schema).validate(&set, ValidationMode::Strict);
-    for e in result.validation_errors() {
-        let id = e.policy_id().to_string();
+    let (validation_errors, warnings) = validate(&set, &any_action, &scopes, &groups, &schema_text);
+    for (id, offset, message) in validation_errors {
         let (file, text) = texts.get(&id).cloned().unwrap_or_default();
-        let line = e.labels().and_then(|mut ls| ls.next()).map_or_else(
+        let line = offset.map_or_else(
             || origins.get(&id).map_or(0, |o| o.1),
-            |l| line_of(&text, l.offset()),
+            |o| line_of(&text, o),
         );
         errors.push(PolicyError {
             file,
             line,
-            message: e.to_string(),
+            message,
         });
     }
     if !errors.is_empty() {
         return Err(errors);
     }
-    let warnings = result
-        .validation_warnings()
-        .map(ToString::to_string)
-        .collect();
     Ok(Engine {
         policies: set,
+        any_action,
+        by_action,
+        slices: Default::default(),
         groups: groups.into_iter().collect(),
         origins,
         files: files.iter().map(|(f, _)| f.clone()).collect(),
