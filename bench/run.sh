@@ -6,7 +6,8 @@
 # against it, stops the server, and prints the results with the machine they were taken on.
 #
 # Knobs (environment): DURATION (measured seconds per scenario, default 10, at most 20 here),
-# WARMUP (default 2), CONCURRENCY (default 32), SCENARIOS (comma-separated, default all four).
+# WARMUP (default 2), CONCURRENCY (default 32), SCENARIOS (comma-separated, default all four),
+# EXTRA_POLICIES (default 0: only the demo policies).
 #
 # The load generator runs on the same machine as the server and competes with it for the cores.
 set -euo pipefail
@@ -88,6 +89,21 @@ done
 if [[ -z "$ready" ]]; then
     echo "the server at $url did not become ready in 20 s" >&2
     exit 1
+fi
+
+# EXTRA_POLICIES=N adds N policies that never apply to the benchmark's requests (other teams'
+# scopes, some conditional), to measure what a large policy set costs issuance.
+if [[ "${EXTRA_POLICIES:-0}" -gt 0 ]]; then
+    for ((i = 0; i < EXTRA_POLICIES; i++)); do
+        case $((i % 3)) in
+            0) echo "@id(\"team-$i\") permit(principal in Group::\"team-$i\", action == Action::\"svc$i.records:read\", resource);" ;;
+            1) echo "@id(\"stage-$i\") permit(principal in Group::\"team-$i\", action in Action::\"svc$i.*:write\", resource) when { context.stage == \"execute\" };" ;;
+            *) echo "@id(\"deny-$i\") forbid(principal, action == Action::\"svc$i.admin:delete\", resource) unless { context.chain.contains(\"ops-$i\") };" ;;
+        esac
+    done >"$work/data/policies/extra.cedar"
+    curl -fsS -X POST -H "Authorization: Bearer $(cat "$work/data/admin.token")" \
+        "$url/v1/policies/reload" >/dev/null
+    echo "policies: demo + $EXTRA_POLICIES extra"
 fi
 
 # CPU seconds (user + system) the server has used so far.

@@ -253,7 +253,13 @@ fn spawn_policy_watch(state: std::sync::Weak<AppState>) {
         loop {
             tick.tick().await;
             let Some(state) = state.upgrade() else { break };
-            if let Some(outcome) = state.policy.reload_if_changed() {
+            // Parsing and validating a large set takes a while: keep it off the async workers.
+            let checker = state.clone();
+            let changed = tokio::task::spawn_blocking(move || checker.policy.reload_if_changed())
+                .await
+                .ok()
+                .flatten();
+            if let Some(outcome) = changed {
                 // reload_if_changed already swapped (or kept) the set; record it.
                 let event = crate::admin::policies::audit_event(&outcome, "a file change");
                 if let Err(e) = state

@@ -66,8 +66,17 @@ pub fn audit_event(outcome: &Result<usize, Vec<PolicyError>>, by: &str) -> NewEv
 }
 
 /// Reloads and records the outcome in the audit log. `by` names who asked.
-pub async fn reload_and_audit(state: &AppState, by: &str) -> Result<usize, Vec<PolicyError>> {
-    let outcome = state.policy.reload();
+pub async fn reload_and_audit(state: &Arc<AppState>, by: &str) -> Result<usize, Vec<PolicyError>> {
+    let loader = state.clone();
+    let outcome = tokio::task::spawn_blocking(move || loader.policy.reload())
+        .await
+        .unwrap_or_else(|_| {
+            Err(vec![PolicyError {
+                file: "-".into(),
+                line: 0,
+                message: "the reload stopped unexpectedly".into(),
+            }])
+        });
     let event = audit_event(&outcome, by);
     if let Err(e) = state.store.commit(vec![Op::Audit(event)]).await {
         tracing::error!(error = %e, "policy reload audit event could not be written");
