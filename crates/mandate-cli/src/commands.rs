@@ -62,6 +62,9 @@ pub enum AgentsCommand {
         /// Public JWK files to register for client assertions.
         #[arg(long = "key")]
         keys: Vec<PathBuf>,
+        /// Tags policies can test (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        tags: Vec<String>,
     },
     /// Change an agent.
     Update {
@@ -82,6 +85,9 @@ pub enum AgentsCommand {
         /// New max stage.
         #[arg(long)]
         max_stage: Option<String>,
+        /// New tags (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        tags: Option<Vec<String>>,
     },
     /// Suspend an agent: its tokens stop working until it is resumed.
     Suspend {
@@ -311,6 +317,13 @@ fn print_agent(a: &Value) {
         .collect();
     println!("ceiling:     {}", ceiling.join(" "));
     println!("description: {}", s(a, "description"));
+    let tags: Vec<&str> = a["tags"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    println!("tags:        {}", tags.join(" "));
     for k in a["keys"].as_array().into_iter().flatten() {
         let state = if !k["revoked_at"].is_null() {
             "revoked"
@@ -385,13 +398,14 @@ pub async fn agents(
             ceiling,
             max_stage,
             keys,
+            tags,
         } => {
             let mut jwks = Vec::new();
             for k in &keys {
                 jwks.push(read_json(k)?);
             }
             let body = json!({"id": id, "owner": owner, "name": name, "description": description,
-                "ceiling": split_scopes(ceiling), "max_stage": max_stage, "keys": jwks});
+                "ceiling": split_scopes(ceiling), "max_stage": max_stage, "keys": jwks, "tags": tags});
             client.post("/v1/agents", &body).await?
         }
         AgentsCommand::Update {
@@ -401,6 +415,7 @@ pub async fn agents(
             description,
             ceiling,
             max_stage,
+            tags,
         } => {
             let mut body = json!({});
             for (k, v) in [
@@ -415,6 +430,9 @@ pub async fn agents(
             }
             if let Some(c) = ceiling {
                 body["ceiling"] = json!(split_scopes(c));
+            }
+            if let Some(t) = tags {
+                body["tags"] = json!(t);
             }
             client.patch(&format!("/v1/agents/{id}"), &body).await?
         }

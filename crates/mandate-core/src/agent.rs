@@ -75,6 +75,9 @@ pub struct Agent {
     pub description: String,
     /// The most scopes it may ever hold.
     pub ceiling: PatternSet,
+    /// Labels policies can test (`principal.tags.contains("pii")`).
+    #[serde(default)]
+    pub tags: Vec<String>,
     /// The highest stage it may act in without an approval.
     pub max_stage: Stage,
     /// Lifecycle state.

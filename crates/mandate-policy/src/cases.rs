@@ -111,6 +111,7 @@ fn agent(id: &str, owner: Option<&str>, max_stage: Option<Stage>) -> Result<Agen
         owner: owner.unwrap_or("unknown").to_owned(),
         description: String::new(),
         ceiling: PatternSet::default(),
+        tags: Vec::new(),
         max_stage: max_stage.unwrap_or(Stage::Observe),
         status: AgentStatus::Active,
         keys: Vec::new(),

@@ -114,7 +114,7 @@ fn agent_entity(a: &Agent) -> Result<Entity, String> {
         uid("Agent", a.id.as_str())?,
         [
             ("owner".to_owned(), string(&a.owner)),
-            ("tags".to_owned(), RestrictedExpression::new_set([])),
+            ("tags".to_owned(), strings(&a.tags)),
             ("max_stage".to_owned(), string(a.max_stage.as_str())),
         ]
         .into_iter()
@@ -250,6 +250,12 @@ permit(principal in Group::"finance", action in Action::"billing.*:read", resour
 forbid(principal, action == Action::"tickets:create", resource)
   when { context.now < 10000 };
 
+@id("no-pii-agents-in-billing")
+forbid(principal is Agent, action in Action::"billing.*:read", resource) when { principal.tags.contains("pii") };
+
+@id("agents-read-billing")
+permit(principal is Agent, action in Action::"billing.*:read", resource);
+
 @id("support-to-analytics")
 permit(principal == Agent::"support-v2", action == Action::"delegate", resource == Agent::"analytics-v1")
   when { context.delegation_depth < 3 };
@@ -274,6 +280,7 @@ permit(principal == Agent::"support-v2", action == Action::"delegate", resource 
             owner: "carol".into(),
             description: String::new(),
             ceiling: PatternSet::default(),
+            tags: vec!["pii".into()],
             max_stage: Stage::Draft,
             status: AgentStatus::Active,
             keys: vec![],
@@ -368,6 +375,25 @@ permit(principal == Agent::"support-v2", action == Action::"delegate", resource 
         c.stage = Stage::Execute;
         let d = e.decide(&scope_req(p, &read, &c));
         assert_eq!((d.allowed, d.policies), (false, vec!["freeze".to_owned()]));
+    }
+
+    #[test]
+    fn agent_tags_are_readable() {
+        let e = engine();
+        let c = ctx(50_000, 1);
+        let invoices = Scope::parse("billing.invoices:read").unwrap();
+        let tagged = agent("tagged");
+        let mut plain = agent("plain");
+        plain.tags.clear();
+        let d = e.decide(&scope_req(Principal::Agent(&tagged), &invoices, &c));
+        assert_eq!(
+            (d.allowed, d.policies),
+            (false, vec!["no-pii-agents-in-billing".to_owned()])
+        );
+        assert!(
+            e.decide(&scope_req(Principal::Agent(&plain), &invoices, &c))
+                .allowed
+        );
     }
 
     #[test]

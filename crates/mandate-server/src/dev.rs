@@ -280,6 +280,7 @@ pub async fn seed_agents(store: &dyn Store, dir: &Path, now: i64) -> Result<(), 
             owner: d.owner.into(),
             description: d.description.into(),
             ceiling: PatternSet::parse(d.ceiling.iter().copied()).map_err(|e| e.to_string())?,
+            tags: Vec::new(),
             max_stage: d.max_stage,
             status: AgentStatus::Active,
             keys: vec![AgentKey {

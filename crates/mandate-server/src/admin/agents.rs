@@ -41,6 +41,9 @@ pub struct NewAgent {
     /// `observe` (default), `draft` or `execute`.
     #[serde(default)]
     pub max_stage: Option<String>,
+    /// Labels policies can test (`principal.tags.contains("pii")`).
+    #[serde(default)]
+    pub tags: Vec<String>,
     /// Public JWKs, each with a `kid`.
     #[serde(default)]
     #[schema(value_type = Vec<Object>)]
@@ -66,6 +69,9 @@ pub struct AgentChange {
     /// New max stage.
     #[serde(default)]
     pub max_stage: Option<String>,
+    /// New tags.
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
 }
 
 /// Body of `POST /v1/agents/{id}/keys`.
@@ -98,6 +104,18 @@ fn ceiling(items: &[String]) -> Result<PatternSet, ApiError> {
     }
     PatternSet::parse(items.iter().map(String::as_str))
         .map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+fn tags(items: &[String]) -> Result<Vec<String>, ApiError> {
+    if items.len() > 32 || items.iter().any(|t| t.is_empty() || t.len() > 64) {
+        return Err(ApiError::bad_request(
+            "`tags` holds at most 32 tags of 1–64 characters",
+        ));
+    }
+    let mut v = items.to_vec();
+    v.sort();
+    v.dedup();
+    Ok(v)
 }
 
 fn stage(s: Option<&str>, default: Stage) -> Result<Stage, ApiError> {
@@ -175,6 +193,7 @@ pub async fn create(
         owner: owner(&body.owner)?,
         description: text(body.description.as_deref(), "description", 2000)?.unwrap_or_default(),
         ceiling: ceiling(&body.ceiling)?,
+        tags: tags(&body.tags)?,
         max_stage: stage(body.max_stage.as_deref(), Stage::Observe)?,
         status: AgentStatus::Active,
         keys,
@@ -260,11 +279,14 @@ pub async fn update(
     if let Some(c) = &change.ceiling {
         after.ceiling = ceiling(c)?;
     }
+    if let Some(t) = &change.tags {
+        after.tags = tags(t)?;
+    }
     after.max_stage = stage(change.max_stage.as_deref(), before.max_stage)?;
     after.updated_at = state.clock.now();
     let detail = json!({
-        "before": {"owner": before.owner, "ceiling": before.ceiling, "max_stage": before.max_stage, "name": before.name},
-        "after": {"owner": after.owner, "ceiling": after.ceiling, "max_stage": after.max_stage, "name": after.name},
+        "before": {"owner": before.owner, "ceiling": before.ceiling, "max_stage": before.max_stage, "name": before.name, "tags": before.tags},
+        "after": {"owner": after.owner, "ceiling": after.ceiling, "max_stage": after.max_stage, "name": after.name, "tags": after.tags},
     });
     let ev = event("agent.update", &admin, &id, detail);
     state

@@ -260,3 +260,51 @@ async fn the_action_catalog_changes_which_stage_a_scope_needs() {
     assert_eq!(peek(&token)["stage"], "observe");
     srv.shutdown().await;
 }
+
+#[tokio::test]
+async fn agent_tags_are_set_by_admins_and_read_by_policies() {
+    let srv = Server::start().await;
+    let key = TestKey::ed25519("tagged-k1");
+    let body = json!({
+        "id": "tagged", "owner": "erin@example.com", "ceiling": ["tickets:read"],
+        "tags": ["untrusted", "batch"], "keys": [key.public_jwk()],
+    });
+    let r = srv.admin_post("/v1/agents", &body).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.body["tags"], json!(["batch", "untrusted"]));
+    srv.add_policy(
+        "tags.cedar",
+        "@id(\"untrusted-agents\")\nforbid(principal, action, resource) when { context.chain.contains(\"tagged\") };\n\
+         @id(\"tagged-own\")\npermit(principal is Agent, action == Action::\"tickets:read\", resource) unless { principal.tags.contains(\"untrusted\") };",
+    )
+    .await;
+    let tagged = Agent {
+        id: "tagged".into(),
+        key,
+    };
+    let mut form = vec![
+        ("grant_type".to_owned(), "client_credentials".to_owned()),
+        ("scope".to_owned(), "tickets:read".to_owned()),
+        ("resource".to_owned(), CRM.to_owned()),
+    ];
+    form.extend(srv.client_auth(&tagged));
+    let r = srv.token(&form).await;
+    r.expect_oauth_error(400, "invalid_scope");
+    // Once the tag is gone, the agent's own permit applies.
+    srv.admin_patch("/v1/agents/tagged", &json!({"tags": ["batch"]}))
+        .await;
+    std::fs::remove_file(srv.data_dir().join("policies").join("tags.cedar")).unwrap();
+    srv.add_policy(
+        "tags.cedar",
+        "@id(\"tagged-own\")\npermit(principal is Agent, action == Action::\"tickets:read\", resource) unless { principal.tags.contains(\"untrusted\") };",
+    )
+    .await;
+    let mut form = vec![
+        ("grant_type".to_owned(), "client_credentials".to_owned()),
+        ("scope".to_owned(), "tickets:read".to_owned()),
+        ("resource".to_owned(), CRM.to_owned()),
+    ];
+    form.extend(srv.client_auth(&tagged));
+    srv.token(&form).await.access_token();
+    srv.shutdown().await;
+}

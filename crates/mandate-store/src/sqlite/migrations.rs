@@ -15,10 +15,16 @@ struct Migration {
 }
 
 /// Every migration, in order. Append only: never edit one that has shipped.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    sql: include_str!("../../migrations/sqlite/0001_initial.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        sql: include_str!("../../migrations/sqlite/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        sql: include_str!("../../migrations/sqlite/0002_agent_tags.sql"),
+    },
+];
 
 /// The schema version this build writes.
 pub(crate) fn latest_version() -> i64 {

@@ -339,15 +339,16 @@ async fn revoke(
 
 async fn insert_agent(conn: &mut SqliteConnection, a: &Agent) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO agents (id, name, owner, description, ceiling, max_stage, status, created_at,
-            updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO agents (id, name, owner, description, ceiling, tags, max_stage, status,
+            created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(a.id.as_str())
     .bind(&a.name)
     .bind(&a.owner)
     .bind(&a.description)
     .bind(json(&a.ceiling)?)
+    .bind(json(&a.tags)?)
     .bind(a.max_stage.as_str())
     .bind(a.status.as_str())
     .bind(a.created_at)
@@ -364,14 +365,15 @@ async fn insert_agent(conn: &mut SqliteConnection, a: &Agent) -> Result<(), Stor
 /// Replaces every field but the id, the keys and `created_at`.
 async fn update_agent(conn: &mut SqliteConnection, a: &Agent) -> Result<OpOutput, StoreError> {
     let r = sqlx::query(
-        "UPDATE agents SET name = ?, owner = ?, description = ?, ceiling = ?, max_stage = ?,
-            status = ?, updated_at = ?
+        "UPDATE agents SET name = ?, owner = ?, description = ?, ceiling = ?, tags = ?,
+            max_stage = ?, status = ?, updated_at = ?
          WHERE id = ?",
     )
     .bind(&a.name)
     .bind(&a.owner)
     .bind(&a.description)
     .bind(json(&a.ceiling)?)
+    .bind(json(&a.tags)?)
     .bind(a.max_stage.as_str())
     .bind(a.status.as_str())
     .bind(a.updated_at)

@@ -35,6 +35,7 @@ pub(crate) fn agent(row: &SqliteRow) -> Result<Agent, StoreError> {
         owner: row.try_get("owner")?,
         description: row.try_get("description")?,
         ceiling: json_col::<PatternSet>(row, "ceiling")?,
+        tags: json_col::<Vec<String>>(row, "tags")?,
         max_stage: stage
             .parse::<Stage>()
             .map_err(|e| corrupt("max_stage", e))?,

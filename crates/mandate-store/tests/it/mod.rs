@@ -52,6 +52,7 @@ pub fn agent(id: &str, kids: &[&str]) -> Agent {
         owner: "alice@example.com".to_owned(),
         description: "answers tickets".to_owned(),
         ceiling: PatternSet::parse(["crm.*:read", "tickets:*"]).unwrap(),
+        tags: vec!["ops".into(), "pii".into()],
         max_stage: Stage::Draft,
         status: AgentStatus::Active,
         keys: kids.iter().map(|k| key(k)).collect(),
