@@ -161,3 +161,15 @@ impl AgentKey {
 pub fn claims_of(token: &str) -> Value {
     mandate_token::verify::peek_claims(token).unwrap_or(Value::Null)
 }
+
+/// Parses `--claim key=value` arguments into a JSON object of strings.
+pub fn parse_claims(claims: &[String]) -> Result<serde_json::Map<String, Value>> {
+    let mut out = serde_json::Map::new();
+    for c in claims {
+        let (k, v) = c
+            .split_once('=')
+            .ok_or_else(|| anyhow!("`--claim {c}` is not `key=value`"))?;
+        out.insert(k.to_owned(), json!(v));
+    }
+    Ok(out)
+}

@@ -278,14 +278,7 @@ pub async fn dev(
             claims,
         } => {
             let mut body = json!({"sub": sub});
-            let mut extra = serde_json::Map::new();
-            for c in claims {
-                let (k, v) = c
-                    .split_once('=')
-                    .ok_or_else(|| anyhow::anyhow!("`--claim {c}` is not `key=value`"))?;
-                extra.insert(k.to_owned(), json!(v));
-            }
-            body["claims"] = Value::Object(extra);
+            body["claims"] = Value::Object(crate::client::parse_claims(&claims)?);
             if let Some(g) = groups {
                 body["groups"] = json!(g);
             }

@@ -146,14 +146,8 @@ pub async fn run(
             let client = Client::new(url, token)?;
             let subject = match (user, agent) {
                 (Some(u), None) => {
-                    let mut props = serde_json::Map::new();
+                    let mut props = crate::client::parse_claims(&claims)?;
                     props.insert("groups".into(), json!(groups));
-                    for c in claims {
-                        let (k, v) = c
-                            .split_once('=')
-                            .ok_or_else(|| anyhow::anyhow!("`--claim {c}` is not `key=value`"))?;
-                        props.insert(k.to_owned(), json!(v));
-                    }
                     json!({"type": "user", "id": u, "properties": props})
                 }
                 (None, Some(a)) => json!({"type": "agent", "id": a}),
