@@ -52,6 +52,7 @@ fn main() {
         delegation_depth: 1,
         chain: vec!["support-v2".into()],
         now: 1_800_000_000,
+        usage: Default::default(),
     };
     println!("| policies | load + validate ms | decisions | p50 µs | p99 µs | mean µs |");
     println!("|---:|---:|---:|---:|---:|---:|");

@@ -72,6 +72,12 @@ pub struct CaseContext {
     /// Now, seconds since the epoch (default 0).
     #[serde(default)]
     pub now: i64,
+    /// Tokens holding this scope issued to the agent in the last hour.
+    #[serde(default)]
+    pub agent_last_hour: i64,
+    /// Tokens holding this scope issued for the user in the last hour.
+    #[serde(default)]
+    pub user_last_hour: i64,
 }
 
 /// One case.
@@ -136,6 +142,10 @@ fn run_one(engine: &Engine, c: &Case) -> Result<(bool, Vec<String>), String> {
             .unwrap_or(i64::try_from(c.context.chain.len()).unwrap_or(0)),
         chain: c.context.chain.clone(),
         now: c.context.now,
+        usage: crate::decide::Usage {
+            agent_last_hour: c.context.agent_last_hour,
+            user_last_hour: c.context.user_last_hour,
+        },
     };
     let p = &c.principal;
     let user;

@@ -61,6 +61,18 @@ pub struct DecisionContext {
     pub chain: Vec<String>,
     /// Now, seconds since the epoch.
     pub now: i64,
+    /// Windowed usage counts of the action being decided.
+    pub usage: Usage,
+}
+
+/// How often the action being decided was used recently (tokens issued holding the scope), so
+/// "too much too fast" rules are policies: `context.usage.agent_last_hour < 100`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// By the agent (the current actor), in the last hour.
+    pub agent_last_hour: i64,
+    /// For the user, in the last hour.
+    pub user_last_hour: i64,
 }
 
 /// A decision request.
@@ -206,6 +218,20 @@ impl Engine {
             ),
             ("chain".to_owned(), strings(&c.chain)),
             ("now".to_owned(), RestrictedExpression::new_long(c.now)),
+            (
+                "usage".to_owned(),
+                RestrictedExpression::new_record([
+                    (
+                        "agent_last_hour".to_owned(),
+                        RestrictedExpression::new_long(c.usage.agent_last_hour),
+                    ),
+                    (
+                        "user_last_hour".to_owned(),
+                        RestrictedExpression::new_long(c.usage.user_last_hour),
+                    ),
+                ])
+                .unwrap_or_else(|_| RestrictedExpression::new_long(0)),
+            ),
         ]);
         let context = match context {
             Ok(c) => c,
@@ -297,6 +323,7 @@ permit(principal == Agent::"support-v2", action == Action::"delegate", resource 
             delegation_depth: depth,
             chain: vec![],
             now,
+            usage: Usage::default(),
         }
     }
 
@@ -393,6 +420,43 @@ permit(principal == Agent::"support-v2", action == Action::"delegate", resource 
         assert!(
             e.decide(&scope_req(Principal::Agent(&plain), &invoices, &c))
                 .allowed
+        );
+    }
+
+    #[test]
+    fn usage_counts_are_in_the_context() {
+        let e = load_sources(
+            &[("p.cedar".into(), "permit(principal, action == Action::\"email:send\", resource) when { context.usage.user_last_hour < 3 };".into())],
+            &BTreeSet::new(),
+        )
+        .unwrap();
+        let u = user(&[]);
+        let claims = BTreeMap::new();
+        let send = Scope::parse("email:send").unwrap();
+        let mut c = ctx(1, 1);
+        c.usage.user_last_hour = 2;
+        assert!(
+            e.decide(&scope_req(
+                Principal::User {
+                    user: &u,
+                    claims: &claims
+                },
+                &send,
+                &c
+            ))
+            .allowed
+        );
+        c.usage.user_last_hour = 3;
+        assert!(
+            !e.decide(&scope_req(
+                Principal::User {
+                    user: &u,
+                    claims: &claims
+                },
+                &send,
+                &c
+            ))
+            .allowed
         );
     }
 

@@ -20,5 +20,5 @@ pub mod schema;
 #[cfg(test)]
 mod proptests;
 
-pub use decide::{Decision, DecisionContext, Principal, Request, Subject};
+pub use decide::{Decision, DecisionContext, Principal, Request, Subject, Usage};
 pub use load::{Engine, PolicyError, load_dir, load_sources};

@@ -39,6 +39,7 @@ impl Permits for CedarRights<'_> {
             delegation_depth: 1,
             chain: vec![],
             now: 0,
+            usage: Default::default(),
         };
         self.engine
             .decide(&Request {

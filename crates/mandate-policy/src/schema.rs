@@ -31,6 +31,10 @@ type RequestContext = {
   "delegation_depth": Long,
   "chain": Set<String>,
   "now": Long,
+  "usage": {
+    "agent_last_hour": Long,
+    "user_last_hour": Long,
+  },
 };
 
 // Who may hand a user's delegation on to whom: principal delegates, resource receives.

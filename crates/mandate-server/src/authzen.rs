@@ -142,6 +142,16 @@ fn evaluate(state: &AppState, e: &AzEvaluation) -> (bool, Vec<String>, String) {
             .unwrap_or(i64::try_from(chain.len()).unwrap_or(0)),
         chain,
         now: state.clock.now(),
+        usage: mandate_policy::Usage {
+            agent_last_hour: ctx
+                .get("agent_last_hour")
+                .and_then(Value::as_i64)
+                .unwrap_or(0),
+            user_last_hour: ctx
+                .get("user_last_hour")
+                .and_then(Value::as_i64)
+                .unwrap_or(0),
+        },
     };
     let user;
     let claims: BTreeMap<String, String>;

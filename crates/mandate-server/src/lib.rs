@@ -33,6 +33,7 @@ pub mod ratelimit;
 pub mod revocation;
 pub mod server;
 pub mod state;
+pub mod usage;
 
 pub use config::Config;
 pub use server::{Options, Running, start};

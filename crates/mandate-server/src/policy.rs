@@ -228,6 +228,7 @@ pub struct PolicyRights<'a> {
     who: Who<'a>,
     audiences: &'a [String],
     context: DecisionContext,
+    usage: Option<&'a crate::usage::UsageCounter>,
     decided: RefCell<BTreeSet<String>>,
 }
 
@@ -244,8 +245,15 @@ impl<'a> PolicyRights<'a> {
             who,
             audiences,
             context,
+            usage: None,
             decided: RefCell::new(BTreeSet::new()),
         }
+    }
+
+    /// Fills `context.usage` of each decision from `counter`.
+    pub fn with_usage(mut self, counter: &'a crate::usage::UsageCounter) -> Self {
+        self.usage = Some(counter);
+        self
     }
 
     /// The policies that decided so far.
@@ -262,6 +270,16 @@ impl Permits for PolicyRights<'_> {
     fn permits(&self, scope: &Scope, stage: Stage) -> bool {
         let mut context = self.context.clone();
         context.stage = stage;
+        if let Some(counter) = self.usage {
+            let now = context.now;
+            let agent = context.chain.last().map(String::as_str).unwrap_or_default();
+            context.usage.agent_last_hour =
+                counter.last_hour(&crate::usage::agent_key(agent, scope.as_str()), now);
+            if let Who::User(user, _) = &self.who {
+                context.usage.user_last_hour =
+                    counter.last_hour(&crate::usage::user_key(&user.subject, scope.as_str()), now);
+            }
+        }
         let principal = match &self.who {
             Who::User(user, claims) => Principal::User { user, claims },
             Who::Agent(agent) => Principal::Agent(agent),

@@ -192,6 +192,7 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
     let revocations = Revocations::load(dyn_store.as_ref(), now).await?;
     let state = Arc::new(AppState {
         policy,
+        usage: crate::usage::UsageCounter::default(),
         user_limit: crate::ratelimit::RateLimiter::new(config.limits.issuance_per_user_per_minute),
         agent_limit: crate::ratelimit::RateLimiter::new(
             config.limits.issuance_per_agent_per_minute,

@@ -200,6 +200,8 @@ pub struct AppState {
     pub admins: Admins,
     /// The policy decision point.
     pub policy: PolicyPoint,
+    /// Recent use of scopes, for policies' `context.usage`.
+    pub usage: crate::usage::UsageCounter,
     /// Issuance rate limit per user.
     pub user_limit: crate::ratelimit::RateLimiter,
     /// Issuance rate limit per agent.

@@ -48,12 +48,15 @@ pub async fn client_credentials(
         },
     )?;
     let context = decision_context(&params, &task.0, &chain, now);
-    let rights = IssuanceRights::Policy(PolicyRights::new(
-        state.policy.engine(),
-        Who::Agent(&client.agent),
-        &params.aud,
-        context,
-    ));
+    let rights = IssuanceRights::Policy(
+        PolicyRights::new(
+            state.policy.engine(),
+            Who::Agent(&client.agent),
+            &params.aud,
+            context,
+        )
+        .with_usage(&state.usage),
+    );
     let issuance = Issuance {
         subject: Subject {
             sub: client.agent.id.subject(),

@@ -74,6 +74,7 @@ pub fn decision_context(
         delegation_depth: i64::try_from(chain.depth()).unwrap_or(i64::MAX),
         chain: chain.agent_ids(),
         now,
+        usage: mandate_policy::Usage::default(),
     }
 }
 
@@ -132,12 +133,15 @@ async fn first_hop(
     )?;
     let tags = claim_tags(&user_claims);
     let context = decision_context(params, &task.0, &chain, now);
-    let rights = IssuanceRights::Policy(PolicyRights::new(
-        state.policy.engine(),
-        Who::User(&user, &tags),
-        &params.aud,
-        context,
-    ));
+    let rights = IssuanceRights::Policy(
+        PolicyRights::new(
+            state.policy.engine(),
+            Who::User(&user, &tags),
+            &params.aud,
+            context,
+        )
+        .with_usage(&state.usage),
+    );
     let issuance = Issuance {
         subject: Subject {
             sub: user.subject.clone(),

@@ -216,6 +216,16 @@ pub async fn token(
         Err(e) => return store_failure(e),
     }
     let c = &issued.claims;
+    for scope in c.scope.split(' ') {
+        state
+            .usage
+            .record(&crate::usage::agent_key(&c.client_id, scope), now);
+        if c.sub_profile == mandate_core::claims::SubProfile::User {
+            state
+                .usage
+                .record(&crate::usage::user_key(&c.sub, scope), now);
+        }
+    }
     let mut resp = axum::Json(json!({
         "access_token": issued.token,
         "issued_token_type": issued.issued_token_type,

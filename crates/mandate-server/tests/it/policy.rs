@@ -308,3 +308,31 @@ async fn agent_tags_are_set_by_admins_and_read_by_policies() {
     srv.token(&form).await.access_token();
     srv.shutdown().await;
 }
+
+#[tokio::test]
+async fn windowed_usage_counts_let_a_policy_stop_too_much_too_fast() {
+    let srv = Server::start().await;
+    let support = srv.agent("support-v2");
+    srv.add_policy(
+        "pace.cedar",
+        "@id(\"email-pace\")\nforbid(principal, action == Action::\"email:send\", resource)\n  when { context.usage.agent_last_hour >= 2 };",
+    )
+    .await;
+    for _ in 0..2 {
+        srv.exchange(&support, &srv.alice(), "email:send")
+            .await
+            .access_token();
+    }
+    let r = srv.exchange(&support, &srv.alice(), "email:send").await;
+    r.expect_oauth_error(400, "invalid_scope");
+    assert!(r.description().contains("`email:send`"), "{}", r.body);
+    // Other scopes are not counted against it, and an hour later the window has emptied.
+    srv.exchange(&support, &srv.alice(), "tickets:read")
+        .await
+        .access_token();
+    srv.clock.advance(3_601);
+    srv.exchange(&support, &srv.alice(), "email:send")
+        .await
+        .access_token();
+    srv.shutdown().await;
+}
