@@ -144,6 +144,23 @@ async fn story(running: &mandate_server::Running) -> Result<ExitCode> {
         &first_token,
         now(),
     );
+    let decided = admin
+        .get_query(
+            "/v1/audit",
+            &[
+                ("task", TASK.into()),
+                ("decision", "allow".into()),
+                ("limit", "1".into()),
+            ],
+        )
+        .await?;
+    let policies: Vec<&str> = decided["events"][0]["policy_ids"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    println!("     decided by Cedar policy: {}", policies.join(", "));
 
     println!(
         "\n2. A second hop: support-v2 hands the customer lookup to `analytics-v1` (owner bob, observe only)"
@@ -165,6 +182,9 @@ async fn story(running: &mandate_server::Running) -> Result<ExitCode> {
         "→ the chain is kept and the rights only narrow:",
         &second_token,
         now(),
+    );
+    println!(
+        "     the hand-off itself was allowed by policy `support-v2-delegates-to-analytics-v1`"
     );
 
     println!("\n3. Over-reach is refused, with the reason");

@@ -267,6 +267,7 @@ fn the_demo_tells_the_whole_story() {
     let text = stdout(&out);
     for expected in [
         "act   = agent:support-v2",
+        "decided by Cedar policy: support-group",
         "act   = agent:analytics-v1 ← agent:support-v2",
         "invalid_scope",
         "active = false",
