@@ -183,8 +183,25 @@ async fn story(running: &mandate_server::Running) -> Result<ExitCode> {
         &second_token,
         now(),
     );
+    let handoff = admin
+        .get_query(
+            "/v1/audit",
+            &[
+                ("agent", "analytics-v1".into()),
+                ("decision", "allow".into()),
+                ("limit", "1".into()),
+            ],
+        )
+        .await?;
+    let policies: Vec<&str> = handoff["events"][0]["policy_ids"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
     println!(
-        "     the hand-off itself was allowed by policy `support-v2-delegates-to-analytics-v1`"
+        "     the hand-off itself was allowed by Cedar policy: {}",
+        policies.join(", ")
     );
 
     println!("\n3. Over-reach is refused, with the reason");

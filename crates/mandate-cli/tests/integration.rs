@@ -268,6 +268,7 @@ fn the_demo_tells_the_whole_story() {
     for expected in [
         "act   = agent:support-v2",
         "decided by Cedar policy: support-group",
+        "allowed by Cedar policy: support-v2-delegates-to-analytics-v1",
         "act   = agent:analytics-v1 ← agent:support-v2",
         "invalid_scope",
         "active = false",
