@@ -48,6 +48,9 @@ pub struct CasePrincipal {
     /// The agent's max stage.
     #[serde(default)]
     pub max_stage: Option<Stage>,
+    /// The agent's tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 /// The context of a case (all optional).
@@ -110,14 +113,19 @@ pub struct CaseResult {
     pub detail: String,
 }
 
-fn agent(id: &str, owner: Option<&str>, max_stage: Option<Stage>) -> Result<Agent, String> {
+fn agent(
+    id: &str,
+    owner: Option<&str>,
+    max_stage: Option<Stage>,
+    tags: &[String],
+) -> Result<Agent, String> {
     Ok(Agent {
         id: AgentId::parse(id).map_err(|e| e.to_string())?,
         name: id.to_owned(),
         owner: owner.unwrap_or("unknown").to_owned(),
         description: String::new(),
         ceiling: PatternSet::default(),
-        tags: Vec::new(),
+        tags: tags.to_vec(),
         max_stage: max_stage.unwrap_or(Stage::Observe),
         status: AgentStatus::Active,
         keys: Vec::new(),
@@ -163,13 +171,13 @@ fn run_one(engine: &Engine, c: &Case) -> Result<(bool, Vec<String>), String> {
             }
         }
         (None, Some(id)) => {
-            principal_agent = agent(id, p.owner.as_deref(), p.max_stage)?;
+            principal_agent = agent(id, p.owner.as_deref(), p.max_stage, &p.tags)?;
             Principal::Agent(&principal_agent)
         }
         _ => return Err("`principal` needs exactly one of `user` and `agent`".into()),
     };
     let decision = if c.action == "delegate" {
-        let to = agent(&c.resource, None, None)?;
+        let to = agent(&c.resource, None, None, &[])?;
         engine.decide(&Request {
             principal,
             subject: Subject::Delegate { to: &to },
