@@ -140,6 +140,18 @@ impl RevocationIndex {
         None
     }
 
+    /// Records a revocation feed entry: its root (for every kind but `token`) and each token it
+    /// ended. The server and every verifier build their index through this one function.
+    pub fn apply(&mut self, entry: &RevocationEntry) {
+        let r = &entry.record;
+        if r.kind != RevocationKind::Token {
+            self.insert(r.kind, &r.target, r.at);
+        }
+        for t in &entry.tokens {
+            self.insert(RevocationKind::Token, &t.jti, t.exp);
+        }
+    }
+
     /// Forgets revoked tokens that expired before `now`.
     pub fn prune(&mut self, now: i64) {
         self.tokens.retain(|_, exp| *exp >= now);
@@ -149,6 +161,43 @@ impl RevocationIndex {
     pub fn revoked_tokens(&self) -> usize {
         self.tokens.len()
     }
+}
+
+/// A revocation as recorded: the root that was revoked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevocationRecord {
+    /// Generated id of the revocation.
+    pub id: String,
+    /// What kind of thing was revoked.
+    pub kind: RevocationKind,
+    /// The bare id of what was revoked (jti, task id, agent id, user sub, kid).
+    pub target: String,
+    /// Who revoked it (`admin:<name>`, `agent:<id>`, `system`).
+    pub by: String,
+    /// Why.
+    pub reason: String,
+    /// When, seconds since the epoch.
+    pub at: i64,
+}
+
+/// A token ended by a revocation: what verifiers need to refuse it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokedToken {
+    /// `jti`.
+    pub jti: String,
+    /// Its expiry: after it, the entry can be forgotten.
+    pub exp: i64,
+}
+
+/// One entry of the revocation feed: a revocation, its place in the feed, and what it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevocationEntry {
+    /// Gapless sequence number, from 1, in commit order: the event id verifiers resume from.
+    pub seq: i64,
+    /// The revocation.
+    pub record: RevocationRecord,
+    /// The live tokens it ended (each `jti` with its `exp`).
+    pub tokens: Vec<RevokedToken>,
 }
 
 #[cfg(test)]
@@ -212,21 +261,4 @@ mod tests {
         idx.insert(RevocationKind::User, "bob", 100);
         assert!(idx.check(&later).is_none());
     }
-}
-
-/// A revocation as recorded: the root that was revoked.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RevocationRecord {
-    /// Generated id of the revocation.
-    pub id: String,
-    /// What kind of thing was revoked.
-    pub kind: RevocationKind,
-    /// The bare id of what was revoked (jti, task id, agent id, user sub, kid).
-    pub target: String,
-    /// Who revoked it (`admin:<name>`, `agent:<id>`, `system`).
-    pub by: String,
-    /// Why.
-    pub reason: String,
-    /// When, seconds since the epoch.
-    pub at: i64,
 }

@@ -106,6 +106,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/revocations",
             get(admin::revocations::list).post(admin::revocations::create),
         )
+        .route("/revocations/events", get(admin::events::stream))
         .route("/audit", get(admin::audit::query))
         .route("/audit/verify", get(admin::audit::verify))
         .route("/tasks/{id}", get(admin::tasks::show))

@@ -23,6 +23,7 @@ pub mod clock;
 pub mod config;
 pub mod dev;
 pub mod error;
+pub mod feed;
 pub mod files;
 pub mod idp;
 pub mod keyring;

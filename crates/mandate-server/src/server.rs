@@ -206,6 +206,7 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
         idps,
         directory,
         revocations,
+        feed: crate::feed::Feed::default(),
         admins,
         dev: dev_idp,
     });

@@ -97,11 +97,16 @@ impl Revocations {
     /// Builds the index from the store: every revocation root and every revoked live token.
     pub async fn load(store: &dyn Store, now: i64) -> Result<Revocations, StoreError> {
         let mut index = RevocationIndex::default();
-        for r in store.revocations().await? {
-            if r.kind != mandate_core::revocation::RevocationKind::Token {
-                index.insert(r.kind, &r.target, r.at);
+        let mut after = 0;
+        loop {
+            let page = store.revocation_feed(after, 10_000, now).await?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            for entry in &page {
+                index.apply(entry);
             }
         }
+        // Tokens revoked before the feed recorded what each revocation ended.
         for t in store.revoked_tokens(now).await? {
             index.insert(
                 mandate_core::revocation::RevocationKind::Token,
@@ -196,6 +201,8 @@ pub struct AppState {
     pub directory: Directory,
     /// Revocations.
     pub revocations: Revocations,
+    /// The revocation feed, for verifiers and Shared Signals streams.
+    pub feed: crate::feed::Feed,
     /// Admin credentials.
     pub admins: Admins,
     /// The policy decision point.

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use mandate_core::agent::{Agent, AgentKey, AgentStatus};
 use mandate_core::audit::{AuditEvent, NewEvent};
 use mandate_core::revocation::RevocationRecord;
+pub use mandate_core::revocation::{RevocationEntry, RevokedToken};
 use mandate_core::task::{Task, TaskStatus, TokenRecord};
 use serde::{Deserialize, Serialize};
 
@@ -81,15 +82,6 @@ pub struct AdminCredential {
     pub disabled_at: Option<i64>,
 }
 
-/// A token ended by a revocation: what verifiers need to refuse it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RevokedToken {
-    /// `jti`.
-    pub jti: String,
-    /// Its expiry: after it, the entry can be forgotten.
-    pub exp: i64,
-}
-
 /// One write. A request's writes are a `Vec<Op>` given to [`Store::commit`].
 #[derive(Debug, Clone)]
 pub enum Op {
@@ -124,8 +116,17 @@ pub enum Op {
     /// any depth); `task`, every token of the task (and the task's status becomes `revoked`);
     /// `user`, every token whose `sub_profile` is `user` and `sub` is the target; `agent`, every
     /// token whose chain contains the agent; `key`, every token whose credentials contain
-    /// `kid:<target>`. Output: [`OpOutput::Revoked`] with those tokens.
-    Revoke(RevocationRecord),
+    /// `kid:<target>`. The revocation gets the next feed sequence number and keeps the list of
+    /// tokens it ended. If `audit` is given, it is appended in the same unit with the revocation
+    /// id, the number of tokens ended and (the first 100 of) their `jti`s merged into its
+    /// `detail`, so a revocation never stands without its event. Output:
+    /// [`OpOutput::Revoked`].
+    Revoke {
+        /// What is revoked.
+        record: RevocationRecord,
+        /// The revocation's audit event.
+        audit: Option<NewEvent>,
+    },
     /// Register an agent with its keys. [`StoreError::Conflict`] if the id exists.
     InsertAgent(Agent),
     /// Replace an agent's fields (not its keys). [`StoreError::NotFound`] if absent.
@@ -187,8 +188,8 @@ pub enum OpOutput {
     Done,
     /// The appended event.
     Audit(AuditEvent),
-    /// The tokens a revocation ended.
-    Revoked(Vec<RevokedToken>),
+    /// The recorded revocation, its sequence number and the tokens it ended.
+    Revoked(RevocationEntry),
 }
 
 /// Filters for audit queries; all optional, combined with AND.
@@ -244,6 +245,17 @@ pub trait Store: Send + Sync + 'static {
     async fn admin_credentials(&self) -> Result<Vec<AdminCredential>, StoreError>;
     /// Every revocation root, oldest first.
     async fn revocations(&self) -> Result<Vec<RevocationRecord>, StoreError>;
+    /// Revocation feed entries with `seq` > `after`, ascending, at most `limit` (capped at
+    /// 10 000). Tokens that expired before `now` are left out of each entry's list: nobody needs
+    /// to refuse them any more.
+    async fn revocation_feed(
+        &self,
+        after: i64,
+        limit: u32,
+        now: i64,
+    ) -> Result<Vec<RevocationEntry>, StoreError>;
+    /// The highest revocation feed sequence number (0 if there is none).
+    async fn revocation_head(&self) -> Result<i64, StoreError>;
     /// Revoked tokens not expired at `now`.
     async fn revoked_tokens(&self, now: i64) -> Result<Vec<RevokedToken>, StoreError>;
     /// Audit events matching `filter`, ordered by `seq`.

@@ -24,7 +24,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::{
-    AdminCredential, AuditFilter, Op, OpOutput, RevokedToken, Store, StoreError, StoredSigningKey,
+    AdminCredential, AuditFilter, Op, OpOutput, RevocationEntry, RevokedToken, Store, StoreError,
+    StoredSigningKey,
 };
 
 mod migrations;
@@ -302,6 +303,30 @@ impl Store for SqliteStore {
             rows::revocation,
         )
         .await
+    }
+
+    async fn revocation_feed(
+        &self,
+        after: i64,
+        limit: u32,
+        now: i64,
+    ) -> Result<Vec<RevocationEntry>, StoreError> {
+        sqlx::query("SELECT * FROM revocations WHERE seq > ? ORDER BY seq LIMIT ?")
+            .bind(after)
+            .bind(i64::from(limit.min(10_000)))
+            .fetch_all(&self.read)
+            .await?
+            .iter()
+            .map(|row| rows::revocation_entry(row, now))
+            .collect()
+    }
+
+    async fn revocation_head(&self) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM revocations")
+                .fetch_one(&self.read)
+                .await?,
+        )
     }
 
     async fn revoked_tokens(&self, now: i64) -> Result<Vec<RevokedToken>, StoreError> {

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use mandate_core::agent::{Agent, AgentKey, AgentStatus};
 use mandate_core::audit::{Decision, NewEvent};
 use mandate_core::ids::AgentId;
+use mandate_core::revocation::RevocationKind;
 use mandate_core::scope::PatternSet;
 use mandate_core::stage::Stage;
 use mandate_store::Op;
@@ -302,7 +303,7 @@ pub async fn update(
 }
 
 async fn set_status(
-    state: &AppState,
+    state: &Arc<AppState>,
     admin: &Admin,
     id: &str,
     to: AgentStatus,
@@ -319,19 +320,22 @@ async fn set_status(
         AgentStatus::Suspended => "agent.suspend",
         AgentStatus::Retired => "agent.retire",
     };
-    if agent.status != to {
+    let set = Op::SetAgentStatus {
+        id: id.to_owned(),
+        status: to,
+        at: state.clock.now(),
+    };
+    if agent.status != to && to != AgentStatus::Active {
+        // Suspending or retiring ends every token the agent appears in, everywhere: it is a
+        // revocation of the agent, published to verifiers like any other.
+        let mut req = crate::revocation::Request::new(RevocationKind::Agent, id, &admin.label());
+        req.reason = format!("agent {}", to.as_str());
+        req.action = Some(kind.to_owned());
+        req.ops = vec![set];
+        crate::revocation::revoke(state, req).await?;
+    } else if agent.status != to {
         let ev = event(kind, admin, id, json!({"from": agent.status, "to": to}));
-        state
-            .store
-            .commit(vec![
-                Op::SetAgentStatus {
-                    id: id.to_owned(),
-                    status: to,
-                    at: state.clock.now(),
-                },
-                Op::Audit(ev),
-            ])
-            .await?;
+        state.store.commit(vec![set, Op::Audit(ev)]).await?;
     }
     let agent = state
         .directory

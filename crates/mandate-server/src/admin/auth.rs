@@ -23,6 +23,9 @@ pub enum Role {
     Admin,
     /// Read-only: agents, tasks, audit, keys.
     Auditor,
+    /// A resource server's verifier: the revocation event stream and introspection, nothing
+    /// else.
+    Verifier,
 }
 
 impl Role {
@@ -31,6 +34,7 @@ impl Role {
         match s {
             "admin" => Some(Role::Admin),
             "auditor" => Some(Role::Auditor),
+            "verifier" => Some(Role::Verifier),
             _ => None,
         }
     }
@@ -40,6 +44,7 @@ impl Role {
         match self {
             Role::Admin => "admin",
             Role::Auditor => "auditor",
+            Role::Verifier => "verifier",
         }
     }
 }
@@ -58,9 +63,10 @@ impl Admin {
     pub fn require_admin(&self) -> Result<(), ApiError> {
         match self.role {
             Role::Admin => Ok(()),
-            Role::Auditor => Err(ApiError::forbidden(
-                "this credential has the `auditor` role; the operation needs `admin`",
-            )),
+            Role::Auditor | Role::Verifier => Err(ApiError::forbidden(format!(
+                "this credential has the `{}` role; the operation needs `admin`",
+                self.role.as_str()
+            ))),
         }
     }
 
@@ -92,23 +98,52 @@ pub fn admin_from_bearer(state: &AppState, value: Option<&str>) -> Option<Admin>
     })
 }
 
+/// Any valid credential, whatever its role.
+fn any_credential(parts: &Parts, state: &AppState) -> Result<Admin, ApiError> {
+    let value = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if value.is_none() {
+        return Err(ApiError::unauthorized(
+            "admin credential required: send `Authorization: Bearer <credential>`",
+        ));
+    }
+    admin_from_bearer(state, value)
+        .ok_or_else(|| ApiError::unauthorized("admin credential is not valid"))
+}
+
 impl FromRequestParts<Arc<AppState>> for Admin {
+    type Rejection = ApiError;
+
+    /// An `admin` or `auditor` credential; `verifier` credentials reach only the revocation
+    /// stream (see [`StreamReader`]).
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let admin = any_credential(parts, state)?;
+        if admin.role == Role::Verifier {
+            return Err(ApiError::forbidden(
+                "this credential has the `verifier` role; it may only follow the revocation \
+                 stream and introspect tokens",
+            ));
+        }
+        Ok(admin)
+    }
+}
+
+/// A caller allowed to follow the revocation stream: any role.
+#[derive(Debug, Clone)]
+pub struct StreamReader(pub Admin);
+
+impl FromRequestParts<Arc<AppState>> for StreamReader {
     type Rejection = ApiError;
 
     async fn from_request_parts(
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        let value = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        if value.is_none() {
-            return Err(ApiError::unauthorized(
-                "admin credential required: send `Authorization: Bearer <credential>`",
-            ));
-        }
-        admin_from_bearer(state, value)
-            .ok_or_else(|| ApiError::unauthorized("admin credential is not valid"))
+        any_credential(parts, state).map(StreamReader)
     }
 }

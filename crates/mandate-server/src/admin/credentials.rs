@@ -66,7 +66,8 @@ pub async fn make(
 pub struct CredentialRequest {
     /// A name for the credential (`[a-z0-9-]`, e.g. `ci-auditor`).
     pub id: String,
-    /// `admin` or `auditor`.
+    /// `admin`, `auditor` or `verifier` (a resource server's verifier: the revocation stream
+    /// and introspection only).
     pub role: String,
 }
 
@@ -78,7 +79,7 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     admin.require_admin()?;
     let role = Role::parse(&body.role)
-        .ok_or_else(|| ApiError::bad_request("`role` must be `admin` or `auditor`"))?;
+        .ok_or_else(|| ApiError::bad_request("`role` must be `admin`, `auditor` or `verifier`"))?;
     let id_ok = !body.id.is_empty()
         && body.id.len() <= 64
         && body

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod body;
 pub mod credentials;
 pub mod dev;
+pub mod events;
 pub mod keys;
 pub mod openapi;
 pub mod policies;

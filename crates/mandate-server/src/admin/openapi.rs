@@ -112,6 +112,13 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         method: "GET",
+        path: "/v1/revocations/events",
+        summary: "follow revocations as server-sent events (resumable with `Last-Event-ID`)",
+        body: None,
+        status: "200",
+    },
+    Route {
+        method: "GET",
         path: "/v1/audit",
         summary: "query the audit log",
         body: None,

@@ -45,20 +45,16 @@ pub async fn create(
             body.kind.chars().take(40).collect::<String>()
         ))
     })?;
-    let outcome = crate::revocation::revoke(
-        &state,
-        kind,
-        &body.id,
-        &admin.label(),
-        body.reason.as_deref().unwrap_or_default(),
-        Some(rid.0),
-    )
-    .await?;
+    let mut req = crate::revocation::Request::new(kind, &body.id, &admin.label());
+    req.reason = body.reason.unwrap_or_default();
+    req.request_id = Some(rid.0);
+    let outcome = crate::revocation::revoke(&state, req).await?;
     let r = &outcome.revocation;
     Ok((
         StatusCode::CREATED,
         Json(json!({
             "id": r.id, "kind": r.kind, "target": r.target, "by": r.by, "reason": r.reason, "at": r.at,
+            "seq": outcome.seq,
             "tokens_ended": outcome.tokens.len(),
             "jtis": outcome.tokens.iter().map(|t| &t.jti).collect::<Vec<_>>(),
         })),

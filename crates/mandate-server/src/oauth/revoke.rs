@@ -58,16 +58,10 @@ pub async fn revoke(
         .into_response();
     }
     let by = format!("agent:{}", agent.agent.id);
-    match crate::revocation::revoke(
-        &state,
-        RevocationKind::Token,
-        &live.claims.jti,
-        &by,
-        "revoked through RFC 7009",
-        Some(rid.0),
-    )
-    .await
-    {
+    let mut req = crate::revocation::Request::new(RevocationKind::Token, &live.claims.jti, &by);
+    req.reason = "revoked through RFC 7009".into();
+    req.request_id = Some(rid.0);
+    match crate::revocation::revoke(&state, req).await {
         Ok(_) => StatusCode::OK.into_response(),
         Err(_) => OAuthError::server_error().into_response(),
     }

@@ -163,9 +163,12 @@ async fn audit_events_are_chained_and_filterable() {
     let limited = srv.audit("limit=2&order=desc").await;
     assert_eq!(limited.len(), 2);
     assert_eq!(limited[0]["seq"], all.last().unwrap()["seq"]);
+    // The token revocation names alice; the suspension is a revocation of the agent.
     let revocations = srv.audit("kind=revocation").await;
-    assert_eq!(revocations.len(), 1);
+    assert_eq!(revocations.len(), 2);
     assert_eq!(revocations[0]["user"], ALICE);
+    assert_eq!(revocations[1]["action"], "agent.suspend");
+    assert_eq!(revocations[1]["resource"], "agent:analytics-v1");
 
     // Time bounds: everything is after 2020 and nothing after 2100.
     assert_eq!(

@@ -182,6 +182,9 @@ async fn a_suspended_agent_is_invalid_client_until_resumed() {
     refused(&srv, &r, 401, "invalid_client").await;
     assert!(r.description().contains("suspended"), "{}", r.body);
 
+    // Issued-at has second precision: a token issued in the second of a suspension counts as
+    // issued before it (fail closed).
+    srv.clock.advance(1);
     srv.admin_post("/v1/agents/support-v2/resume", &json!({}))
         .await
         .expect(200);

@@ -335,23 +335,31 @@ async fn an_expired_token_is_inactive_and_cannot_be_exchanged() {
 }
 
 #[tokio::test]
-async fn suspension_pauses_tokens_but_a_revoked_agent_stays_revoked_after_resume() {
+async fn suspension_ends_tokens_for_good_and_resume_only_allows_new_ones() {
     let srv = Server::start().await;
     let (t1, t2) = chain_for(&srv, &srv.alice()).await;
 
-    // Suspending analytics-v1 stops every token it is in; resuming it lets them work again.
+    // Suspending analytics-v1 ends every token it is in, and resuming it does not bring them
+    // back: suspension is a revocation of the agent.
     srv.admin_post("/v1/agents/analytics-v1/suspend", &json!({}))
         .await
         .expect(200);
     assert!(!srv.active(&t2).await);
     assert!(srv.active(&t1).await);
+    srv.clock.advance(2);
     srv.admin_post("/v1/agents/analytics-v1/resume", &json!({}))
         .await
         .expect(200);
-    assert!(srv.active(&t2).await);
+    assert!(!srv.active(&t2).await);
+    let (_, fresh) = chain_for(&srv, &srv.alice()).await;
+    assert!(
+        srv.active(&fresh).await,
+        "tokens issued after resuming work"
+    );
 
-    // A revocation is final for the tokens it reached, even after the agent is resumed.
+    // POST /v1/revocations kind=agent does the same.
     srv.revoke("agent", "analytics-v1").await.expect(201);
+    assert!(!srv.active(&fresh).await);
     assert!(!srv.active(&t2).await);
     srv.clock.advance(2);
     srv.admin_post("/v1/agents/analytics-v1/resume", &json!({}))

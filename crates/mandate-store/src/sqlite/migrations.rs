@@ -24,6 +24,10 @@ const MIGRATIONS: &[Migration] = &[
         version: 2,
         sql: include_str!("../../migrations/sqlite/0002_agent_tags.sql"),
     },
+    Migration {
+        version: 3,
+        sql: include_str!("../../migrations/sqlite/0003_revocation_feed.sql"),
+    },
 ];
 
 /// The schema version this build writes.

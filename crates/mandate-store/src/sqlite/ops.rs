@@ -11,7 +11,9 @@ use sqlx::{Row, SqliteConnection};
 
 use super::writer::ChainHead;
 use super::{json, unix_now, unix_now_ms};
-use crate::{AdminCredential, Op, OpOutput, RevokedToken, StoreError, StoredSigningKey};
+use crate::{
+    AdminCredential, Op, OpOutput, RevocationEntry, RevokedToken, StoreError, StoredSigningKey,
+};
 
 /// Applies one op. On error the caller rolls the unit back, head included.
 pub(crate) async fn apply(
@@ -33,7 +35,13 @@ pub(crate) async fn apply(
             found(r.rows_affected(), || format!("task `{id}`"))
         }
         Op::UseOnce { key, exp } => use_once(conn, &key, exp).await.map(done),
-        Op::Revoke(rec) => revoke(conn, &rec).await.map(OpOutput::Revoked),
+        Op::Revoke { record, audit } => {
+            let entry = revoke(conn, record).await?;
+            if let Some(event) = audit {
+                append_audit(conn, head, revocation_event(event, &entry)).await?;
+            }
+            Ok(OpOutput::Revoked(entry))
+        }
         Op::InsertAgent(a) => insert_agent(conn, &a).await.map(done),
         Op::UpdateAgent(a) => update_agent(conn, &a).await,
         Op::SetAgentStatus { id, status, at } => {
@@ -260,13 +268,36 @@ async fn use_once(conn: &mut SqliteConnection, key: &str, exp: i64) -> Result<()
 }
 
 /// Records the revocation root and ends every live token it reaches.
+/// The revocation's audit event with what it ended merged into `detail`.
+fn revocation_event(mut event: NewEvent, entry: &RevocationEntry) -> NewEvent {
+    let mut detail = match serde_json::from_str::<serde_json::Value>(&event.detail) {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    };
+    let jtis: Vec<&str> = entry
+        .tokens
+        .iter()
+        .take(100)
+        .map(|t| t.jti.as_str())
+        .collect();
+    detail.insert("revocation".into(), entry.record.id.clone().into());
+    detail.insert("feed_seq".into(), entry.seq.into());
+    detail.insert("tokens_ended".into(), entry.tokens.len().into());
+    detail.insert("jtis".into(), jtis.into());
+    event.detail = serde_json::Value::Object(detail).to_string();
+    event
+}
+
 async fn revoke(
     conn: &mut SqliteConnection,
-    rec: &RevocationRecord,
-) -> Result<Vec<RevokedToken>, StoreError> {
+    rec: RevocationRecord,
+) -> Result<RevocationEntry, StoreError> {
+    let seq: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) + 1 FROM revocations")
+        .fetch_one(&mut *conn)
+        .await?;
     sqlx::query(
-        "INSERT INTO revocations (id, kind, target, revoked_by, reason, at)
-         VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO revocations (id, kind, target, revoked_by, reason, at, seq)
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&rec.id)
     .bind(rec.kind.as_str())
@@ -274,6 +305,7 @@ async fn revoke(
     .bind(&rec.by)
     .bind(&rec.reason)
     .bind(rec.at)
+    .bind(seq)
     .execute(&mut *conn)
     .await
     .map_err(conflict(|| format!("revocation `{}`", rec.id)))?;
@@ -334,7 +366,18 @@ async fn revoke(
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
     ended.sort_by(|a, b| a.jti.cmp(&b.jti));
-    Ok(ended)
+    let ended_json =
+        serde_json::to_string(&ended).map_err(|e| StoreError::Database(e.to_string()))?;
+    sqlx::query("UPDATE revocations SET ended = ? WHERE seq = ?")
+        .bind(ended_json)
+        .bind(seq)
+        .execute(&mut *conn)
+        .await?;
+    Ok(RevocationEntry {
+        seq,
+        record: rec,
+        tokens: ended,
+    })
 }
 
 async fn insert_agent(conn: &mut SqliteConnection, a: &Agent) -> Result<(), StoreError> {

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
-use crate::{AdminCredential, RevokedToken, StoreError, StoredSigningKey};
+use crate::{AdminCredential, RevocationEntry, RevokedToken, StoreError, StoredSigningKey};
 
 fn corrupt(column: &str, problem: impl std::fmt::Display) -> StoreError {
     StoreError::Database(format!("stored `{column}` does not decode: {problem}"))
@@ -127,6 +127,17 @@ pub(crate) fn revocation(row: &SqliteRow) -> Result<RevocationRecord, StoreError
         by: row.try_get("revoked_by")?,
         reason: row.try_get("reason")?,
         at: row.try_get("at")?,
+    })
+}
+
+/// A revocation row as a feed entry, leaving out tokens that expired before `now`.
+pub(crate) fn revocation_entry(row: &SqliteRow, now: i64) -> Result<RevocationEntry, StoreError> {
+    let mut tokens: Vec<RevokedToken> = json_col(row, "ended")?;
+    tokens.retain(|t| t.exp >= now);
+    Ok(RevocationEntry {
+        seq: row.try_get("seq")?,
+        record: revocation(row)?,
+        tokens,
     })
 }
 

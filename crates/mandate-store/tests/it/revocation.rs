@@ -18,11 +18,18 @@ fn record(id: &str, kind: RevocationKind, target: &str, at: i64) -> RevocationRe
     }
 }
 
+fn revoke_op(record: RevocationRecord) -> Op {
+    Op::Revoke {
+        record,
+        audit: None,
+    }
+}
+
 /// Revokes and returns the jtis the revocation ended, sorted.
 async fn revoke(store: &SqliteStore, rec: RevocationRecord) -> Vec<String> {
-    match commit1(store, Op::Revoke(rec)).await {
-        OpOutput::Revoked(tokens) => {
-            let mut jtis: Vec<String> = tokens.into_iter().map(|t| t.jti).collect();
+    match commit1(store, revoke_op(rec)).await {
+        OpOutput::Revoked(entry) => {
+            let mut jtis: Vec<String> = entry.tokens.into_iter().map(|t| t.jti).collect();
             jtis.sort();
             jtis
         }
@@ -58,12 +65,13 @@ async fn revoking_a_token_reaches_its_descendants_not_its_siblings() {
 
     let out = commit1(
         &store,
-        Op::Revoke(record("r1", RevocationKind::Token, "a", at)),
+        revoke_op(record("r1", RevocationKind::Token, "a", at)),
     )
     .await;
-    let OpOutput::Revoked(mut ended) = out else {
+    let OpOutput::Revoked(entry) = out else {
         panic!("expected revoked tokens, got {out:?}");
     };
+    let mut ended = entry.tokens;
     ended.sort_by(|x, y| x.jti.cmp(&y.jti));
     let a_exp = store.token("a").await.unwrap().unwrap().exp;
     let b_exp = store.token("b").await.unwrap().unwrap().exp;
@@ -240,7 +248,7 @@ async fn a_duplicate_revocation_id_is_a_conflict_and_revokes_nothing() {
     commit1(&store, Op::InsertToken(token("j2", None, "task-2"))).await;
     revoke(&store, record("r1", RevocationKind::Token, "j1", now())).await;
     let r = store
-        .commit(vec![Op::Revoke(record(
+        .commit(vec![revoke_op(record(
             "r1",
             RevocationKind::Token,
             "j2",
@@ -252,4 +260,85 @@ async fn a_duplicate_revocation_id_is_a_conflict_and_revokes_nothing() {
         "{r:?}"
     );
     assert_eq!(revoked_at(&store, "j2").await, None);
+}
+
+#[tokio::test]
+async fn the_feed_numbers_revocations_gaplessly_and_keeps_what_each_ended_across_reopen() {
+    let (_dir, path, store) = fresh().await;
+    for (jti, parent) in [("a", None), ("b", Some("a")), ("c", None)] {
+        commit1(&store, Op::InsertToken(token(jti, parent, "task-1"))).await;
+    }
+    revoke(&store, record("r1", RevocationKind::Token, "a", now())).await;
+    revoke(&store, record("r2", RevocationKind::User, "nobody", now())).await;
+    // A failed unit takes no sequence number.
+    let dup = store
+        .commit(vec![revoke_op(record(
+            "r1",
+            RevocationKind::Token,
+            "c",
+            now(),
+        ))])
+        .await;
+    assert!(dup.is_err());
+    revoke(&store, record("r3", RevocationKind::Token, "c", now())).await;
+    assert_eq!(store.revocation_head().await.unwrap(), 3);
+
+    store.close().await;
+    let store = SqliteStore::open(&path).await.unwrap();
+    let feed = store.revocation_feed(0, 100, now()).await.unwrap();
+    let seqs: Vec<i64> = feed.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, [1, 2, 3]);
+    let ids: Vec<&str> = feed.iter().map(|e| e.record.id.as_str()).collect();
+    assert_eq!(ids, ["r1", "r2", "r3"]);
+    let ended: Vec<&str> = feed[0].tokens.iter().map(|t| t.jti.as_str()).collect();
+    assert_eq!(ended, ["a", "b"]);
+    assert!(feed[1].tokens.is_empty());
+    let after_one = store.revocation_feed(1, 1, now()).await.unwrap();
+    assert_eq!(after_one.len(), 1);
+    assert_eq!(after_one[0].seq, 2);
+    // Tokens that have expired by the time of reading are left out.
+    let later = store
+        .revocation_feed(0, 100, now() + 100_000)
+        .await
+        .unwrap();
+    assert!(later.iter().all(|e| e.tokens.is_empty()));
+}
+
+#[tokio::test]
+async fn a_revocation_and_its_audit_event_land_in_one_unit() {
+    let (_dir, _path, store) = fresh().await;
+    commit1(&store, Op::InsertToken(token("a", None, "task-1"))).await;
+    let mut event = super::event("revocation");
+    event.detail = r#"{"note":"kept"}"#.to_owned();
+    let out = commit1(
+        &store,
+        Op::Revoke {
+            record: record("r1", RevocationKind::Task, "task-1", now()),
+            audit: Some(event),
+        },
+    )
+    .await;
+    let OpOutput::Revoked(entry) = out else {
+        panic!("expected a revocation, got {out:?}");
+    };
+    assert_eq!(entry.seq, 1);
+    let events = super::all_events(&store).await;
+    let last = events.last().unwrap();
+    assert_eq!(last.kind, "revocation");
+    let detail: serde_json::Value = serde_json::from_str(&last.detail).unwrap();
+    assert_eq!(detail["revocation"], "r1");
+    assert_eq!(detail["tokens_ended"], 1);
+    assert_eq!(detail["jtis"], serde_json::json!(["a"]));
+    assert_eq!(detail["note"], "kept");
+
+    // If the unit fails, neither lands.
+    let before = super::all_events(&store).await.len();
+    let r = store
+        .commit(vec![Op::Revoke {
+            record: record("r1", RevocationKind::Task, "task-1", now()),
+            audit: Some(super::event("revocation")),
+        }])
+        .await;
+    assert!(r.is_err());
+    assert_eq!(super::all_events(&store).await.len(), before);
 }

@@ -244,14 +244,17 @@ async fn a_token_under_a_revoked_parent_is_refused_with_its_unit() {
     .await;
     commit1(
         &store,
-        Op::Revoke(mandate_core::revocation::RevocationRecord {
-            id: "r1".to_owned(),
-            kind: mandate_core::revocation::RevocationKind::Token,
-            target: "parent".to_owned(),
-            by: "admin:root".to_owned(),
-            reason: "leaked".to_owned(),
-            at: now(),
-        }),
+        Op::Revoke {
+            record: mandate_core::revocation::RevocationRecord {
+                id: "r1".to_owned(),
+                kind: mandate_core::revocation::RevocationKind::Token,
+                target: "parent".to_owned(),
+                by: "admin:root".to_owned(),
+                reason: "leaked".to_owned(),
+                at: now(),
+            },
+            audit: None,
+        },
     )
     .await;
     let events_before = all_events(&store).await.len();
