@@ -7,7 +7,9 @@
 #
 # Knobs (environment): DURATION (measured seconds per scenario, default 10, at most 20 here),
 # WARMUP (default 2), CONCURRENCY (default 32), SCENARIOS (comma-separated, default all four),
-# EXTRA_POLICIES (default 0: only the demo policies).
+# EXTRA_POLICIES (default 0: only the demo policies), REVOCATIONS (default 0: skip; N measures
+# revocation-to-refusal latency at a subscribed verifier over N revocations, after the scenarios;
+# SCENARIOS= with REVOCATIONS=1000 runs only that).
 #
 # The load generator runs on the same machine as the server and competes with it for the cores.
 set -euo pipefail
@@ -16,7 +18,7 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DURATION="${DURATION:-10}"
 WARMUP="${WARMUP:-2}"
 CONCURRENCY="${CONCURRENCY:-32}"
-SCENARIOS="${SCENARIOS:-exchange,exchange-fresh-user,client-credentials,introspect}"
+SCENARIOS="${SCENARIOS-exchange,exchange-fresh-user,client-credentials,introspect}"
 if ! [[ "$DURATION" =~ ^[0-9]+$ ]] || ((DURATION < 1 || DURATION > 20)); then
     echo "DURATION must be 1–20 seconds" >&2
     exit 64
@@ -140,6 +142,7 @@ cpu_lines=""
 status=0
 IFS=',' read -r -a scenarios <<<"$SCENARIOS"
 for s in "${scenarios[@]}"; do
+    [[ -z "$s" ]] && continue
     before="$(server_cpu)"
     start_ns="$(date +%s%N)"
     times >"$work/times.before"
@@ -170,6 +173,11 @@ for s in "${scenarios[@]}"; do
         exit 1
     fi
 done
+
+if [[ "${REVOCATIONS:-0}" -gt 0 ]]; then
+    echo "revocation-to-refusal latency, $REVOCATIONS revocations:"
+    timeout 600 "$load" --url "$url" --data "$work/data" --revocation-latency "$REVOCATIONS" || status=1
+fi
 
 echo
 echo "$table"

@@ -198,24 +198,15 @@ pub enum KeysCommand {
 /// `mandate credentials …`.
 #[derive(Subcommand)]
 pub enum CredentialsCommand {
-    /// Make an admin or auditor credential; its secret is printed once.
+    /// Make an admin, auditor or verifier credential; its secret is printed once.
     Create {
         /// A name, e.g. `ci-auditor`.
         #[arg(long)]
         id: String,
-        /// `admin` or `auditor`.
+        /// `admin`, `auditor` or `verifier` (a resource server's: the revocation stream and
+        /// introspection only).
         #[arg(long, default_value = "auditor")]
         role: String,
-    },
-}
-
-/// `mandate task …`.
-#[derive(Subcommand)]
-pub enum TaskCommand {
-    /// Show a task: who, what for, its tokens and its audit trail.
-    Show {
-        /// Task id.
-        id: String,
     },
 }
 
@@ -712,61 +703,6 @@ pub async fn credentials(
                 println!("{}", s(&v, "secret"));
             }
         }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-pub async fn task(
-    c: TaskCommand,
-    url: &str,
-    token: Option<String>,
-    json_out: bool,
-) -> Result<ExitCode> {
-    let client = Client::new(url, token)?;
-    let TaskCommand::Show { id } = c;
-    let v = client.get(&format!("/v1/tasks/{id}")).await?;
-    let events = client
-        .get_query(
-            "/v1/audit",
-            &[("task", id.clone()), ("limit", "1000".into())],
-        )
-        .await?;
-    if json_out {
-        output::json(
-            &json!({"task": v["task"], "tokens": v["tokens"], "events": events["events"]}),
-        );
-        return Ok(ExitCode::SUCCESS);
-    }
-    let t = &v["task"];
-    println!("task {}  ({})", s(t, "id"), s(t, "status"));
-    println!("  agent:   {}", s(t, "agent"));
-    println!("  user:    {}", s(t, "user"));
-    println!("  purpose: {}", s(t, "purpose"));
-    println!("tokens:");
-    for tok in v["tokens"].as_array().into_iter().flatten() {
-        let chain: Vec<&str> = tok["chain"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
-        let revoked = if tok["revoked_at"].is_null() {
-            String::new()
-        } else {
-            format!(" REVOKED at {}", s(tok, "revoked_at"))
-        };
-        println!(
-            "  {}  via {}  {}  exp {}{}",
-            s(tok, "jti"),
-            chain.join(" > "),
-            s(tok, "scope"),
-            s(tok, "exp"),
-            revoked
-        );
-    }
-    println!("timeline:");
-    for e in events["events"].as_array().into_iter().flatten() {
-        println!("  {}", audit_line(e));
     }
     Ok(ExitCode::SUCCESS)
 }

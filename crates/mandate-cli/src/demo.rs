@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use mandate_server::{Config, Options};
 use serde_json::Value;
 
@@ -49,6 +49,11 @@ struct Exchange<'a> {
 
 impl Exchange<'_> {
     async fn run(&self, task: Option<&str>) -> Result<Value> {
+        self.run_with(task, &[]).await
+    }
+
+    /// [`Exchange::run`] with extra form fields (e.g. `task_input`).
+    async fn run_with(&self, task: Option<&str>, extra: &[(&'static str, &str)]) -> Result<Value> {
         let mut form = self.agent.auth_fields(&self.client.url)?;
         form.extend([
             (
@@ -67,8 +72,77 @@ impl Exchange<'_> {
                 "answer the customer's billing question".to_owned(),
             ));
         }
+        form.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
         self.client.oauth("/oauth2/token", &form).await
     }
+}
+
+/// The demo's second task ends well: the agent completes it with its outcome, and completing
+/// it ends its token.
+async fn completion(
+    running: &mandate_server::Running,
+    admin: &Client,
+    support: &AgentKey,
+) -> Result<()> {
+    const DONE: &str = "ticket-12848";
+    println!("\n5. A task that ends well: completing {DONE} ends its token too");
+    let user = admin
+        .post(
+            "/v1/dev/user-token",
+            &serde_json::json!({"sub": "alice@example.com"}),
+        )
+        .await?;
+    let user_token = user["token"].as_str().unwrap_or_default();
+    let issued = Exchange {
+        client: admin,
+        agent: support,
+        subject: user_token,
+        subject_type: "urn:ietf:params:oauth:token-type:jwt",
+        scope: "tickets:read",
+    }
+    .run_with(
+        Some(DONE),
+        &[("task_input", "Where is my refund for invoice 77?")],
+    )
+    .await?;
+    let token = issued["access_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let as_support = Client::new(&running.url, Some(token.clone()))?;
+    as_support
+        .post(
+            &format!("/v1/tasks/{DONE}/steps"),
+            &serde_json::json!({
+                "decision": "read the ticket",
+                "summary": "the refund was approved yesterday; the customer only needs the date",
+                "tool_call": {"action": "tickets:read", "resource": "tickets/12848"},
+            }),
+        )
+        .await?;
+    let done = as_support
+        .post(
+            &format!("/v1/tasks/{DONE}/complete"),
+            &serde_json::json!({"outcome": "told the customer the refund arrives on Friday"}),
+        )
+        .await?;
+    println!(
+        "   support-v2 completes it with its outcome: {} live token(s) ended",
+        done["revocation"]["tokens_ended"]
+    );
+    let v = admin
+        .oauth_admin("/oauth2/introspect", &[("token", token)])
+        .await?;
+    println!(
+        "   introspection of the completed task's token: active = {}",
+        v["active"]
+    );
+    println!("   its timeline (`mandate task show {DONE}`):");
+    let task = admin.get(&format!("/v1/tasks/{DONE}")).await?;
+    for line in crate::tasks::timeline(&task).lines() {
+        println!("     {line}");
+    }
+    Ok(())
 }
 
 fn now() -> i64 {
@@ -161,6 +235,34 @@ async fn story(running: &mandate_server::Running) -> Result<ExitCode> {
         .filter_map(Value::as_str)
         .collect();
     println!("     decided by Cedar policy: {}", policies.join(", "));
+    println!(
+        "   support-v2 keeps its own record of the work: each step, its reasoning, the call it means to make"
+    );
+    let as_support = Client::new(&running.url, Some(first_token.clone()))?;
+    for (decision, summary) in [
+        (
+            "look up the customer",
+            "the question is about invoice 77; read the account before answering",
+        ),
+        (
+            "hand the lookup to analytics-v1",
+            "analytics-v1 summarises a customer's plan; it only needs to read",
+        ),
+    ] {
+        let step = as_support
+            .post(
+                &format!("/v1/tasks/{TASK}/steps"),
+                &serde_json::json!({
+                    "decision": decision, "summary": summary,
+                    "tool_call": {"action": "crm.customers:read", "resource": "customers/9821"},
+                }),
+            )
+            .await?;
+        println!(
+            "     step {}: {decision} — {summary} (→ crm.customers:read customers/9821)",
+            step["step"]["seq"]
+        );
+    }
 
     println!(
         "\n2. A second hop: support-v2 hands the customer lookup to `analytics-v1` (owner bob, observe only)"
@@ -244,13 +346,51 @@ async fn story(running: &mandate_server::Running) -> Result<ExitCode> {
     }
 
     println!("\n4. A revocation mid-task: the admin revokes task {TASK}");
+    // The CRM's side: a resource server using `mandate-verify`, following the revocation stream.
+    let credential = admin
+        .post(
+            "/v1/credentials",
+            &serde_json::json!({"id": "demo-crm", "role": "verifier"}),
+        )
+        .await?;
+    let crm = mandate_verify::Verifier::builder(&running.url)
+        .credential(credential["secret"].as_str().unwrap_or_default())
+        .when_not_current(mandate_verify::WhenNotCurrent::Refuse)
+        .start()
+        .await?;
+    if !crm.wait_for(0, std::time::Duration::from_secs(5)).await {
+        bail!("the CRM's verifier did not connect to the revocation stream");
+    }
+    match crm.verify(&second_token).await {
+        Ok(p) => println!(
+            "   the CRM (mandate-verify, following the revocation stream) accepts analytics-v1's token: {}",
+            p.describe()
+        ),
+        Err(e) => bail!("the CRM refused a live token: {e}"),
+    }
     let rev = admin
         .post(
             "/v1/revocations",
             &serde_json::json!({"kind": "task", "id": TASK, "reason": "customer withdrew consent"}),
         )
         .await?;
+    let returned = std::time::Instant::now();
     println!("   {} live token(s) ended at once", rev["tokens_ended"]);
+    loop {
+        match crm.verify(&second_token).await {
+            Ok(_) if returned.elapsed() < std::time::Duration::from_secs(5) => {
+                tokio::task::yield_now().await;
+            }
+            Ok(_) => bail!("the CRM still accepts the token 5 s after the revocation"),
+            Err(e) => {
+                println!(
+                    "   ✓ the CRM refuses it {} µs after the revoke call returned: {e}",
+                    returned.elapsed().as_micros()
+                );
+                break;
+            }
+        }
+    }
     for (label, t) in [
         ("support-v2's token", &first_token),
         ("analytics-v1's token", &second_token),
@@ -274,7 +414,9 @@ async fn story(running: &mandate_server::Running) -> Result<ExitCode> {
         Err(e) => println!("   ✓ analytics-v1 tries to go on: {e}"),
     }
 
-    println!("\n5. The audit trail: one hash-chained line per decision");
+    completion(running, &admin, &support).await?;
+
+    println!("\n6. The audit trail: one hash-chained line per decision");
     let events = admin
         .get_query("/v1/audit", &[("limit", "200".into())])
         .await?;

@@ -8,6 +8,7 @@ mod demo;
 mod output;
 mod policy;
 mod serve;
+mod tasks;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -62,9 +63,9 @@ enum Command {
     /// Admin credentials.
     #[command(subcommand)]
     Credentials(commands::CredentialsCommand),
-    /// Tasks.
+    /// Tasks: list, create, record the agent's steps, complete, and show one timeline.
     #[command(subcommand)]
-    Task(commands::TaskCommand),
+    Task(tasks::TaskCommand),
     /// Validate, test and explain Cedar policies.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
@@ -105,7 +106,7 @@ fn main() -> ExitCode {
             Command::Audit(c) => commands::audit(c, &cli.url, token, cli.json).await,
             Command::Keys(c) => commands::keys(c, &cli.url, token, cli.json).await,
             Command::Credentials(c) => commands::credentials(c, &cli.url, token, cli.json).await,
-            Command::Task(c) => commands::task(c, &cli.url, token, cli.json).await,
+            Command::Task(c) => tasks::run(c, &cli.url, token, cli.json).await,
             Command::Token(c) => commands::token(c, &cli.url, token, cli.json).await,
             Command::Policy(c) => policy::run(c, &cli.url, token, cli.json).await,
         }

@@ -272,6 +272,9 @@ fn the_demo_tells_the_whole_story() {
         "act   = agent:analytics-v1 ← agent:support-v2",
         "invalid_scope",
         "active = false",
+        "the CRM (mandate-verify, following the revocation stream) accepts analytics-v1's token: user:alice@example.com via agent:support-v2 > agent:analytics-v1",
+        "✓ the CRM refuses it",
+        "after the revoke call returned: token has been revoked (task `ticket-12847`)",
         "token has been revoked (task `ticket-12847`)",
         "via agent:support-v2 > agent:analytics-v1 task:ticket-12847 token.exchange crm.customers:read",
         "intact = true",
@@ -419,5 +422,132 @@ fn a_dev_user_token_carries_claims_that_policies_read() {
         stdout(&claims).contains("\"tier\": \"gold\""),
         "{}",
         stdout(&claims)
+    );
+}
+
+#[test]
+fn a_task_is_created_worked_on_completed_and_shown_as_one_timeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path(), &["--dev"]);
+    let token = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
+    let run = |args: &[&str]| {
+        let out = mandate(&server, Some(&token), args);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        stdout(&out)
+    };
+    let created = run(&[
+        "task",
+        "create",
+        "--id",
+        "ticket-7",
+        "--purpose",
+        "answer the billing question",
+        "--input",
+        "I was charged twice for invoice 77",
+        "--agent",
+        "support-v2",
+        "--user",
+        "alice@example.com",
+    ]);
+    assert!(created.contains("task ticket-7 created"), "{created}");
+
+    // The agent works on it with a token bound to the task.
+    let user_token = run(&["dev", "user-token", "alice@example.com"]);
+    let key = dir.path().join("agents/support-v2.jwk");
+    let access = run(&[
+        "token",
+        "exchange",
+        "--agent",
+        "support-v2",
+        "--key",
+        key.to_str().unwrap(),
+        "--subject-token",
+        user_token.trim(),
+        "--scope",
+        "crm.customers:read",
+        "--resource",
+        "https://crm.example.com",
+        "--task",
+        "ticket-7",
+    ]);
+    let access = access.trim();
+    let claims: serde_json::Value =
+        serde_json::from_str(&run(&["token", "decode", access])).unwrap();
+    let jti = claims["jti"].as_str().unwrap();
+    let step = run(&[
+        "task",
+        "step",
+        "ticket-7",
+        "--decision",
+        "look up the customer",
+        "--summary",
+        "the invoice belongs to an account; read it first",
+        "--action",
+        "crm.customers:read",
+        "--resource",
+        "customers/9821",
+        "--access-token",
+        access,
+    ]);
+    assert!(step.contains("step 1 recorded on task ticket-7"), "{step}");
+    let done = run(&[
+        "task",
+        "complete",
+        "ticket-7",
+        "--outcome",
+        "refund of the duplicate charge issued",
+        "--access-token",
+        access,
+    ]);
+    assert!(done.contains("1 live token(s) ended"), "{done}");
+    // Its token ended with it.
+    let intro = mandate(&server, Some(&token), &["token", "introspect", access]);
+    assert_eq!(intro.status.code(), Some(1));
+
+    let text = run(&["task", "show", "ticket-7"]);
+    for expected in [
+        "task ticket-7  (completed)",
+        "  purpose: answer the billing question",
+        "  I was charged twice for invoice 77",
+        "step 1 by agent:support-v2: look up the customer",
+        "the invoice belongs to an account; read it first",
+        "intends: crm.customers:read customers/9821",
+        &format!("token {}  via support-v2  crm.customers:read", &jti[..8]),
+        "REVOKED",
+        "user:alice@example.com via agent:support-v2 task:ticket-7 token.exchange crm.customers:read https://crm.example.com allow",
+        "of task `ticket-7` by agent:support-v2: task completed",
+        "refund of the duplicate charge issued",
+    ] {
+        assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
+    }
+    // One timeline, in order: input, then the token, the step, the revocation, the outcome.
+    let at = |s: &str| text.find(s).unwrap_or_else(|| panic!("`{s}` in:\n{text}"));
+    assert!(at("input:") < at("timeline:"));
+    assert!(at("token.exchange") < at("step 1 by"));
+    assert!(at("step 1 by") < at("task completed"));
+    assert!(at("task completed") < at("outcome"));
+
+    let json: serde_json::Value =
+        serde_json::from_str(&run(&["--json", "task", "show", "ticket-7"])).unwrap();
+    assert_eq!(json["steps"][0]["decision"], "look up the customer");
+    assert_eq!(
+        json["task"]["outcome"],
+        "refund of the duplicate charge issued"
+    );
+    let list = run(&["task", "list", "--status", "completed"]);
+    assert!(
+        list.contains("ticket-7") && list.contains("completed"),
+        "{list}"
+    );
+    // A further step is refused: the token ended, and the task is no longer active.
+    let late = mandate(
+        &server,
+        Some(&token),
+        &["task", "step", "ticket-7", "--decision", "again"],
+    );
+    assert!(!late.status.success());
+    assert!(
+        String::from_utf8_lossy(&late.stderr).contains("409"),
+        "{late:?}"
     );
 }

@@ -56,6 +56,49 @@ pub struct Task {
     pub created_at: i64,
     /// Last change.
     pub updated_at: i64,
+    /// How the task ended, in the agent's words, once it is completed.
+    #[serde(default)]
+    pub outcome: Option<String>,
+    /// When it was completed.
+    #[serde(default)]
+    pub completed_at: Option<i64>,
+}
+
+/// The tool call a step says the agent is about to make (its intention, not the call itself:
+/// the call, if it happens, is the gateway's audit event).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolCall {
+    /// The action, a scope such as `crm.customers:read`.
+    pub action: String,
+    /// What it acts on, e.g. `customers/9821`.
+    pub resource: String,
+    /// The call's arguments as the agent means to send them, if it said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<serde_json::Value>,
+}
+
+/// One step of a task, as the agent recorded it: what it decided and why (SPEC §7: the agent's
+/// own record of the work, joined to the audit events by task id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskStep {
+    /// The task.
+    pub task: String,
+    /// Its number within the task, from 1, assigned when it is stored.
+    pub seq: i64,
+    /// When it was recorded: RFC 3339 UTC with milliseconds, like audit event times.
+    pub time: String,
+    /// Who recorded it: `agent:<id>` or `admin:<id>`.
+    pub by: String,
+    /// What the agent decided, in a few words.
+    pub decision: String,
+    /// Why: the agent's own account of its reasoning.
+    pub summary: String,
+    /// The tool call it intends to make, if any.
+    #[serde(default)]
+    pub tool_call: Option<ToolCall>,
+    /// Anything the agent itself flagged as anomalous at this step.
+    #[serde(default)]
+    pub anomaly: Option<String>,
 }
 
 /// An issued token, as recorded for revocation and lineage (never the token itself).

@@ -7,6 +7,7 @@
 //! percentiles. It refuses any URL that is not on loopback, and never follows redirects or uses a
 //! proxy. See `bench/run.sh` and `docs/BENCHMARKS.md`.
 
+mod latency;
 mod run;
 mod scenario;
 mod server;
@@ -54,6 +55,10 @@ struct Args {
     /// Unmeasured seconds before each measurement (at most 60).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=60))]
     warmup: u64,
+    /// Instead of throughput scenarios, measure revocation-to-refusal latency at a verifier
+    /// over this many revocations.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    revocation_latency: Option<u64>,
     /// Most requests per scenario, warm-up included.
     #[arg(long, default_value_t = 2_000_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     max_requests: u64,
@@ -72,6 +77,14 @@ async fn run(args: Args) -> Result<ExitCode> {
         max_requests: args.max_requests,
     };
     let server = Arc::new(Server::connect(url, &args.data, plan.concurrency).await?);
+    if let Some(rounds) = args.revocation_latency {
+        eprintln!(
+            "mandate-load: {} (issuer {}), revocation-to-refusal latency over {rounds} revocations",
+            server.url, server.issuer
+        );
+        latency::run(&server, usize::try_from(rounds).unwrap_or(usize::MAX)).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
     eprintln!(
         "mandate-load: {} (issuer {}), {} workers, {} s warm-up + {} s measured per scenario, {} client threads",
         server.url,

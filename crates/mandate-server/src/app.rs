@@ -109,7 +109,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/revocations/events", get(admin::events::stream))
         .route("/audit", get(admin::audit::query))
         .route("/audit/verify", get(admin::audit::verify))
+        // Task steps and outcomes
+        .route("/tasks", get(admin::tasks::list).post(admin::tasks::create))
         .route("/tasks/{id}", get(admin::tasks::show))
+        .route("/tasks/{id}/steps", post(admin::tasks::step))
+        .route("/tasks/{id}/complete", post(admin::tasks::complete))
         .route("/policies", get(admin::policies::show))
         .route("/policies/reload", post(admin::policies::reload))
         .route("/keys", get(admin::keys::list))
@@ -135,6 +139,30 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/access/v1/evaluation", post(crate::authzen::evaluation))
         .route("/access/v1/evaluations", post(crate::authzen::evaluations))
+        // Shared Signals transmitter
+        .route(
+            "/.well-known/ssf-configuration",
+            get(crate::ssf::config::metadata),
+        )
+        .route(
+            "/ssf/streams",
+            get(crate::ssf::config::read)
+                .post(crate::ssf::config::create)
+                .patch(crate::ssf::config::update)
+                .put(crate::ssf::config::replace)
+                .delete(crate::ssf::config::delete),
+        )
+        .route(
+            "/ssf/status",
+            get(crate::ssf::streams::read_status).post(crate::ssf::streams::update_status),
+        )
+        .route("/ssf/verify", post(crate::ssf::streams::verify))
+        .route("/ssf/subjects:add", post(crate::ssf::streams::add_subject))
+        .route(
+            "/ssf/subjects:remove",
+            post(crate::ssf::streams::remove_subject),
+        )
+        .route("/ssf/poll/{stream_id}", post(crate::ssf::poll::poll))
         .nest("/v1", v1)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limits.body_bytes))

@@ -178,6 +178,7 @@ impl From<mandate_store::StoreError> for ApiError {
         match e {
             E::Conflict(what) => ApiError::conflict(format!("{what} already exists")),
             E::NotFound(what) => ApiError::not_found(format!("{what} not found")),
+            e @ E::TaskNotActive { .. } => ApiError::conflict(e.to_string()),
             other => {
                 tracing::error!(error = %other, "store failure");
                 ApiError::server_error()

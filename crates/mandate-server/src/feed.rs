@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use mandate_store::{RevocationEntry, Store, StoreError};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 /// How many entries the broadcast buffers for a slow subscriber before it must re-read.
 const CAPACITY: usize = 4096;
@@ -21,12 +21,14 @@ const PAGE: u32 = 1000;
 /// The publishing side, shared in the server state.
 pub struct Feed {
     tx: broadcast::Sender<Arc<RevocationEntry>>,
+    closed: watch::Sender<bool>,
 }
 
 impl Default for Feed {
     fn default() -> Self {
         Feed {
             tx: broadcast::channel(CAPACITY).0,
+            closed: watch::channel(false).0,
         }
     }
 }
@@ -38,10 +40,16 @@ impl Feed {
         let _ = self.tx.send(Arc::new(entry));
     }
 
+    /// Ends every follower (their streams finish), for a graceful shutdown.
+    pub fn close(&self) {
+        self.closed.send_replace(true);
+    }
+
     /// Starts following the feed after sequence number `after` (0 for the beginning).
     pub fn follow(&self, store: Arc<dyn Store>, after: i64) -> Follower {
         Follower {
             rx: self.tx.subscribe(),
+            closed: self.closed.subscribe(),
             store,
             last: after.max(0),
             reread: true,
@@ -52,6 +60,7 @@ impl Feed {
 /// A subscriber that delivers every entry after its starting point exactly once, in order.
 pub struct Follower {
     rx: broadcast::Receiver<Arc<RevocationEntry>>,
+    closed: watch::Receiver<bool>,
     store: Arc<dyn Store>,
     last: i64,
     reread: bool,
@@ -78,6 +87,9 @@ impl Follower {
     /// server is shutting down.
     pub async fn next(&mut self, now: i64) -> Option<Result<Next, StoreError>> {
         loop {
+            if *self.closed.borrow() {
+                return None;
+            }
             if self.reread {
                 let page = match self.store.revocation_feed(self.last, PAGE, now).await {
                     Ok(p) => p,
@@ -93,7 +105,11 @@ impl Follower {
                 }
                 return Some(Ok(Next::Backlog(page)));
             }
-            match self.rx.recv().await {
+            let received = tokio::select! {
+                r = self.rx.recv() => r,
+                _ = self.closed.wait_for(|c| *c) => return None,
+            };
+            match received {
                 Ok(e) if e.seq <= self.last => continue,
                 Ok(e) if e.seq == self.last + 1 => {
                     self.last = e.seq;

@@ -14,6 +14,7 @@
 //! * [`revocation`] — making a revocation;
 //! * [`policy`] — the Cedar policy decision point, reloaded on change;
 //! * [`authzen`] — the OpenID AuthZEN Authorization API over that decision point;
+//! * [`ssf`] — the OpenID Shared Signals transmitter: revocations as Security Event Tokens;
 //! * [`state`], [`keyring`], [`idp`], [`clock`], [`dev`] — what handlers share.
 
 pub mod admin;
@@ -33,6 +34,7 @@ pub mod policy;
 pub mod ratelimit;
 pub mod revocation;
 pub mod server;
+pub mod ssf;
 pub mod state;
 pub mod usage;
 

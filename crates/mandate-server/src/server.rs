@@ -87,6 +87,8 @@ pub struct Running {
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), std::io::Error>>,
     store: Arc<SqliteStore>,
+    /// The Shared Signals dispatcher, stopped before the store closes.
+    ssf: Option<JoinHandle<()>>,
 }
 
 fn master_key(dir: &Path, given: Option<&str>) -> Result<MasterKey, StartError> {
@@ -207,10 +209,12 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
         directory,
         revocations,
         feed: crate::feed::Feed::default(),
+        ssf: crate::ssf::Hub::default(),
         admins,
         dev: dev_idp,
     });
     spawn_housekeeping(Arc::downgrade(&state));
+    let ssf = crate::ssf::dispatcher::spawn(state.clone());
     spawn_policy_watch(Arc::downgrade(&state));
     let app = crate::app::router(state.clone());
     let (tx, rx) = oneshot::channel::<()>();
@@ -232,6 +236,7 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
         shutdown: Some(tx),
         task,
         store,
+        ssf: Some(ssf),
     })
 }
 
@@ -287,6 +292,13 @@ fn spawn_policy_watch(state: std::sync::Weak<AppState>) {
 impl Running {
     /// Stops accepting connections, finishes in-flight requests, flushes the store.
     pub async fn shutdown(mut self) {
+        // Revocation streams end, so their connections do not hold the graceful shutdown.
+        self.state.feed.close();
+        // Shared Signals first: long polls answer, push workers and the dispatcher end.
+        self.state.ssf.stop();
+        if let Some(d) = self.ssf.take() {
+            let _ = d.await;
+        }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }

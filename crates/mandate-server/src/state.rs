@@ -203,6 +203,8 @@ pub struct AppState {
     pub revocations: Revocations,
     /// The revocation feed, for verifiers and Shared Signals streams.
     pub feed: crate::feed::Feed,
+    /// The Shared Signals transmitter's wake-ups and stop signal.
+    pub ssf: crate::ssf::Hub,
     /// Admin credentials.
     pub admins: Admins,
     /// The policy decision point.

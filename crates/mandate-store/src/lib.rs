@@ -13,7 +13,7 @@ use mandate_core::agent::{Agent, AgentKey, AgentStatus};
 use mandate_core::audit::{AuditEvent, NewEvent};
 use mandate_core::revocation::RevocationRecord;
 pub use mandate_core::revocation::{RevocationEntry, RevokedToken};
-use mandate_core::task::{Task, TaskStatus, TokenRecord};
+use mandate_core::task::{Task, TaskStatus, TaskStep, TokenRecord};
 use serde::{Deserialize, Serialize};
 
 mod sqlite;
@@ -40,6 +40,16 @@ pub enum StoreError {
     /// The writer has stopped (the server is shutting down).
     #[error("the store is closed")]
     Closed,
+    // Task steps and outcomes
+    /// The task is no longer active (completed or revoked): it takes no more steps and cannot
+    /// be completed again.
+    #[error("task `{id}` is {status}, not active")]
+    TaskNotActive {
+        /// The task id.
+        id: String,
+        /// Its status.
+        status: String,
+    },
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -80,6 +90,66 @@ pub struct AdminCredential {
     pub created_at: i64,
     /// When it was disabled, if it was.
     pub disabled_at: Option<i64>,
+}
+
+// Shared Signals streams
+
+/// A Shared Signals (OpenID SSF) event stream as stored: one receiver's subscription to the
+/// revocation feed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SsfStream {
+    /// The stream id (`stream_id`).
+    pub id: String,
+    /// The `aud` of every SET sent on the stream.
+    pub aud: Vec<String>,
+    /// The delivery method URI: `urn:ietf:rfc:8935` (push) or `urn:ietf:rfc:8936` (poll).
+    pub method: String,
+    /// Push: the receiver's URL. Poll: `None` (the transmitter's URL is derived from the id).
+    pub endpoint_url: Option<String>,
+    /// Push: the `Authorization` header value to send, sealed by the caller.
+    pub authorization_header: Option<Vec<u8>>,
+    /// The event types the receiver asked for (`None` when it named none).
+    pub events_requested: Option<Vec<String>>,
+    /// The receiver's description.
+    pub description: Option<String>,
+    /// `enabled`, `paused` or `disabled`.
+    pub status: String,
+    /// Why the status is what it is.
+    pub reason: Option<String>,
+    /// Subject identifiers the receiver removed from the stream.
+    pub removed_subjects: Vec<serde_json::Value>,
+    /// The last revocation feed sequence number considered for the stream.
+    pub cursor: i64,
+    /// The last delivery error (JSON text), if the last attempt failed.
+    pub last_error: Option<String>,
+    /// When that error happened.
+    pub last_error_at: Option<i64>,
+    /// When the stream was created.
+    pub created_at: i64,
+    /// When its configuration or status last changed.
+    pub updated_at: i64,
+}
+
+/// A Security Event Token waiting in a stream's outbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SsfQueued {
+    /// Its place in the outbox (ascending in the order it was queued).
+    pub seq: i64,
+    /// The SET's `jti`.
+    pub jti: String,
+    /// The SET's claims (JSON text), signed when it leaves.
+    pub claims: String,
+    /// When it was queued.
+    pub created_at: i64,
+}
+
+/// A SET to put into a stream's outbox: its `jti` and claims (JSON text).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SsfSet {
+    /// The SET's `jti`.
+    pub jti: String,
+    /// The SET's claims (JSON text).
+    pub claims: String,
 }
 
 /// One write. A request's writes are a `Vec<Op>` given to [`Store::commit`].
@@ -175,6 +245,81 @@ pub enum Op {
     },
     /// Store an admin credential. [`StoreError::Conflict`] if the id exists.
     InsertAdminCredential(AdminCredential),
+
+    // Shared Signals streams
+    /// Create a Shared Signals stream. [`StoreError::Conflict`] if the id exists.
+    InsertSsfStream(Box<SsfStream>),
+    /// Replace a stream's configuration, status and removed subjects (not its cursor, last
+    /// error or creation time). [`StoreError::NotFound`] if absent.
+    UpdateSsfStream(Box<SsfStream>),
+    /// Delete a stream and its outbox. [`StoreError::NotFound`] if absent.
+    DeleteSsfStream {
+        /// Stream id.
+        id: String,
+    },
+    /// Append SETs to a stream's outbox, in order, and advance its cursor to `cursor` (never
+    /// backwards) in the same unit. [`StoreError::NotFound`] if the stream is absent.
+    EnqueueSsf {
+        /// Stream id.
+        stream: String,
+        /// The SETs.
+        sets: Vec<SsfSet>,
+        /// The feed sequence number they account for, if they come from the feed.
+        cursor: Option<i64>,
+        /// When.
+        at: i64,
+    },
+    /// Remove SETs from a stream's outbox (delivered or acknowledged); unknown `jti`s are
+    /// ignored.
+    AckSsf {
+        /// Stream id.
+        stream: String,
+        /// The SETs' `jti`s.
+        jtis: Vec<String>,
+    },
+    /// Empty a stream's outbox (the stream was disabled).
+    PurgeSsfOutbox {
+        /// Stream id.
+        stream: String,
+    },
+    /// Record (or, with `None`, clear) a stream's last delivery error; nothing if the stream
+    /// is absent.
+    SetSsfError {
+        /// Stream id.
+        stream: String,
+        /// The error (JSON text).
+        error: Option<String>,
+        /// When.
+        at: i64,
+    },
+
+    // Task steps and outcomes
+    /// Create a task. [`StoreError::Conflict`] if a task has its id (unlike [`Op::EnsureTask`]).
+    InsertTask(Task),
+    /// Append a step to an active task. `step.seq` is ignored: the store gives the step the next
+    /// number of its task. [`StoreError::NotFound`] if the task is absent,
+    /// [`StoreError::TaskNotActive`] if it is not active. If `audit` is given, it is appended in
+    /// the same unit with the step number merged into its `detail` (`"step": n`). Output:
+    /// [`OpOutput::TaskStep`].
+    AppendTaskStep {
+        /// The step.
+        step: TaskStep,
+        /// The step's audit event.
+        audit: Option<NewEvent>,
+    },
+    /// Mark a task `completed` with its outcome. Meant to follow the task's own [`Op::Revoke`]
+    /// in the same unit (completing a task ends its tokens; that revocation leaves the status
+    /// `revoked`, which this op replaces). [`StoreError::NotFound`] if the task is absent;
+    /// [`StoreError::TaskNotActive`] if it was already completed, or was revoked by more than
+    /// that one revocation (one that raced the completion).
+    CompleteTask {
+        /// Task id.
+        id: String,
+        /// How it ended.
+        outcome: String,
+        /// When.
+        at: i64,
+    },
 }
 
 /// What one [`Op`] produced.
@@ -190,6 +335,9 @@ pub enum OpOutput {
     Audit(AuditEvent),
     /// The recorded revocation, its sequence number and the tokens it ended.
     Revoked(RevocationEntry),
+    // Task steps and outcomes
+    /// The appended task step, with its number.
+    TaskStep(TaskStep),
 }
 
 /// Filters for audit queries; all optional, combined with AND.
@@ -219,6 +367,20 @@ pub struct AuditFilter {
     pub limit: Option<u32>,
     /// Newest first instead of oldest first.
     pub newest_first: bool,
+}
+
+// Task steps and outcomes
+/// Filters for task listings; all optional, combined with AND.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskFilter {
+    /// The task's agent equals.
+    pub agent: Option<String>,
+    /// The task's user equals.
+    pub user: Option<String>,
+    /// The status equals.
+    pub status: Option<TaskStatus>,
+    /// At most this many (default 100, capped at 1 000).
+    pub limit: Option<u32>,
 }
 
 /// Mandate's storage interface. Implemented for SQLite here, and PostgreSQL later.
@@ -264,4 +426,24 @@ pub trait Store: Send + Sync + 'static {
     async fn audit_after(&self, after: i64, limit: u32) -> Result<Vec<AuditEvent>, StoreError>;
     /// Whether the database answers (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;
+
+    // Shared Signals streams
+    /// Every Shared Signals stream, oldest first.
+    async fn ssf_streams(&self) -> Result<Vec<SsfStream>, StoreError>;
+    /// One Shared Signals stream.
+    async fn ssf_stream(&self, id: &str) -> Result<Option<SsfStream>, StoreError>;
+    /// The first `limit` SETs of a stream's outbox, in the order they were queued.
+    async fn ssf_outbox(&self, stream: &str, limit: u32) -> Result<Vec<SsfQueued>, StoreError>;
+    /// How many SETs wait in a stream's outbox.
+    async fn ssf_outbox_len(&self, stream: &str) -> Result<i64, StoreError>;
+
+    // Task steps and outcomes
+    /// The steps of a task, by number.
+    async fn task_steps(&self, task: &str) -> Result<Vec<TaskStep>, StoreError>;
+    /// Tasks matching `filter`, newest first.
+    async fn tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError>;
+    /// Every revocation that reached a task, oldest first: the task's own, revocations of one of
+    /// its tokens, and any other (user, agent, key, token) whose ended tokens include one of its
+    /// tokens. Each entry keeps its whole list of ended tokens.
+    async fn task_revocations(&self, task: &str) -> Result<Vec<RevocationEntry>, StoreError>;
 }

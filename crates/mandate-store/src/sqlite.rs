@@ -24,9 +24,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::{
-    AdminCredential, AuditFilter, Op, OpOutput, RevocationEntry, RevokedToken, Store, StoreError,
-    StoredSigningKey,
+    AdminCredential, AuditFilter, Op, OpOutput, RevocationEntry, RevokedToken, SsfQueued,
+    SsfStream, Store, StoreError, StoredSigningKey,
 };
+// Task steps and outcomes
+use crate::TaskFilter;
+use mandate_core::task::TaskStep;
 
 mod migrations;
 mod ops;
@@ -47,6 +50,11 @@ const QUEUE_DEPTH: usize = 4 * writer::MAX_BATCH;
 const DEFAULT_AUDIT_LIMIT: u32 = 100;
 /// The most audit events one filtered query returns.
 const MAX_AUDIT_LIMIT: u32 = 10_000;
+// Task steps and outcomes
+/// Tasks returned when a filter names no limit.
+const DEFAULT_TASK_LIMIT: u32 = 100;
+/// The most tasks one listing returns.
+const MAX_TASK_LIMIT: u32 = 1_000;
 
 /// Mandate's store on one SQLite file.
 ///
@@ -365,6 +373,98 @@ impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").fetch_one(&self.read).await?;
         Ok(())
+    }
+
+    // Shared Signals streams
+    async fn ssf_streams(&self) -> Result<Vec<SsfStream>, StoreError> {
+        self.fetch_all_by(
+            "SELECT * FROM ssf_streams ORDER BY created_at, rowid",
+            None,
+            rows::ssf_stream,
+        )
+        .await
+    }
+
+    async fn ssf_stream(&self, id: &str) -> Result<Option<SsfStream>, StoreError> {
+        let row = sqlx::query("SELECT * FROM ssf_streams WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?;
+        row.as_ref().map(rows::ssf_stream).transpose()
+    }
+
+    async fn ssf_outbox(&self, stream: &str, limit: u32) -> Result<Vec<SsfQueued>, StoreError> {
+        sqlx::query("SELECT * FROM ssf_outbox WHERE stream_id = ? ORDER BY seq LIMIT ?")
+            .bind(stream)
+            .bind(i64::from(limit.min(10_000)))
+            .fetch_all(&self.read)
+            .await?
+            .iter()
+            .map(rows::ssf_queued)
+            .collect()
+    }
+
+    async fn ssf_outbox_len(&self, stream: &str) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM ssf_outbox WHERE stream_id = ?")
+                .bind(stream)
+                .fetch_one(&self.read)
+                .await?,
+        )
+    }
+    // Task steps and outcomes
+    async fn task_steps(&self, task: &str) -> Result<Vec<TaskStep>, StoreError> {
+        self.fetch_all_by(
+            "SELECT * FROM task_steps WHERE task = ? ORDER BY seq",
+            Some(task),
+            rows::task_step,
+        )
+        .await
+    }
+
+    async fn tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError> {
+        let mut q = QueryBuilder::<Sqlite>::new("SELECT * FROM tasks WHERE 1 = 1");
+        if let Some(agent) = &filter.agent {
+            q.push(" AND agent = ").push_bind(agent.clone());
+        }
+        if let Some(user) = &filter.user {
+            q.push(" AND user = ").push_bind(user.clone());
+        }
+        if let Some(status) = filter.status {
+            q.push(" AND status = ").push_bind(status.as_str());
+        }
+        let limit = filter
+            .limit
+            .unwrap_or(DEFAULT_TASK_LIMIT)
+            .min(MAX_TASK_LIMIT);
+        q.push(" ORDER BY created_at DESC, rowid DESC LIMIT ")
+            .push_bind(i64::from(limit));
+        q.build()
+            .fetch_all(&self.read)
+            .await?
+            .iter()
+            .map(rows::task)
+            .collect()
+    }
+
+    async fn task_revocations(&self, task: &str) -> Result<Vec<RevocationEntry>, StoreError> {
+        sqlx::query(
+            "SELECT r.* FROM revocations r
+             WHERE (r.kind = 'task' AND r.target = ?1)
+                OR (r.kind = 'token' AND r.target IN (SELECT jti FROM tokens WHERE task = ?1))
+                OR EXISTS (
+                    SELECT 1 FROM json_each(r.ended) e
+                    JOIN tokens t ON t.jti = json_extract(e.value, '$.jti')
+                    WHERE t.task = ?1
+                )
+             ORDER BY r.seq",
+        )
+        .bind(task)
+        .fetch_all(&self.read)
+        .await?
+        .iter()
+        .map(|row| rows::revocation_entry(row, i64::MIN))
+        .collect()
     }
 }
 

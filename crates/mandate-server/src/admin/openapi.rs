@@ -16,6 +16,8 @@ use crate::admin::agents::{AgentChange, NewAgent, NewKey};
 use crate::admin::credentials::CredentialRequest;
 use crate::admin::dev::UserTokenRequest;
 use crate::admin::revocations::NewRevocation;
+// Task steps and outcomes
+use crate::admin::tasks::{NewStep, NewTask, TaskCompletion};
 
 /// One admin route: method, path, summary, request body schema, whether it needs `admin`.
 pub struct Route {
@@ -131,11 +133,40 @@ pub const ROUTES: &[Route] = &[
         body: None,
         status: "200",
     },
+    // Task steps and outcomes
+    Route {
+        method: "GET",
+        path: "/v1/tasks",
+        summary: "list tasks, newest first (filter by `agent`, `user`, `status`; `limit`)",
+        body: None,
+        status: "200",
+    },
+    Route {
+        method: "POST",
+        path: "/v1/tasks",
+        summary: "create a task with its purpose and triggering input (admin credential, or the agent's access token)",
+        body: Some("NewTask"),
+        status: "201",
+    },
     Route {
         method: "GET",
         path: "/v1/tasks/{id}",
-        summary: "show a task and its tokens",
+        summary: "show a task: its input, steps, token records, revocations, audit events and outcome",
         body: None,
+        status: "200",
+    },
+    Route {
+        method: "POST",
+        path: "/v1/tasks/{id}/steps",
+        summary: "record a step of an active task: decision, reasoning, intended tool call (admin credential, or an access token bound to the task)",
+        body: Some("NewStep"),
+        status: "201",
+    },
+    Route {
+        method: "POST",
+        path: "/v1/tasks/{id}/complete",
+        summary: "complete a task with its outcome; its tokens end everywhere (admin credential, or an access token bound to the task)",
+        body: Some("TaskCompletion"),
         status: "200",
     },
     Route {
@@ -239,6 +270,10 @@ pub fn document() -> OpenApi {
         .schema_from::<NewRevocation>()
         .schema_from::<CredentialRequest>()
         .schema_from::<UserTokenRequest>()
+        // Task steps and outcomes
+        .schema_from::<NewTask>()
+        .schema_from::<NewStep>()
+        .schema_from::<TaskCompletion>()
         .security_scheme(
             "admin",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),

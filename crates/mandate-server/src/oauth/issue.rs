@@ -309,10 +309,12 @@ pub async fn resolve_task(
             user: user.map(|u| u.subject.clone()),
             user_issuer: user.map(|u| u.issuer.clone()),
             purpose: params.purpose.clone().unwrap_or_default(),
-            input: String::new(),
+            input: params.input.clone().unwrap_or_default(),
             status: TaskStatus::Active,
             created_at: now,
             updated_at: now,
+            outcome: None,
+            completed_at: None,
         };
         return Ok((id, Some(task)));
     };

@@ -27,7 +27,12 @@ pub struct TokenParams {
     pub task: Option<TaskId>,
     /// Why the task exists (`task_purpose`).
     pub purpose: Option<String>,
+    /// The input that triggered the task (`task_input`), stored when the task is created.
+    pub input: Option<String>,
 }
+
+/// The most bytes of `task_input`.
+pub const MAX_TASK_INPUT_BYTES: usize = 4096;
 
 /// Target audiences from `resource` (RFC 8707) and `audience` (RFC 8693).
 pub fn audiences(state: &AppState, form: &Form) -> Result<Vec<String>, OAuthError> {
@@ -109,6 +114,15 @@ pub fn parse(state: &AppState, form: &Form) -> Result<TokenParams, OAuthError> {
     let purpose = form
         .get("task_purpose")
         .map(|p| p.chars().take(1000).collect());
+    let input = form.get("task_input").map(str::to_owned);
+    if input
+        .as_ref()
+        .is_some_and(|i| i.len() > MAX_TASK_INPUT_BYTES)
+    {
+        return Err(OAuthError::invalid_request(format!(
+            "`task_input` must be at most {MAX_TASK_INPUT_BYTES} bytes"
+        )));
+    }
     Ok(TokenParams {
         scopes,
         mode,
@@ -117,5 +131,6 @@ pub fn parse(state: &AppState, form: &Form) -> Result<TokenParams, OAuthError> {
         aud,
         task,
         purpose,
+        input,
     })
 }

@@ -10,3 +10,6 @@ mod policy;
 mod refusals;
 mod revocation;
 mod robustness;
+mod ssf;
+mod tasks;
+mod verify;

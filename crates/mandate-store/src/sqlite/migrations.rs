@@ -28,6 +28,14 @@ const MIGRATIONS: &[Migration] = &[
         version: 3,
         sql: include_str!("../../migrations/sqlite/0003_revocation_feed.sql"),
     },
+    Migration {
+        version: 4,
+        sql: include_str!("../../migrations/sqlite/0004_ssf.sql"),
+    },
+    Migration {
+        version: 5,
+        sql: include_str!("../../migrations/sqlite/0005_task_steps.sql"),
+    },
 ];
 
 /// The schema version this build writes.

@@ -5,14 +5,15 @@ use std::collections::BTreeSet;
 use mandate_core::agent::{Agent, AgentKey};
 use mandate_core::audit::{AuditEvent, NewEvent};
 use mandate_core::revocation::{RevocationKind, RevocationRecord};
-use mandate_core::task::{Task, TokenRecord};
+use mandate_core::task::{Task, TaskStep, TokenRecord};
 use mandate_core::time::rfc3339_millis;
 use sqlx::{Row, SqliteConnection};
 
 use super::writer::ChainHead;
 use super::{json, unix_now, unix_now_ms};
 use crate::{
-    AdminCredential, Op, OpOutput, RevocationEntry, RevokedToken, StoreError, StoredSigningKey,
+    AdminCredential, Op, OpOutput, RevocationEntry, RevokedToken, SsfSet, SsfStream, StoreError,
+    StoredSigningKey,
 };
 
 /// Applies one op. On error the caller rolls the unit back, head included.
@@ -101,6 +102,60 @@ pub(crate) async fn apply(
             found(r.rows_affected(), || format!("signing key `{kid}`"))
         }
         Op::InsertAdminCredential(c) => insert_admin_credential(conn, &c).await.map(done),
+        // Shared Signals streams
+        Op::InsertSsfStream(st) => insert_ssf_stream(conn, &st).await.map(done),
+        Op::UpdateSsfStream(st) => update_ssf_stream(conn, &st).await,
+        Op::DeleteSsfStream { id } => {
+            sqlx::query("DELETE FROM ssf_outbox WHERE stream_id = ?")
+                .bind(&id)
+                .execute(&mut *conn)
+                .await?;
+            let r = sqlx::query("DELETE FROM ssf_streams WHERE id = ?")
+                .bind(&id)
+                .execute(&mut *conn)
+                .await?;
+            found(r.rows_affected(), || format!("stream `{id}`"))
+        }
+        Op::EnqueueSsf {
+            stream,
+            sets,
+            cursor,
+            at,
+        } => enqueue_ssf(conn, &stream, &sets, cursor, at)
+            .await
+            .map(done),
+        Op::AckSsf { stream, jtis } => {
+            for jti in &jtis {
+                sqlx::query("DELETE FROM ssf_outbox WHERE stream_id = ? AND jti = ?")
+                    .bind(&stream)
+                    .bind(jti)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Ok(OpOutput::Done)
+        }
+        Op::PurgeSsfOutbox { stream } => {
+            sqlx::query("DELETE FROM ssf_outbox WHERE stream_id = ?")
+                .bind(&stream)
+                .execute(&mut *conn)
+                .await?;
+            Ok(OpOutput::Done)
+        }
+        Op::SetSsfError { stream, error, at } => {
+            sqlx::query("UPDATE ssf_streams SET last_error = ?, last_error_at = ? WHERE id = ?")
+                .bind(&error)
+                .bind(error.as_ref().map(|_| at))
+                .bind(&stream)
+                .execute(&mut *conn)
+                .await?;
+            Ok(OpOutput::Done)
+        }
+        // Task steps and outcomes
+        Op::InsertTask(t) => insert_task(conn, &t).await.map(done),
+        Op::AppendTaskStep { step, audit } => append_task_step(conn, head, step, audit).await,
+        Op::CompleteTask { id, outcome, at } => {
+            complete_task(conn, &id, &outcome, at).await.map(done)
+        }
     }
 }
 
@@ -324,11 +379,15 @@ async fn revoke(
              RETURNING jti, exp"
         }
         RevocationKind::Task => {
-            sqlx::query("UPDATE tasks SET status = 'revoked', updated_at = ?2 WHERE id = ?1")
-                .bind(&rec.target)
-                .bind(rec.at)
-                .execute(&mut *conn)
-                .await?;
+            // A completed task stays completed: its tokens already ended.
+            sqlx::query(
+                "UPDATE tasks SET status = 'revoked', updated_at = ?2
+                 WHERE id = ?1 AND status = 'active'",
+            )
+            .bind(&rec.target)
+            .bind(rec.at)
+            .execute(&mut *conn)
+            .await?;
             "UPDATE tokens SET revoked_at = ?2
              WHERE task = ?1 AND revoked_at IS NULL AND exp >= ?2
              RETURNING jti, exp"
@@ -485,5 +544,231 @@ async fn insert_admin_credential(
     .execute(&mut *conn)
     .await
     .map_err(conflict(|| format!("admin credential `{}`", c.id)))?;
+    Ok(())
+}
+
+// Shared Signals streams
+
+async fn insert_ssf_stream(conn: &mut SqliteConnection, st: &SsfStream) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO ssf_streams (id, aud, method, endpoint_url, authorization_header,
+            events_requested, description, status, reason, removed_subjects, cursor, last_error,
+            last_error_at, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&st.id)
+    .bind(json(&st.aud)?)
+    .bind(&st.method)
+    .bind(&st.endpoint_url)
+    .bind(&st.authorization_header)
+    .bind(st.events_requested.as_ref().map(json).transpose()?)
+    .bind(&st.description)
+    .bind(&st.status)
+    .bind(&st.reason)
+    .bind(json(&st.removed_subjects)?)
+    .bind(st.cursor)
+    .bind(&st.last_error)
+    .bind(st.last_error_at)
+    .bind(st.created_at)
+    .bind(st.updated_at)
+    .execute(&mut *conn)
+    .await
+    .map_err(conflict(|| format!("stream `{}`", st.id)))?;
+    Ok(())
+}
+
+/// Replaces what the receiver and the status endpoint control; the cursor and the delivery
+/// record belong to the dispatcher.
+async fn update_ssf_stream(
+    conn: &mut SqliteConnection,
+    st: &SsfStream,
+) -> Result<OpOutput, StoreError> {
+    let r = sqlx::query(
+        "UPDATE ssf_streams SET aud = ?, method = ?, endpoint_url = ?, authorization_header = ?,
+            events_requested = ?, description = ?, status = ?, reason = ?, removed_subjects = ?,
+            updated_at = ?
+         WHERE id = ?",
+    )
+    .bind(json(&st.aud)?)
+    .bind(&st.method)
+    .bind(&st.endpoint_url)
+    .bind(&st.authorization_header)
+    .bind(st.events_requested.as_ref().map(json).transpose()?)
+    .bind(&st.description)
+    .bind(&st.status)
+    .bind(&st.reason)
+    .bind(json(&st.removed_subjects)?)
+    .bind(st.updated_at)
+    .bind(&st.id)
+    .execute(&mut *conn)
+    .await?;
+    found(r.rows_affected(), || format!("stream `{}`", st.id))
+}
+
+/// Appends `sets` to the outbox of `stream` and moves its cursor forward to `cursor`.
+async fn enqueue_ssf(
+    conn: &mut SqliteConnection,
+    stream: &str,
+    sets: &[SsfSet],
+    cursor: Option<i64>,
+    at: i64,
+) -> Result<(), StoreError> {
+    let exists = sqlx::query("SELECT 1 FROM ssf_streams WHERE id = ?")
+        .bind(stream)
+        .fetch_optional(&mut *conn)
+        .await?
+        .is_some();
+    if !exists {
+        return Err(StoreError::NotFound(format!("stream `{stream}`")));
+    }
+    for set in sets {
+        sqlx::query(
+            "INSERT INTO ssf_outbox (stream_id, jti, claims, created_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(stream)
+        .bind(&set.jti)
+        .bind(&set.claims)
+        .bind(at)
+        .execute(&mut *conn)
+        .await
+        .map_err(conflict(|| {
+            format!("SET `{}` of stream `{stream}`", set.jti)
+        }))?;
+    }
+    if let Some(cursor) = cursor {
+        sqlx::query("UPDATE ssf_streams SET cursor = MAX(cursor, ?) WHERE id = ?")
+            .bind(cursor)
+            .bind(stream)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+// Task steps and outcomes
+
+async fn insert_task(conn: &mut SqliteConnection, t: &Task) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO tasks (id, agent, user, user_issuer, purpose, input, status, created_at,
+            updated_at, outcome, completed_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&t.id)
+    .bind(&t.agent)
+    .bind(&t.user)
+    .bind(&t.user_issuer)
+    .bind(&t.purpose)
+    .bind(&t.input)
+    .bind(t.status.as_str())
+    .bind(t.created_at)
+    .bind(t.updated_at)
+    .bind(&t.outcome)
+    .bind(t.completed_at)
+    .execute(&mut *conn)
+    .await
+    .map_err(conflict(|| format!("task `{}`", t.id)))?;
+    Ok(())
+}
+
+/// A task's status and completion time; [`StoreError::NotFound`] if there is no such task.
+async fn task_state(
+    conn: &mut SqliteConnection,
+    id: &str,
+) -> Result<(String, Option<i64>), StoreError> {
+    let row = sqlx::query("SELECT status, completed_at FROM tasks WHERE id = ?")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("task `{id}`")))?;
+    Ok((row.try_get("status")?, row.try_get("completed_at")?))
+}
+
+async fn append_task_step(
+    conn: &mut SqliteConnection,
+    head: &mut ChainHead,
+    mut step: TaskStep,
+    audit: Option<NewEvent>,
+) -> Result<OpOutput, StoreError> {
+    let (status, _) = task_state(conn, &step.task).await?;
+    if status != "active" {
+        return Err(StoreError::TaskNotActive {
+            id: step.task,
+            status,
+        });
+    }
+    step.seq =
+        sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) + 1 FROM task_steps WHERE task = ?")
+            .bind(&step.task)
+            .fetch_one(&mut *conn)
+            .await?;
+    let tool_call = step.tool_call.as_ref().map(json).transpose()?;
+    sqlx::query(
+        "INSERT INTO task_steps (task, seq, time, recorded_by, decision, summary, tool_call,
+            anomaly)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&step.task)
+    .bind(step.seq)
+    .bind(&step.time)
+    .bind(&step.by)
+    .bind(&step.decision)
+    .bind(&step.summary)
+    .bind(tool_call)
+    .bind(&step.anomaly)
+    .execute(&mut *conn)
+    .await?;
+    if let Some(mut event) = audit {
+        let mut detail = match serde_json::from_str::<serde_json::Value>(&event.detail) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => serde_json::Map::new(),
+        };
+        detail.insert("step".into(), step.seq.into());
+        event.detail = serde_json::Value::Object(detail).to_string();
+        append_audit(conn, head, event).await?;
+    }
+    Ok(OpOutput::TaskStep(step))
+}
+
+/// Completes a task that was active before this unit: either still `active`, or `revoked` by
+/// exactly one task revocation (the one that, in this unit, ended its tokens).
+async fn complete_task(
+    conn: &mut SqliteConnection,
+    id: &str,
+    outcome: &str,
+    at: i64,
+) -> Result<(), StoreError> {
+    let (status, completed_at) = task_state(conn, id).await?;
+    let revocations: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM revocations WHERE kind = 'task' AND target = ?")
+            .bind(id)
+            .fetch_one(&mut *conn)
+            .await?;
+    let was_active = completed_at.is_none()
+        && match status.as_str() {
+            "active" => true,
+            "revoked" => revocations == 1,
+            _ => false,
+        };
+    if !was_active {
+        let status = if completed_at.is_some() {
+            "completed".to_owned()
+        } else {
+            status
+        };
+        return Err(StoreError::TaskNotActive {
+            id: id.to_owned(),
+            status,
+        });
+    }
+    sqlx::query(
+        "UPDATE tasks SET status = 'completed', outcome = ?, completed_at = ?, updated_at = ?
+         WHERE id = ?",
+    )
+    .bind(outcome)
+    .bind(at)
+    .bind(at)
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }

@@ -7,12 +7,15 @@ use mandate_core::ids::AgentId;
 use mandate_core::revocation::{RevocationKind, RevocationRecord};
 use mandate_core::scope::PatternSet;
 use mandate_core::stage::Stage;
-use mandate_core::task::{Task, TaskStatus, TokenRecord};
+use mandate_core::task::{Task, TaskStatus, TaskStep, TokenRecord, ToolCall};
 use serde::de::DeserializeOwned;
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
-use crate::{AdminCredential, RevocationEntry, RevokedToken, StoreError, StoredSigningKey};
+use crate::{
+    AdminCredential, RevocationEntry, RevokedToken, SsfQueued, SsfStream, StoreError,
+    StoredSigningKey,
+};
 
 fn corrupt(column: &str, problem: impl std::fmt::Display) -> StoreError {
     StoreError::Database(format!("stored `{column}` does not decode: {problem}"))
@@ -70,6 +73,8 @@ pub(crate) fn task(row: &SqliteRow) -> Result<Task, StoreError> {
         status: TaskStatus::parse(&status).ok_or_else(|| corrupt("status", &status))?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+        outcome: row.try_get("outcome")?,
+        completed_at: row.try_get("completed_at")?,
     })
 }
 
@@ -171,5 +176,60 @@ pub(crate) fn event(row: &SqliteRow) -> Result<AuditEvent, StoreError> {
         detail: row.try_get("detail")?,
         prev_hash: row.try_get("prev_hash")?,
         hash: row.try_get("hash")?,
+    })
+}
+
+// Shared Signals streams
+
+/// A Shared Signals stream row.
+pub(crate) fn ssf_stream(row: &SqliteRow) -> Result<SsfStream, StoreError> {
+    let requested: Option<String> = row.try_get("events_requested")?;
+    Ok(SsfStream {
+        id: row.try_get("id")?,
+        aud: json_col(row, "aud")?,
+        method: row.try_get("method")?,
+        endpoint_url: row.try_get("endpoint_url")?,
+        authorization_header: row.try_get("authorization_header")?,
+        events_requested: requested
+            .map(|t| serde_json::from_str(&t).map_err(|e| corrupt("events_requested", e)))
+            .transpose()?,
+        description: row.try_get("description")?,
+        status: row.try_get("status")?,
+        reason: row.try_get("reason")?,
+        removed_subjects: json_col(row, "removed_subjects")?,
+        cursor: row.try_get("cursor")?,
+        last_error: row.try_get("last_error")?,
+        last_error_at: row.try_get("last_error_at")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+/// A Shared Signals outbox row.
+pub(crate) fn ssf_queued(row: &SqliteRow) -> Result<SsfQueued, StoreError> {
+    Ok(SsfQueued {
+        seq: row.try_get("seq")?,
+        jti: row.try_get("jti")?,
+        claims: row.try_get("claims")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+// Task steps and outcomes
+
+/// A task step row.
+pub(crate) fn task_step(row: &SqliteRow) -> Result<TaskStep, StoreError> {
+    let tool_call: Option<String> = row.try_get("tool_call")?;
+    Ok(TaskStep {
+        task: row.try_get("task")?,
+        seq: row.try_get("seq")?,
+        time: row.try_get("time")?,
+        by: row.try_get("recorded_by")?,
+        decision: row.try_get("decision")?,
+        summary: row.try_get("summary")?,
+        tool_call: tool_call
+            .map(|t| serde_json::from_str::<ToolCall>(&t).map_err(|e| corrupt("tool_call", e)))
+            .transpose()?,
+        anomaly: row.try_get("anomaly")?,
     })
 }

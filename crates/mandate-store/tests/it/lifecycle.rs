@@ -46,7 +46,11 @@ async fn migrations_apply_once_and_data_and_chain_survive_reopen() {
         .await
         .unwrap();
     let versions: Vec<i64> = rows.iter().map(|r| r.get("version")).collect();
-    assert_eq!(versions, [1, 2, 3], "each migration applied exactly once");
+    assert_eq!(
+        versions,
+        [1, 2, 3, 4, 5],
+        "each migration applied exactly once"
+    );
     let mode: String = sqlx::query("PRAGMA journal_mode")
         .fetch_one(&mut conn)
         .await

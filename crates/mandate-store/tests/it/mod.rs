@@ -5,6 +5,7 @@ mod audit;
 mod lifecycle;
 mod records;
 mod revocation;
+mod tasks;
 mod units;
 
 use std::path::PathBuf;
@@ -72,6 +73,8 @@ pub fn task(id: &str) -> Task {
         status: TaskStatus::Active,
         created_at: 100,
         updated_at: 100,
+        outcome: None,
+        completed_at: None,
     }
 }
 
