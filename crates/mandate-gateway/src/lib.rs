@@ -1,0 +1,16 @@
+//! Mandate's gateway (SPEC §6): the policy enforcement point in front of tool APIs and MCP
+//! servers.
+//!
+//! This crate is built from the inside out, like linkerd2-proxy: the policy types and decisions
+//! come first and are kept apart from transport, so each can be tested without a socket.
+//!
+//! * [`route`] — the route table: `GET /customers/{id}` → `crm.customers:read` on
+//!   `customers/{id}`.
+//! * [`mcp`] — MCP over JSON-RPC: `tools/call` → `mcp.<server>.<tool>:call`, tool annotations →
+//!   action class, `tools/list` filtering.
+//! * [`breaker`] — circuit breakers: per agent and action pattern, a count over a window that
+//!   denies or suspends the agent once exceeded.
+
+pub mod breaker;
+pub mod mcp;
+pub mod route;
