@@ -10,7 +10,9 @@
 //!   action class, `tools/list` filtering.
 //! * [`breaker`] — circuit breakers: per agent and action pattern, a count over a window that
 //!   denies or suspends the agent once exceeded.
+//! * [`txn`] — the Transaction Token forwarded upstream instead of the agent's token.
 
 pub mod breaker;
 pub mod mcp;
 pub mod route;
+pub mod txn;
