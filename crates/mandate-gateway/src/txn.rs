@@ -8,8 +8,8 @@
 //!
 //! This module builds the claims; signing is the caller's (one key ring, one signing path).
 
-use mandate_core::claims::{AccessClaims, SubProfile};
 use mandate_core::chain::DelegationChain;
+use mandate_core::claims::{AccessClaims, SubProfile};
 use serde::Serialize;
 
 /// The JWS `typ` of a Transaction Token.
@@ -213,7 +213,10 @@ mod tests {
         let mut t = access_claims();
         let chain = t.chain().unwrap();
         t.exp = 1_800_009_999;
-        assert_eq!(claims(&request(&t, &chain)).exp, 1_800_000_010 + MAX_LIFETIME);
+        assert_eq!(
+            claims(&request(&t, &chain)).exp,
+            1_800_000_010 + MAX_LIFETIME
+        );
         t.exp = 1_800_000_011;
         assert_eq!(claims(&request(&t, &chain)).exp, 1_800_000_011);
     }
@@ -252,7 +255,10 @@ mod tests {
         };
         let v = verify(&jwt, &keys, &checks).unwrap();
         assert_eq!(v.header.typ.as_deref(), Some(TYP));
-        assert_eq!(v.claims["tctx"]["agents"], json!(["support-v2", "analytics-v1"]));
+        assert_eq!(
+            v.claims["tctx"]["agents"],
+            json!(["support-v2", "analytics-v1"])
+        );
         // It is not an access token: a verifier that wants `at+jwt` refuses it.
         let as_access = ClaimChecks {
             typ: Some("at+jwt"),

@@ -152,6 +152,54 @@ pub struct SsfSet {
     pub claims: String,
 }
 
+// Gateway secrets
+
+/// A gateway secret as stored: an upstream's real credential, sealed under the master key by the
+/// caller (the store never sees the plaintext).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredSecret {
+    /// The name (`[a-z0-9][a-z0-9._-]{0,62}`), how routes refer to it.
+    pub name: String,
+    /// The sealed value (opaque bytes from `mandate-token`).
+    pub sealed: Vec<u8>,
+    /// What it is for.
+    pub description: Option<String>,
+    /// When it was first set.
+    pub created_at: i64,
+    /// When its value or description last changed.
+    pub updated_at: i64,
+    /// Who first set it (`admin:<id>`).
+    pub created_by: String,
+}
+
+impl std::fmt::Debug for StoredSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredSecret")
+            .field("name", &self.name)
+            .field("sealed", &format_args!("<{} bytes>", self.sealed.len()))
+            .field("description", &self.description)
+            .field("created_at", &self.created_at)
+            .field("updated_at", &self.updated_at)
+            .field("created_by", &self.created_by)
+            .finish()
+    }
+}
+
+/// What may be shown of a gateway secret: everything but its sealed value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretInfo {
+    /// The name.
+    pub name: String,
+    /// What it is for.
+    pub description: Option<String>,
+    /// When it was first set.
+    pub created_at: i64,
+    /// When its value or description last changed.
+    pub updated_at: i64,
+    /// Who first set it.
+    pub created_by: String,
+}
+
 /// One write. A request's writes are a `Vec<Op>` given to [`Store::commit`].
 #[derive(Debug, Clone)]
 pub enum Op {
@@ -320,6 +368,16 @@ pub enum Op {
         /// When.
         at: i64,
     },
+
+    // Gateway secrets
+    /// Store a secret, or replace the sealed value and description of the one with its name
+    /// (keeping its `created_at` and `created_by`). Output: [`OpOutput::SecretPut`].
+    PutSecret(StoredSecret),
+    /// Delete a secret. [`StoreError::NotFound`] if absent.
+    DeleteSecret {
+        /// The secret's name.
+        name: String,
+    },
 }
 
 /// What one [`Op`] produced.
@@ -338,6 +396,12 @@ pub enum OpOutput {
     // Task steps and outcomes
     /// The appended task step, with its number.
     TaskStep(TaskStep),
+    // Gateway secrets
+    /// A secret was stored: `replaced` if one with its name existed.
+    SecretPut {
+        /// Whether an existing secret was replaced (else it is new).
+        replaced: bool,
+    },
 }
 
 /// Filters for audit queries; all optional, combined with AND.
@@ -446,4 +510,10 @@ pub trait Store: Send + Sync + 'static {
     /// its tokens, and any other (user, agent, key, token) whose ended tokens include one of its
     /// tokens. Each entry keeps its whole list of ended tokens.
     async fn task_revocations(&self, task: &str) -> Result<Vec<RevocationEntry>, StoreError>;
+
+    // Gateway secrets
+    /// Every gateway secret, without its sealed value, ordered by name.
+    async fn secrets(&self) -> Result<Vec<SecretInfo>, StoreError>;
+    /// One gateway secret, with its sealed value.
+    async fn secret(&self, name: &str) -> Result<Option<StoredSecret>, StoreError>;
 }

@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 
 use crate::{
     AdminCredential, AuditFilter, Op, OpOutput, RevocationEntry, RevokedToken, SsfQueued,
-    SsfStream, Store, StoreError, StoredSigningKey,
+    SecretInfo, SsfStream, Store, StoreError, StoredSecret, StoredSigningKey,
 };
 // Task steps and outcomes
 use crate::TaskFilter;
@@ -465,6 +465,27 @@ impl Store for SqliteStore {
         .iter()
         .map(|row| rows::revocation_entry(row, i64::MIN))
         .collect()
+    }
+
+    // Gateway secrets
+    async fn secrets(&self) -> Result<Vec<SecretInfo>, StoreError> {
+        sqlx::query(
+            "SELECT name, description, created_at, updated_at, created_by
+             FROM secrets ORDER BY name",
+        )
+        .fetch_all(&self.read)
+        .await?
+        .iter()
+        .map(rows::secret_info)
+        .collect()
+    }
+
+    async fn secret(&self, name: &str) -> Result<Option<StoredSecret>, StoreError> {
+        let row = sqlx::query("SELECT * FROM secrets WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.read)
+            .await?;
+        row.as_ref().map(rows::secret).transpose()
     }
 }
 

@@ -36,6 +36,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 5,
         sql: include_str!("../../migrations/sqlite/0005_task_steps.sql"),
     },
+    // Gateway secrets
+    Migration {
+        version: 6,
+        sql: include_str!("../../migrations/sqlite/0006_secrets.sql"),
+    },
 ];
 
 /// The schema version this build writes.

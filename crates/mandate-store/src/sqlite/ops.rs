@@ -13,7 +13,7 @@ use super::writer::ChainHead;
 use super::{json, unix_now, unix_now_ms};
 use crate::{
     AdminCredential, Op, OpOutput, RevocationEntry, RevokedToken, SsfSet, SsfStream, StoreError,
-    StoredSigningKey,
+    StoredSecret, StoredSigningKey,
 };
 
 /// Applies one op. On error the caller rolls the unit back, head included.
@@ -155,6 +155,15 @@ pub(crate) async fn apply(
         Op::AppendTaskStep { step, audit } => append_task_step(conn, head, step, audit).await,
         Op::CompleteTask { id, outcome, at } => {
             complete_task(conn, &id, &outcome, at).await.map(done)
+        }
+        // Gateway secrets
+        Op::PutSecret(secret) => put_secret(conn, &secret).await,
+        Op::DeleteSecret { name } => {
+            let r = sqlx::query("DELETE FROM secrets WHERE name = ?")
+                .bind(&name)
+                .execute(&mut *conn)
+                .await?;
+            found(r.rows_affected(), || format!("secret `{name}`"))
         }
     }
 }
@@ -771,4 +780,34 @@ async fn complete_task(
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+// Gateway secrets
+
+async fn put_secret(
+    conn: &mut SqliteConnection,
+    s: &StoredSecret,
+) -> Result<OpOutput, StoreError> {
+    let replaced = sqlx::query("SELECT 1 FROM secrets WHERE name = ?")
+        .bind(&s.name)
+        .fetch_optional(&mut *conn)
+        .await?
+        .is_some();
+    sqlx::query(
+        "INSERT INTO secrets (name, sealed, description, created_at, updated_at, created_by)
+         VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT (name) DO UPDATE SET
+             sealed = excluded.sealed,
+             description = excluded.description,
+             updated_at = excluded.updated_at",
+    )
+    .bind(&s.name)
+    .bind(&s.sealed)
+    .bind(&s.description)
+    .bind(s.created_at)
+    .bind(s.updated_at)
+    .bind(&s.created_by)
+    .execute(&mut *conn)
+    .await?;
+    Ok(OpOutput::SecretPut { replaced })
 }

@@ -13,8 +13,8 @@ use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
 use crate::{
-    AdminCredential, RevocationEntry, RevokedToken, SsfQueued, SsfStream, StoreError,
-    StoredSigningKey,
+    AdminCredential, RevocationEntry, RevokedToken, SecretInfo, SsfQueued, SsfStream, StoreError,
+    StoredSecret, StoredSigningKey,
 };
 
 fn corrupt(column: &str, problem: impl std::fmt::Display) -> StoreError {
@@ -231,5 +231,30 @@ pub(crate) fn task_step(row: &SqliteRow) -> Result<TaskStep, StoreError> {
             .map(|t| serde_json::from_str::<ToolCall>(&t).map_err(|e| corrupt("tool_call", e)))
             .transpose()?,
         anomaly: row.try_get("anomaly")?,
+    })
+}
+
+// Gateway secrets
+
+/// A secret row, without its sealed value.
+pub(crate) fn secret_info(row: &SqliteRow) -> Result<SecretInfo, StoreError> {
+    Ok(SecretInfo {
+        name: row.try_get("name")?,
+        description: row.try_get("description")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        created_by: row.try_get("created_by")?,
+    })
+}
+
+/// A secret row, with its sealed value.
+pub(crate) fn secret(row: &SqliteRow) -> Result<StoredSecret, StoreError> {
+    Ok(StoredSecret {
+        name: row.try_get("name")?,
+        sealed: row.try_get("sealed")?,
+        description: row.try_get("description")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        created_by: row.try_get("created_by")?,
     })
 }
