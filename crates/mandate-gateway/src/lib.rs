@@ -11,11 +11,14 @@
 //! * [`breaker`] — circuit breakers: per agent and action pattern, a count over a window that
 //!   denies or suspends the agent once exceeded.
 //! * [`txn`] — the Transaction Token forwarded upstream instead of the agent's token.
+//! * [`forward`] — the request and answer rewriting: the agent's credentials out, the
+//!   upstream's real credential and the Transaction Token in, hop-by-hop headers dropped.
 //! * [`challenge`] — RFC 9728 protected-resource metadata and the `WWW-Authenticate` challenges
 //!   that point clients to it.
 
 pub mod breaker;
 pub mod challenge;
+pub mod forward;
 pub mod mcp;
 pub mod route;
 pub mod txn;
