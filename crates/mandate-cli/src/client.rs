@@ -93,6 +93,12 @@ impl Client {
         self.send(rb).await
     }
 
+    /// `PUT` JSON to an admin path.
+    pub async fn put(&self, path: &str, body: &Value) -> Result<Value> {
+        let rb = self.admin(self.http.put(format!("{}{path}", self.url)).json(body))?;
+        self.send(rb).await
+    }
+
     /// `DELETE` an admin path.
     pub async fn delete(&self, path: &str) -> Result<Value> {
         let rb = self.admin(self.http.delete(format!("{}{path}", self.url)))?;

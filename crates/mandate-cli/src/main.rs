@@ -7,6 +7,7 @@ mod commands;
 mod demo;
 mod output;
 mod policy;
+mod secrets;
 mod serve;
 mod tasks;
 
@@ -63,6 +64,10 @@ enum Command {
     /// Admin credentials.
     #[command(subcommand)]
     Credentials(commands::CredentialsCommand),
+    /// The gateway's upstream credentials, stored sealed: set (value from stdin), list, rm.
+    /// Values are never shown back.
+    #[command(subcommand)]
+    Secret(secrets::SecretCommand),
     /// Tasks: list, create, record the agent's steps, complete, and show one timeline.
     #[command(subcommand)]
     Task(tasks::TaskCommand),
@@ -106,6 +111,7 @@ fn main() -> ExitCode {
             Command::Audit(c) => commands::audit(c, &cli.url, token, cli.json).await,
             Command::Keys(c) => commands::keys(c, &cli.url, token, cli.json).await,
             Command::Credentials(c) => commands::credentials(c, &cli.url, token, cli.json).await,
+            Command::Secret(c) => secrets::run(c, &cli.url, token, cli.json).await,
             Command::Task(c) => tasks::run(c, &cli.url, token, cli.json).await,
             Command::Token(c) => commands::token(c, &cli.url, token, cli.json).await,
             Command::Policy(c) => policy::run(c, &cli.url, token, cli.json).await,

@@ -551,3 +551,84 @@ fn a_task_is_created_worked_on_completed_and_shown_as_one_timeline() {
         "{late:?}"
     );
 }
+
+/// Runs `mandate` with `input` on its standard input.
+fn mandate_with_stdin(server: &Server, token: &str, args: &[&str], input: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(BIN)
+        .env("MANDATE_URL", &server.url)
+        .env("MANDATE_TOKEN", token)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run mandate");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().expect("mandate finishes")
+}
+
+#[test]
+fn a_secret_is_set_from_stdin_listed_without_its_value_and_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path(), &["--dev"]);
+    let token = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
+    let token = token.trim();
+    let value = "sk_cli_Rq7vX2mN9pL4kT8wZ3yB";
+
+    let set = mandate_with_stdin(
+        &server,
+        token,
+        &["secret", "set", "crm-api", "--description", "crm key"],
+        &format!("{value}\n"),
+    );
+    assert!(set.status.success(), "{set:?}");
+    let said = format!("{}{}", stdout(&set), String::from_utf8_lossy(&set.stderr));
+    assert!(said.contains("crm-api"), "{said}");
+    assert!(!said.contains(value), "set printed the value: {said}");
+
+    // Nothing on stdin: refused, nothing stored.
+    let empty = mandate_with_stdin(&server, token, &["secret", "set", "empty-one"], "");
+    assert!(!empty.status.success());
+    assert!(String::from_utf8_lossy(&empty.stderr).contains("no value"));
+
+    for args in [&["secret", "list"][..], &["--json", "secret", "list"][..]] {
+        let list = mandate(&server, Some(token), args);
+        assert!(list.status.success(), "{list:?}");
+        let text = stdout(&list);
+        assert!(
+            text.contains("crm-api") && text.contains("crm key"),
+            "{text}"
+        );
+        assert!(!text.contains(value), "list printed the value: {text}");
+        assert!(!text.contains("empty-one"), "{text}");
+    }
+
+    // Setting it again replaces it; the value shows neither there nor in the audit log.
+    let again = mandate_with_stdin(
+        &server,
+        token,
+        &["--json", "secret", "set", "crm-api"],
+        value,
+    );
+    assert!(again.status.success(), "{again:?}");
+    assert!(!stdout(&again).contains(value));
+    let tail = mandate(&server, Some(token), &["audit", "tail", "-n", "50"]);
+    assert!(
+        !stdout(&tail).contains(value),
+        "the audit log holds the value"
+    );
+
+    let rm = mandate(&server, Some(token), &["secret", "rm", "crm-api"]);
+    assert!(rm.status.success(), "{rm:?}");
+    let rm = mandate(&server, Some(token), &["secret", "rm", "crm-api"]);
+    assert!(!rm.status.success());
+    assert!(String::from_utf8_lossy(&rm.stderr).contains("not found"));
+    let list = mandate(&server, Some(token), &["secret", "list"]);
+    assert!(!stdout(&list).contains("crm-api"));
+}

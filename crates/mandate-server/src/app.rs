@@ -9,7 +9,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use serde_json::json;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
@@ -119,6 +119,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/keys", get(admin::keys::list))
         .route("/keys/rotate", post(admin::keys::rotate))
         .route("/credentials", post(admin::credentials::create))
+        // Gateway secrets
+        .route("/secrets", get(admin::secrets::list))
+        .route(
+            "/secrets/{name}",
+            put(admin::secrets::put).delete(admin::secrets::delete),
+        )
         .route("/dev/user-token", post(admin::dev::user_token))
         .route("/openapi.json", get(admin::openapi::openapi));
     Router::new()

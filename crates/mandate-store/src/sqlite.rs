@@ -24,8 +24,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::{
-    AdminCredential, AuditFilter, Op, OpOutput, RevocationEntry, RevokedToken, SsfQueued,
-    SecretInfo, SsfStream, Store, StoreError, StoredSecret, StoredSigningKey,
+    AdminCredential, AuditFilter, Op, OpOutput, RevocationEntry, RevokedToken, SecretInfo,
+    SsfQueued, SsfStream, Store, StoreError, StoredSecret, StoredSigningKey,
 };
 // Task steps and outcomes
 use crate::TaskFilter;

@@ -12,4 +12,5 @@ pub mod keys;
 pub mod openapi;
 pub mod policies;
 pub mod revocations;
+pub mod secrets;
 pub mod tasks;

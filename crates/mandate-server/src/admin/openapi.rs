@@ -16,6 +16,8 @@ use crate::admin::agents::{AgentChange, NewAgent, NewKey};
 use crate::admin::credentials::CredentialRequest;
 use crate::admin::dev::UserTokenRequest;
 use crate::admin::revocations::NewRevocation;
+// Gateway secrets
+use crate::admin::secrets::SecretRequest;
 // Task steps and outcomes
 use crate::admin::tasks::{NewStep, NewTask, TaskCompletion};
 
@@ -190,6 +192,28 @@ pub const ROUTES: &[Route] = &[
         body: Some("CredentialRequest"),
         status: "201",
     },
+    // Gateway secrets
+    Route {
+        method: "GET",
+        path: "/v1/secrets",
+        summary: "list the gateway's upstream secrets: names, descriptions and times, never values",
+        body: None,
+        status: "200",
+    },
+    Route {
+        method: "PUT",
+        path: "/v1/secrets/{name}",
+        summary: "set a gateway secret's value, sealed under the master key (201 new, 200 replaced; the value is never shown back)",
+        body: Some("SecretRequest"),
+        status: "201",
+    },
+    Route {
+        method: "DELETE",
+        path: "/v1/secrets/{name}",
+        summary: "delete a gateway secret",
+        body: None,
+        status: "204",
+    },
     Route {
         method: "POST",
         path: "/v1/dev/user-token",
@@ -274,6 +298,8 @@ pub fn document() -> OpenApi {
         .schema_from::<NewTask>()
         .schema_from::<NewStep>()
         .schema_from::<TaskCompletion>()
+        // Gateway secrets
+        .schema_from::<SecretRequest>()
         .security_scheme(
             "admin",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),

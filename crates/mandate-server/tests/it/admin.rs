@@ -9,6 +9,7 @@ use super::harness::*;
 fn route_path(path: &str) -> String {
     path.replace("{id}", "support-v2")
         .replace("{kid}", "support-v2-k1")
+        .replace("{name}", "crm-api")
 }
 
 fn kids(jwks: &jsonwebtoken::jwk::JwkSet) -> Vec<String> {
@@ -34,6 +35,7 @@ async fn no_admin_route_answers_without_a_valid_credential() {
             Some("NewRevocation") => json!({"kind": "agent", "id": "support-v2"}),
             Some("CredentialRequest") => json!({"id": "sneaky", "role": "admin"}),
             Some("UserTokenRequest") => json!({"sub": "alice"}),
+            Some("SecretRequest") => json!({"value": "sneaky-value"}),
             Some(_) => json!({}),
             None => Value::Null,
         };
@@ -132,6 +134,12 @@ async fn an_auditor_can_read_but_not_change() {
             json!({"id": "escalate", "role": "admin"}),
         ),
         (Method::POST, "/v1/dev/user-token", json!({"sub": ALICE})),
+        (
+            Method::PUT,
+            "/v1/secrets/crm-api",
+            json!({"value": "by-auditor"}),
+        ),
+        (Method::DELETE, "/v1/secrets/crm-api", json!({})),
     ];
     for (method, path, body) in writes {
         let r = srv.send(as_auditor(method.clone(), path).json(&body)).await;

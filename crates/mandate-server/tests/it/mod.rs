@@ -10,6 +10,7 @@ mod policy;
 mod refusals;
 mod revocation;
 mod robustness;
+mod secrets;
 mod ssf;
 mod tasks;
 mod verify;

@@ -784,10 +784,7 @@ async fn complete_task(
 
 // Gateway secrets
 
-async fn put_secret(
-    conn: &mut SqliteConnection,
-    s: &StoredSecret,
-) -> Result<OpOutput, StoreError> {
+async fn put_secret(conn: &mut SqliteConnection, s: &StoredSecret) -> Result<OpOutput, StoreError> {
     let replaced = sqlx::query("SELECT 1 FROM secrets WHERE name = ?")
         .bind(&s.name)
         .fetch_optional(&mut *conn)

@@ -5,6 +5,7 @@ mod audit;
 mod lifecycle;
 mod records;
 mod revocation;
+mod secrets;
 mod tasks;
 mod units;
 
