@@ -147,37 +147,19 @@ pub enum AuditCommand {
     },
     /// Query events.
     Query {
-        /// User subject.
-        #[arg(long)]
-        user: Option<String>,
-        /// Agent anywhere in the chain.
-        #[arg(long)]
-        agent: Option<String>,
-        /// Task id.
-        #[arg(long)]
-        task: Option<String>,
-        /// Action.
-        #[arg(long)]
-        action: Option<String>,
-        /// Resource.
-        #[arg(long)]
-        resource: Option<String>,
-        /// `allow`, `deny` or `info`.
-        #[arg(long)]
-        decision: Option<String>,
-        /// Event kind.
-        #[arg(long)]
-        kind: Option<String>,
-        /// From (RFC 3339 or `YYYY-MM-DD`).
-        #[arg(long)]
-        since: Option<String>,
-        /// Until (exclusive).
-        #[arg(long)]
-        until: Option<String>,
+        /// Which events.
+        #[command(flatten)]
+        filters: crate::audit_cmds::Filters,
         /// At most this many.
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
+    /// Who did what: one line per distinct user, agent chain, action and decision, with the
+    /// count and first/last time, then the total (e.g. `--resource customers/9821 --on 2026-03-14`).
+    Who(crate::audit_cmds::WhoArgs),
+    /// Export matching events as JSON lines (`--format jsonl`, the default) or OCSF
+    /// (`--format ocsf`), page by page, to standard output or `--out FILE`.
+    Export(crate::audit_cmds::ExportArgs),
     /// Verify the hash chain: through the server, or offline from a data directory.
     Verify {
         /// Verify `<DIR>/mandate.db` directly (read-only), without a server.
@@ -579,38 +561,17 @@ pub async fn audit(
             }
             print_events(&v, json_out);
         }
-        AuditCommand::Query {
-            user,
-            agent,
-            task,
-            action,
-            resource,
-            decision,
-            kind,
-            since,
-            until,
-            limit,
-        } => {
+        AuditCommand::Query { filters, limit } => {
             let client = Client::new(url, token)?;
             let mut q = vec![("limit", limit.to_string())];
-            for (k, v) in [
-                ("user", user),
-                ("agent", agent),
-                ("task", task),
-                ("action", action),
-                ("resource", resource),
-                ("decision", decision),
-                ("kind", kind),
-                ("since", since),
-                ("until", until),
-            ] {
-                if let Some(v) = v {
-                    q.push((k, v));
-                }
-            }
+            q.extend(filters.query());
             let v = client.get_query("/v1/audit", &q).await?;
             print_events(&v, json_out);
         }
+        AuditCommand::Who(args) => {
+            return crate::audit_cmds::who(args, url, token, json_out).await;
+        }
+        AuditCommand::Export(args) => return crate::audit_cmds::export(args, url, token).await,
         AuditCommand::Verify { data } => {
             let report = match data {
                 Some(dir) => {

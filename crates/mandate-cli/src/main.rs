@@ -2,6 +2,7 @@
 //! and admin subcommands that call the server's `/v1` API (never its database, except the
 //! offline `audit verify --data`).
 
+mod audit_cmds;
 mod client;
 mod commands;
 mod demo;

@@ -632,3 +632,132 @@ fn a_secret_is_set_from_stdin_listed_without_its_value_and_removed() {
     let list = mandate(&server, Some(token), &["secret", "list"]);
     assert!(!stdout(&list).contains("crm-api"));
 }
+
+#[test]
+fn audit_who_answers_who_read_a_resource_on_a_day_and_export_writes_the_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path(), &["--dev"]);
+    let token = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
+    let key = dir.path().join("agents/support-v2.jwk");
+    let crm = "https://crm.example.com";
+    let exchange = |sub: &str, groups: &str, scope: &str| {
+        let user = mandate(
+            &server,
+            Some(&token),
+            &["dev", "user-token", sub, "--groups", groups],
+        );
+        assert!(user.status.success(), "{user:?}");
+        let user_token = stdout(&user).trim().to_owned();
+        mandate(
+            &server,
+            Some(&token),
+            &[
+                "token",
+                "exchange",
+                "--agent",
+                "support-v2",
+                "--key",
+                key.to_str().unwrap(),
+                "--subject-token",
+                &user_token,
+                "--scope",
+                scope,
+                "--resource",
+                crm,
+            ],
+        )
+    };
+    for (sub, groups) in [
+        ("alice@example.com", "support"),
+        ("alice@example.com", "support"),
+        ("carol@example.com", "support,approver"),
+    ] {
+        let o = exchange(sub, groups, "crm.customers:read");
+        assert!(o.status.success(), "{o:?}");
+    }
+    let over = exchange("alice@example.com", "support", "billing.invoices:read");
+    assert!(!over.status.success(), "{over:?}");
+
+    let tail = mandate(
+        &server,
+        Some(&token),
+        &["--json", "audit", "tail", "-n", "1"],
+    );
+    let last: serde_json::Value = serde_json::from_str(stdout(&tail).trim()).unwrap();
+    let day = last["time"].as_str().unwrap()[..10].to_owned();
+
+    let who = mandate(
+        &server,
+        Some(&token),
+        &["audit", "who", "--resource", crm, "--on", &day],
+    );
+    assert!(who.status.success(), "{who:?}");
+    let text = stdout(&who);
+    let line = |user: &str, action: &str, decision: &str| {
+        text.lines()
+            .find(|l| l.starts_with(user) && l.contains(action) && l.contains(decision))
+            .unwrap_or_else(|| panic!("no line for {user} {action} {decision} in\n{text}"))
+            .to_owned()
+    };
+    let alice = line("alice@example.com", "crm.customers:read", "allow");
+    assert!(alice.contains("support-v2"), "{alice}");
+    assert!(alice.contains(" 2 "), "{alice}");
+    assert!(alice.contains(&day), "{alice}");
+    line("carol@example.com", "crm.customers:read", "allow");
+    line("alice@example.com", "billing.invoices:read", "deny");
+    assert!(text.contains("total: 4 events"), "{text}");
+
+    // Nothing on another day; `--on` with `--since` is refused by the server.
+    let none = mandate(
+        &server,
+        Some(&token),
+        &["audit", "who", "--resource", crm, "--on", "2000-01-01"],
+    );
+    assert!(stdout(&none).contains("total: 0 events"), "{none:?}");
+    let mixed = mandate(
+        &server,
+        Some(&token),
+        &["audit", "who", "--on", &day, "--since", &day],
+    );
+    assert!(!mixed.status.success());
+    assert!(String::from_utf8_lossy(&mixed.stderr).contains("`on`"));
+
+    // The export file is exactly the events, one per line, as the API returns them.
+    let file = dir.path().join("export.jsonl");
+    let export = mandate(
+        &server,
+        Some(&token),
+        &[
+            "audit",
+            "export",
+            "--format",
+            "jsonl",
+            "--out",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert!(export.status.success(), "{export:?}");
+    let exported = std::fs::read_to_string(&file).unwrap();
+    let query = mandate(
+        &server,
+        Some(&token),
+        &["--json", "audit", "query", "--limit", "10000"],
+    );
+    assert_eq!(exported, stdout(&query));
+    assert!(exported.lines().count() >= 4);
+
+    let ocsf = mandate(
+        &server,
+        Some(&token),
+        &["audit", "export", "--format", "ocsf", "--resource", crm],
+    );
+    assert!(ocsf.status.success(), "{ocsf:?}");
+    let lines: Vec<serde_json::Value> = stdout(&ocsf)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4);
+    assert!(lines.iter().all(|o| o["class_uid"] == 6003));
+    assert_eq!(lines[0]["actor"]["user"]["uid"], "alice@example.com");
+    assert_eq!(lines[3]["status"], "Failure");
+}

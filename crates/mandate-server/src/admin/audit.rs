@@ -4,11 +4,14 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use mandate_core::audit::ChainVerifier;
 use mandate_store::AuditFilter;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::admin::audit_export::{self, Format};
 use crate::admin::auth::Admin;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -35,6 +38,11 @@ pub struct AuditQuery {
     pub since: Option<String>,
     /// Until this time, exclusive.
     pub until: Option<String>,
+    /// One UTC day `YYYY-MM-DD` (its midnight to the next); not with `since`/`until`.
+    pub on: Option<String>,
+    /// `json` (default, `{"events": [...]}`), `jsonl` (one event per line) or `ocsf` (one OCSF
+    /// API Activity event per line); the line forms answer `application/x-ndjson`.
+    pub format: Option<String>,
     /// Events after this `seq`.
     pub after: Option<i64>,
     /// At most this many (default 100, at most 10 000).
@@ -70,7 +78,29 @@ pub async fn query(
     State(state): State<Arc<AppState>>,
     _admin: Admin,
     Query(q): Query<AuditQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
+    let format = Format::parse(q.format.as_deref()).map_err(ApiError::bad_request)?;
+    let (since, until) = match &q.on {
+        Some(on) => {
+            if q.since.is_some() || q.until.is_some() {
+                return Err(ApiError::bad_request(
+                    "`on` cannot be combined with `since` or `until`",
+                ));
+            }
+            let (since, until) = audit_export::day_bounds(on).map_err(ApiError::bad_request)?;
+            (Some(since), Some(until))
+        }
+        None => (
+            q.since
+                .as_deref()
+                .map(|s| parse_time(s, "since"))
+                .transpose()?,
+            q.until
+                .as_deref()
+                .map(|s| parse_time(s, "until"))
+                .transpose()?,
+        ),
+    };
     if let Some(d) = &q.decision
         && !matches!(d.as_str(), "allow" | "deny" | "info")
     {
@@ -91,22 +121,24 @@ pub async fn query(
         resource: q.resource,
         decision: q.decision,
         kind: q.kind,
-        since: q
-            .since
-            .as_deref()
-            .map(|s| parse_time(s, "since"))
-            .transpose()?,
-        until: q
-            .until
-            .as_deref()
-            .map(|s| parse_time(s, "until"))
-            .transpose()?,
+        since,
+        until,
         after_seq: q.after,
         limit: q.limit,
         newest_first,
     };
     let events = state.store.audit(&filter).await?;
-    Ok(Json(json!({ "events": events })))
+    let line: fn(&mandate_core::audit::AuditEvent) -> String = match format {
+        Format::Json => return Ok(Json(json!({ "events": events })).into_response()),
+        Format::Jsonl => audit_export::jsonl_line,
+        Format::Ocsf => audit_export::ocsf_line,
+    };
+    let mut body = String::new();
+    for e in &events {
+        body.push_str(&line(e));
+        body.push('\n');
+    }
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
 }
 
 /// Walks the whole chain from `seq` 1 through `store`.

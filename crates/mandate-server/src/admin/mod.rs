@@ -3,6 +3,7 @@
 
 pub mod agents;
 pub mod audit;
+pub mod audit_export;
 pub mod auth;
 pub mod body;
 pub mod credentials;

@@ -2,6 +2,7 @@
 
 mod admin;
 mod audit;
+mod audit_export;
 mod authzen;
 mod client_credentials;
 mod exchange;
