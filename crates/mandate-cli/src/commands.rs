@@ -160,11 +160,16 @@ pub enum AuditCommand {
     /// Export matching events as JSON lines (`--format jsonl`, the default) or OCSF
     /// (`--format ocsf`), page by page, to standard output or `--out FILE`.
     Export(crate::audit_cmds::ExportArgs),
-    /// Verify the hash chain: through the server, or offline from a data directory.
+    /// Verify the hash chain and the signed checkpoints: through the server, or offline from a
+    /// data directory.
     Verify {
         /// Verify `<DIR>/mandate.db` directly (read-only), without a server.
         #[arg(long)]
         data: Option<PathBuf>,
+        /// With `--data`: check checkpoint signatures with this JWKS (kept apart from the
+        /// database) instead of the public keys stored in it.
+        #[arg(long, requires = "data")]
+        jwks: Option<PathBuf>,
     },
 }
 
@@ -524,6 +529,12 @@ fn print_report(report: &Value, json_out: bool) -> ExitCode {
                 s(report, "checked"),
                 s(report, "head")
             );
+        } else if report["first_break"].is_null() {
+            println!(
+                "audit chain consistent ({} events, head {}) but contradicted by its checkpoints",
+                s(report, "checked"),
+                s(report, "head")
+            );
         } else {
             let b = &report["first_break"];
             println!(
@@ -532,6 +543,19 @@ fn print_report(report: &Value, json_out: bool) -> ExitCode {
                 s(b, "problem")
             );
             println!("{} events before it verified", s(report, "checked"));
+        }
+    }
+    if !json_out {
+        let findings = report["checkpoint_findings"].as_array();
+        for f in findings.into_iter().flatten() {
+            println!(
+                "checkpoint finding at seq {}: {}",
+                s(f, "seq"),
+                s(f, "problem")
+            );
+        }
+        if let Some(n) = report["checkpoints_checked"].as_u64() {
+            println!("{n} signed checkpoints checked");
         }
     }
     if ok {
@@ -572,16 +596,32 @@ pub async fn audit(
             return crate::audit_cmds::who(args, url, token, json_out).await;
         }
         AuditCommand::Export(args) => return crate::audit_cmds::export(args, url, token).await,
-        AuditCommand::Verify { data } => {
+        AuditCommand::Verify { data, jwks } => {
             let report = match data {
                 Some(dir) => {
+                    use mandate_server::admin::audit as a;
+                    use mandate_store::Store;
                     let path = dir.join("mandate.db");
                     let store = mandate_store::SqliteStore::open_read_only(&path)
                         .await
                         .with_context(|| format!("cannot open `{}`", path.display()))?;
-                    let r = mandate_server::admin::audit::verify_store(&store).await?;
+                    let keys = match &jwks {
+                        Some(file) => {
+                            let text = std::fs::read_to_string(file)
+                                .with_context(|| format!("cannot read `{}`", file.display()))?;
+                            let doc: Value = serde_json::from_str(&text)
+                                .with_context(|| format!("`{}` is not JSON", file.display()))?;
+                            let (set, errors) = mandate_token::verify::KeySet::from_jwks(&doc);
+                            for e in errors {
+                                eprintln!("warning: `{}`: {e}", file.display());
+                            }
+                            set
+                        }
+                        None => a::stored_key_set(&store.signing_keys().await?),
+                    };
+                    let (r, latest) = a::verify_store(&store, &keys).await?;
                     store.close().await;
-                    json!({"ok": r.first_break.is_none(), "checked": r.checked, "head": r.head, "first_break": r.first_break})
+                    a::report_json(&r, latest.as_ref())
                 }
                 None => Client::new(url, token)?.get("/v1/audit/verify").await?,
             };

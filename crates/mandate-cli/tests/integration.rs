@@ -761,3 +761,98 @@ fn audit_who_answers_who_read_a_resource_on_a_day_and_export_writes_the_lines() 
     assert_eq!(lines[0]["actor"]["user"]["uid"], "alice@example.com");
     assert_eq!(lines[3]["status"], "Failure");
 }
+
+#[test]
+fn audit_verify_offline_names_a_cut_tail_through_the_signed_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let jwks_file = dir.path().join("kept-jwks.json");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let cp = {
+        let server = serve(dir.path(), &["--dev"]);
+        let token = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
+        let http = reqwest::Client::new();
+        let (cp, jwks) = rt.block_on(async {
+            let cp: serde_json::Value = http
+                .post(format!("{}/v1/audit/checkpoint", server.url))
+                .bearer_auth(token.trim())
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let jwks = http
+                .get(format!("{}/.well-known/jwks.json", server.url))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            (
+                cp["checkpoint"]["seq"].as_i64().expect("a checkpoint"),
+                jwks,
+            )
+        });
+        std::fs::write(&jwks_file, jwks).unwrap();
+        // Activity after the checkpoint.
+        let o = mandate(&server, Some(&token), &["keys", "rotate"]);
+        assert!(o.status.success(), "{o:?}");
+        let ok = mandate(&server, Some(&token), &["audit", "verify"]);
+        assert!(ok.status.success(), "{ok:?}");
+        assert!(
+            stdout(&ok).contains("1 signed checkpoints checked"),
+            "{ok:?}"
+        );
+        cp
+    };
+    assert!(cp >= 2);
+    let verify = |extra: &[&str]| {
+        Command::new(BIN)
+            .args(["audit", "verify", "--data"])
+            .arg(dir.path())
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let intact = verify(&[]);
+    assert!(intact.status.success(), "{intact:?}");
+    // The checkpointed event and everything after it are deleted: the rest is consistent.
+    rt.block_on(async {
+        use sqlx::ConnectOptions;
+        let opts =
+            sqlx::sqlite::SqliteConnectOptions::new().filename(dir.path().join("mandate.db"));
+        let mut conn = opts.connect().await.unwrap();
+        for table in ["audit_event_agents", "audit_events"] {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE seq >= ?"
+            )))
+            .bind(cp)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        }
+    });
+    let jwks_arg = jwks_file.to_str().unwrap();
+    for extra in [&[][..], &["--jwks", jwks_arg][..]] {
+        let cut = verify(extra);
+        assert_eq!(cut.status.code(), Some(2), "{cut:?}");
+        let text = stdout(&cut);
+        assert!(
+            text.contains(&format!(
+                "checkpoint finding at seq {cp}: events after seq {} are missing: checkpoint of seq {cp} (signed at ",
+                cp - 1
+            )),
+            "{text}"
+        );
+    }
+    // A JWKS that does not hold the server's key: the checkpoint is not trusted.
+    let foreign = dir.path().join("foreign-jwks.json");
+    std::fs::write(&foreign, r#"{"keys": []}"#).unwrap();
+    let untrusted = verify(&["--jwks", foreign.to_str().unwrap()]);
+    assert_eq!(untrusted.status.code(), Some(2), "{untrusted:?}");
+    assert!(
+        stdout(&untrusted).contains("does not verify: no trusted key has kid"),
+        "{untrusted:?}"
+    );
+}

@@ -7,6 +7,8 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::checkpoint::{self, Checkpoint, CheckpointFinding, LogFacts};
+
 /// `prev_hash` of the first event.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -235,6 +237,18 @@ pub struct ChainReport {
     pub head: String,
     /// The first break, if any.
     pub first_break: Option<ChainBreak>,
+    /// Checkpoints compared with the log (those whose signatures verified).
+    pub checkpoints_checked: u64,
+    /// What the checkpoints show to be wrong: a cut tail, a missing or rewritten event (and,
+    /// added by the caller, checkpoints whose signatures do not verify).
+    pub checkpoint_findings: Vec<CheckpointFinding>,
+}
+
+impl ChainReport {
+    /// Whether the chain holds and no checkpoint contradicts it.
+    pub fn is_ok(&self) -> bool {
+        self.first_break.is_none() && self.checkpoint_findings.is_empty()
+    }
 }
 
 /// Checks a chain event by event, so a long log can be walked page by page.
@@ -244,6 +258,8 @@ pub struct ChainVerifier {
     expected_seq: i64,
     checked: u64,
     first_break: Option<ChainBreak>,
+    checkpoints: Vec<Checkpoint>,
+    facts: LogFacts,
 }
 
 impl Default for ChainVerifier {
@@ -253,13 +269,33 @@ impl Default for ChainVerifier {
             expected_seq: 1,
             checked: 0,
             first_break: None,
+            checkpoints: Vec::new(),
+            facts: LogFacts::default(),
         }
     }
 }
 
 impl ChainVerifier {
-    /// Checks the next event. After the first break, further events are ignored.
+    /// A verifier that also compares the log with `checkpoints`, whose signatures the caller
+    /// has already checked. Feed it the whole log, even past a break, so that it learns where
+    /// the log ends and what it holds at each checkpointed `seq`.
+    pub fn with_checkpoints(checkpoints: Vec<Checkpoint>) -> ChainVerifier {
+        ChainVerifier {
+            checkpoints,
+            ..ChainVerifier::default()
+        }
+    }
+
+    /// Checks the next event. After the first break, further events only tell where the log
+    /// ends and what it holds at checkpointed places.
     pub fn push(&mut self, e: &AuditEvent) {
+        self.facts.last_seq = self.facts.last_seq.max(e.seq);
+        if self.checkpoints.iter().any(|c| c.seq == e.seq) {
+            self.facts
+                .hashes
+                .entry(e.seq)
+                .or_insert_with(|| e.hash.clone());
+        }
         if self.first_break.is_some() {
             return;
         }
@@ -301,6 +337,8 @@ impl ChainVerifier {
             checked: self.checked,
             head: self.prev,
             first_break: self.first_break,
+            checkpoints_checked: self.checkpoints.len() as u64,
+            checkpoint_findings: checkpoint::check(&self.checkpoints, &self.facts),
         }
     }
 }
@@ -374,6 +412,85 @@ mod tests {
         let b = verify_chain(c).first_break.unwrap();
         assert_eq!(b.seq, 3);
         assert!(b.problem.contains("prev_hash"));
+    }
+
+    fn checkpoint_of(e: &AuditEvent) -> Checkpoint {
+        Checkpoint {
+            seq: e.seq,
+            hash: e.hash.clone(),
+            time: "2026-03-14T15:00:00.000Z".into(),
+            jws: String::new(),
+        }
+    }
+
+    fn verify_with(events: &[AuditEvent], cps: Vec<Checkpoint>) -> ChainReport {
+        let mut v = ChainVerifier::with_checkpoints(cps);
+        for e in events {
+            v.push(e);
+        }
+        v.report()
+    }
+
+    #[test]
+    fn checkpoints_of_an_intact_chain_agree() {
+        let c = chain(6);
+        let r = verify_with(&c, vec![checkpoint_of(&c[2]), checkpoint_of(&c[5])]);
+        assert!(r.is_ok(), "{r:?}");
+        assert_eq!(r.checkpoints_checked, 2);
+    }
+
+    #[test]
+    fn a_cut_tail_is_invisible_to_the_chain_but_not_to_a_checkpoint() {
+        let c = chain(6);
+        let cp = checkpoint_of(&c[4]);
+        let r = verify_with(&c[..3], vec![cp]);
+        assert!(r.first_break.is_none(), "the shorter chain is consistent");
+        assert!(!r.is_ok());
+        let f = &r.checkpoint_findings[0];
+        assert_eq!((f.kind.as_str(), f.seq), ("truncated", 5));
+        assert!(
+            f.problem
+                .starts_with("events after seq 3 are missing: checkpoint of seq 5")
+        );
+    }
+
+    #[test]
+    fn a_recomputed_chain_is_consistent_but_contradicts_its_checkpoint() {
+        let c = chain(6);
+        let cp = checkpoint_of(&c[4]);
+        // Alter seq 2 and recompute every hash after it.
+        let mut forged = c[..1].to_vec();
+        for (i, e) in c[1..].iter().enumerate() {
+            let mut e = e.clone();
+            if i == 0 {
+                e.reason = "forged".into();
+            }
+            e.prev_hash = forged
+                .last()
+                .map(|p: &AuditEvent| p.hash.clone())
+                .unwrap_or_default();
+            e.hash = e.compute_hash();
+            forged.push(e);
+        }
+        let r = verify_with(&forged, vec![checkpoint_of(&c[0]), cp]);
+        assert!(r.first_break.is_none());
+        let f = &r.checkpoint_findings[0];
+        assert_eq!((f.kind.as_str(), f.seq), ("rewritten", 5));
+        assert!(
+            f.problem
+                .starts_with("the chain was rewritten between seq 2 and 5:")
+        );
+    }
+
+    #[test]
+    fn a_deleted_checkpointed_event_is_named_by_both() {
+        let c = chain(6);
+        let cp = checkpoint_of(&c[3]);
+        let mut cut = c.clone();
+        cut.remove(3);
+        let r = verify_with(&cut, vec![cp]);
+        assert_eq!(r.first_break.as_ref().unwrap().seq, 4);
+        assert_eq!(r.checkpoint_findings[0].kind, "missing");
     }
 
     #[test]

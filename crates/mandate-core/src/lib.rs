@@ -18,6 +18,7 @@
 pub mod agent;
 pub mod audit;
 pub mod chain;
+pub mod checkpoint;
 pub mod claims;
 pub mod grant;
 pub mod ids;

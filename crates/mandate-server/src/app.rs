@@ -109,6 +109,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/revocations/events", get(admin::events::stream))
         .route("/audit", get(admin::audit::query))
         .route("/audit/verify", get(admin::audit::verify))
+        .route("/audit/checkpoint", post(admin::audit::checkpoint))
         // Task steps and outcomes
         .route("/tasks", get(admin::tasks::list).post(admin::tasks::create))
         .route("/tasks/{id}", get(admin::tasks::show))

@@ -75,6 +75,10 @@ pub struct Config {
     /// `view` read; everything else writes), by action (`export = "read"`) or by full scope
     /// (`"crm.reports:generate" = "read"`).
     pub catalog: mandate_core::scope::ActionCatalog,
+    /// Seconds between signed checkpoints of the audit chain's head (written only when the
+    /// head moved); 0 turns the periodic checkpoint off (shutdown and `POST
+    /// /v1/audit/checkpoint` still write one).
+    pub audit_checkpoint_secs: u64,
 }
 
 /// Limits on requests.
@@ -191,6 +195,7 @@ impl Default for Config {
             rights: Rights::default(),
             audiences: Vec::new(),
             catalog: mandate_core::scope::ActionCatalog::default(),
+            audit_checkpoint_secs: 60,
         }
     }
 }

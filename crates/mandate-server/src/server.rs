@@ -214,6 +214,7 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
         dev: dev_idp,
     });
     spawn_housekeeping(Arc::downgrade(&state));
+    spawn_checkpoints(Arc::downgrade(&state)).await;
     let ssf = crate::ssf::dispatcher::spawn(state.clone());
     spawn_policy_watch(Arc::downgrade(&state));
     let app = crate::app::router(state.clone());
@@ -249,6 +250,41 @@ fn spawn_housekeeping(state: std::sync::Weak<AppState>) {
             let Some(state) = state.upgrade() else { break };
             let now = state.clock.now();
             state.revocations.update(|idx| idx.prune(now));
+        }
+    });
+}
+
+/// The `seq` of the latest stored checkpoint.
+async fn last_checkpointed(state: &AppState) -> Option<i64> {
+    match state.store.checkpoints().await {
+        Ok(cps) => cps.last().map(|c| c.seq),
+        Err(e) => {
+            tracing::warn!(error = %e, "audit checkpoints could not be read");
+            None
+        }
+    }
+}
+
+/// Signs a checkpoint of the audit chain's head every `audit_checkpoint_secs`, when it moved.
+async fn spawn_checkpoints(weak: std::sync::Weak<AppState>) {
+    let Some(state) = weak.upgrade() else { return };
+    let secs = state.config.audit_checkpoint_secs;
+    if secs == 0 {
+        return;
+    }
+    let mut last = last_checkpointed(&state).await;
+    drop(state);
+    tokio::spawn(async move {
+        let period = std::time::Duration::from_secs(secs);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        loop {
+            tick.tick().await;
+            let Some(state) = weak.upgrade() else { break };
+            match crate::admin::audit::write_checkpoint(&state, last).await {
+                Ok(Some(cp)) => last = Some(cp.seq),
+                Ok(None) => {}
+                Err(e) => tracing::error!(error = ?e, "audit checkpoint could not be written"),
+            }
         }
     });
 }
@@ -303,6 +339,12 @@ impl Running {
             let _ = tx.send(());
         }
         let _ = (&mut self.task).await;
+        // A last checkpoint of the chain head, so that a tail cut while the server is stopped
+        // is detected.
+        let last = last_checkpointed(&self.state).await;
+        if let Err(e) = crate::admin::audit::write_checkpoint(&self.state, last).await {
+            tracing::error!(error = ?e, "audit checkpoint at shutdown could not be written");
+        }
         self.store.close().await;
     }
 

@@ -11,6 +11,7 @@
 use async_trait::async_trait;
 use mandate_core::agent::{Agent, AgentKey, AgentStatus};
 use mandate_core::audit::{AuditEvent, NewEvent};
+pub use mandate_core::checkpoint::Checkpoint;
 use mandate_core::revocation::RevocationRecord;
 pub use mandate_core::revocation::{RevocationEntry, RevokedToken};
 use mandate_core::task::{Task, TaskStatus, TaskStep, TokenRecord};
@@ -378,6 +379,10 @@ pub enum Op {
         /// The secret's name.
         name: String,
     },
+
+    // Audit checkpoints
+    /// Store a signed checkpoint of the audit chain's head.
+    Checkpoint(Checkpoint),
 }
 
 /// What one [`Op`] produced.
@@ -516,4 +521,8 @@ pub trait Store: Send + Sync + 'static {
     async fn secrets(&self) -> Result<Vec<SecretInfo>, StoreError>;
     /// One gateway secret, with its sealed value.
     async fn secret(&self, name: &str) -> Result<Option<StoredSecret>, StoreError>;
+
+    // Audit checkpoints
+    /// Every audit checkpoint, in the order they were written.
+    async fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError>;
 }

@@ -24,8 +24,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::{
-    AdminCredential, AuditFilter, Op, OpOutput, RevocationEntry, RevokedToken, SecretInfo,
-    SsfQueued, SsfStream, Store, StoreError, StoredSecret, StoredSigningKey,
+    AdminCredential, AuditFilter, Checkpoint, Op, OpOutput, RevocationEntry, RevokedToken,
+    SecretInfo, SsfQueued, SsfStream, Store, StoreError, StoredSecret, StoredSigningKey,
 };
 // Task steps and outcomes
 use crate::TaskFilter;
@@ -486,6 +486,27 @@ impl Store for SqliteStore {
             .fetch_optional(&self.read)
             .await?;
         row.as_ref().map(rows::secret).transpose()
+    }
+
+    // Audit checkpoints
+    async fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
+        // A database from before checkpoints, opened read-only (offline `audit verify`), is not
+        // migrated: it simply has none.
+        let exists = sqlx::query(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit_checkpoints'",
+        )
+        .fetch_optional(&self.read)
+        .await?
+        .is_some();
+        if !exists {
+            return Ok(Vec::new());
+        }
+        sqlx::query("SELECT seq, hash, time, jws FROM audit_checkpoints ORDER BY id")
+            .fetch_all(&self.read)
+            .await?
+            .iter()
+            .map(rows::checkpoint)
+            .collect()
     }
 }
 

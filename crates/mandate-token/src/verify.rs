@@ -388,6 +388,19 @@ pub fn verify(
     keys: &KeySet,
     checks: &ClaimChecks<'_>,
 ) -> Result<VerifiedJwt, VerifyError> {
+    let verified = verify_signature(token, keys, checks.typ)?;
+    check_claims(&verified.claims, checks)?;
+    Ok(verified)
+}
+
+/// Verifies only `token`'s signature (algorithm pinned to the key), its `typ` header when `typ`
+/// is given, and that its payload is a JSON object — no time or audience claims. For signed
+/// records that never expire (audit checkpoints); tokens go through [`verify`].
+pub fn verify_signature(
+    token: &str,
+    keys: &KeySet,
+    typ: Option<&'static str>,
+) -> Result<VerifiedJwt, VerifyError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(VerifyError::TooLong);
     }
@@ -415,23 +428,20 @@ pub fn verify(
         }
     })?;
     let claims = data.claims;
-    check_claims(&header, &claims, checks)?;
-    Ok(VerifiedJwt { header, claims })
-}
-
-fn check_claims(
-    header: &JwtHeader,
-    claims: &Value,
-    c: &ClaimChecks<'_>,
-) -> Result<(), VerifyError> {
     if !claims.is_object() {
         return Err(VerifyError::Malformed("payload is not an object"));
     }
-    if let Some(want) = c.typ
+    if let Some(want) = typ
         && !typ_matches(header.typ.as_deref(), want)
     {
         return Err(VerifyError::WrongType(want));
     }
+    Ok(VerifiedJwt { header, claims })
+}
+
+/// The registered claims (the signature, `typ` and payload shape were checked by
+/// [`verify_signature`]).
+fn check_claims(claims: &Value, c: &ClaimChecks<'_>) -> Result<(), VerifyError> {
     let num = |k: &'static str| -> Result<Option<i64>, VerifyError> {
         match claims.get(k) {
             None | Some(Value::Null) => Ok(None),
@@ -505,6 +515,30 @@ mod tests {
             URL_SAFE_NO_PAD.encode(claims.to_string()),
             URL_SAFE_NO_PAD.encode(sig)
         )
+    }
+
+    #[test]
+    fn signature_only_verification_needs_no_exp_but_checks_signature_and_type() {
+        let k = SigningKey::generate(Alg::EdDSA).unwrap();
+        let other = SigningKey::generate(Alg::EdDSA).unwrap().with_kid(k.kid());
+        let claims = json!({"iss": "m", "iat": 100, "seq": 7, "hash": "ab"});
+        let t = sign_jwt(&k, "audit-checkpoint+jwt", &claims).unwrap();
+        let v = verify_signature(&t, &set_for(&k), Some("audit-checkpoint+jwt")).unwrap();
+        assert_eq!(v.claims["seq"], 7);
+        // `verify` would want an `exp`.
+        assert_eq!(
+            verify(&t, &set_for(&k), &ClaimChecks::at(150)).unwrap_err(),
+            VerifyError::MissingClaim("exp")
+        );
+        assert_eq!(
+            verify_signature(&t, &set_for(&k), Some("at+jwt")).unwrap_err(),
+            VerifyError::WrongType("at+jwt")
+        );
+        let forged = sign_jwt(&other, "audit-checkpoint+jwt", &claims).unwrap();
+        assert_eq!(
+            verify_signature(&forged, &set_for(&k), None).unwrap_err(),
+            VerifyError::BadSignature
+        );
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! `GET /v1/audit` (query) and `GET /v1/audit/verify` (walk and check the whole hash chain).
+//! `GET /v1/audit` (query), `GET /v1/audit/verify` (walk and check the whole hash chain and
+//! the signed checkpoints) and `POST /v1/audit/checkpoint` (sign the chain head now).
 
 use std::sync::Arc;
 
@@ -6,9 +7,11 @@ use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use mandate_core::audit::ChainVerifier;
-use mandate_store::AuditFilter;
-use serde::Deserialize;
+use mandate_core::audit::{ChainReport, ChainVerifier};
+use mandate_core::checkpoint::{CHECKPOINT_TYP, Checkpoint, CheckpointFinding};
+use mandate_store::{AuditFilter, StoredSigningKey};
+use mandate_token::verify::{KeySet, VerifyingKey};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::admin::audit_export::{self, Format};
@@ -141,24 +144,160 @@ pub async fn query(
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
 }
 
-/// Walks the whole chain from `seq` 1 through `store`.
+/// Walks the whole chain from `seq` 1 through `store`, and compares it with the stored
+/// checkpoints whose signatures verify with `keys` (those that do not are findings). Returns the
+/// report and the latest stored checkpoint.
 pub async fn verify_store(
     store: &dyn mandate_store::Store,
-) -> Result<mandate_core::audit::ChainReport, mandate_store::StoreError> {
-    let mut v = ChainVerifier::default();
+    keys: &KeySet,
+) -> Result<(ChainReport, Option<Checkpoint>), mandate_store::StoreError> {
+    let stored = store.checkpoints().await?;
+    let latest = stored.last().cloned();
+    let (trusted, bad) = check_signatures(&stored, keys);
+    let mut v = ChainVerifier::with_checkpoints(trusted);
     let mut after = 0;
     loop {
+        // The whole log is walked even past a break: checkpoints need to know where it ends.
         let page = store.audit_after(after, 5000).await?;
         let Some(last) = page.last() else { break };
         after = last.seq;
         for e in &page {
             v.push(e);
         }
-        if v.is_broken() {
-            break;
+    }
+    let mut report = v.report();
+    report.checkpoint_findings.splice(0..0, bad);
+    Ok((report, latest))
+}
+
+/// The answer of `GET /v1/audit/verify` (and of `mandate audit verify --data`).
+pub fn report_json(report: &ChainReport, latest: Option<&Checkpoint>) -> Value {
+    json!({
+        "ok": report.is_ok(),
+        "checked": report.checked,
+        "head": report.head,
+        "first_break": report.first_break,
+        "checkpoints_checked": report.checkpoints_checked,
+        "checkpoint_findings": report.checkpoint_findings,
+        "latest_checkpoint": latest,
+    })
+}
+
+/// The claims of a checkpoint JWS.
+#[derive(Debug, Serialize, Deserialize)]
+struct CheckpointClaims {
+    iss: String,
+    iat: i64,
+    seq: i64,
+    hash: String,
+}
+
+/// The public keys of every signing key in `stored`, retired ones included: a checkpoint stays
+/// verifiable long after its key stopped signing tokens.
+pub fn stored_key_set(stored: &[StoredSigningKey]) -> KeySet {
+    KeySet::new(
+        stored
+            .iter()
+            .filter_map(|k| serde_json::from_str::<Value>(&k.public_jwk).ok())
+            .filter_map(|j| VerifyingKey::from_jwk(&j).ok())
+            .collect(),
+    )
+}
+
+/// Checks one checkpoint's JWS with `keys`; on success, the checkpoint as its signed claims
+/// state it (the other columns of its row are not trusted).
+fn verify_checkpoint(cp: &Checkpoint, keys: &KeySet) -> Result<Checkpoint, String> {
+    // A checkpoint never expires: only its signature and type are checked.
+    let claims = mandate_token::verify::verify_signature(&cp.jws, keys, Some(CHECKPOINT_TYP))
+        .map_err(|e| e.to_string())?
+        .claims;
+    let c: CheckpointClaims = serde_json::from_value(claims)
+        .map_err(|_| "its claims are not `iss`, `iat`, `seq`, `hash`".to_owned())?;
+    Ok(Checkpoint {
+        seq: c.seq,
+        hash: c.hash,
+        time: mandate_core::time::rfc3339_millis(c.iat.saturating_mul(1000)),
+        jws: cp.jws.clone(),
+    })
+}
+
+/// Splits stored checkpoints into those whose signatures verify (as their claims state them)
+/// and findings for the others.
+pub fn check_signatures(
+    stored: &[Checkpoint],
+    keys: &KeySet,
+) -> (Vec<Checkpoint>, Vec<CheckpointFinding>) {
+    let mut good = Vec::new();
+    let mut bad = Vec::new();
+    for cp in stored {
+        match verify_checkpoint(cp, keys) {
+            Ok(c) => good.push(c),
+            Err(why) => bad.push(CheckpointFinding {
+                kind: "signature".into(),
+                seq: cp.seq,
+                problem: format!(
+                    "checkpoint of seq {} (stored as signed at {}) does not verify: {why}",
+                    cp.seq, cp.time
+                ),
+            }),
         }
     }
-    Ok(v.report())
+    (good, bad)
+}
+
+/// Signs and stores a checkpoint of the chain head, unless the log is empty or its head is
+/// still `unless_seq`. Writes no audit event (that would move the head).
+pub async fn write_checkpoint(
+    state: &AppState,
+    unless_seq: Option<i64>,
+) -> Result<Option<Checkpoint>, ApiError> {
+    let head = state
+        .store
+        .audit(&AuditFilter {
+            limit: Some(1),
+            newest_first: true,
+            ..AuditFilter::default()
+        })
+        .await?;
+    let Some(head) = head.into_iter().next() else {
+        return Ok(None);
+    };
+    if unless_seq == Some(head.seq) {
+        return Ok(None);
+    }
+    let now_ms = state.clock.now_ms();
+    let claims = CheckpointClaims {
+        iss: state.issuer.clone(),
+        iat: now_ms.div_euclid(1000),
+        seq: head.seq,
+        hash: head.hash.clone(),
+    };
+    let jws = mandate_token::sign::sign_jwt(&state.keys.keys().current, CHECKPOINT_TYP, &claims)
+        .map_err(|e| {
+            tracing::error!(error = %e, "audit checkpoint could not be signed");
+            ApiError::server_error()
+        })?;
+    let cp = Checkpoint {
+        seq: head.seq,
+        hash: head.hash,
+        time: mandate_core::time::rfc3339_millis(now_ms),
+        jws,
+    };
+    state
+        .store
+        .commit(vec![mandate_store::Op::Checkpoint(cp.clone())])
+        .await?;
+    Ok(Some(cp))
+}
+
+/// `POST /v1/audit/checkpoint`: signs and stores a checkpoint of the chain head now.
+pub async fn checkpoint(
+    State(state): State<Arc<AppState>>,
+    admin: Admin,
+) -> Result<Json<Value>, ApiError> {
+    admin.require_admin()?;
+    let cp = write_checkpoint(&state, None).await?;
+    Ok(Json(json!({ "checkpoint": cp })))
 }
 
 /// `GET /v1/audit/verify`.
@@ -166,11 +305,7 @@ pub async fn verify(
     State(state): State<Arc<AppState>>,
     _admin: Admin,
 ) -> Result<Json<Value>, ApiError> {
-    let report = verify_store(state.store.as_ref()).await?;
-    Ok(Json(json!({
-        "ok": report.first_break.is_none(),
-        "checked": report.checked,
-        "head": report.head,
-        "first_break": report.first_break,
-    })))
+    let stored = state.store.signing_keys().await?;
+    let (report, latest) = verify_store(state.store.as_ref(), &stored_key_set(&stored)).await?;
+    Ok(Json(report_json(&report, latest.as_ref())))
 }

@@ -131,7 +131,14 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "GET",
         path: "/v1/audit/verify",
-        summary: "verify the audit hash chain",
+        summary: "verify the audit hash chain and its signed checkpoints",
+        body: None,
+        status: "200",
+    },
+    Route {
+        method: "POST",
+        path: "/v1/audit/checkpoint",
+        summary: "sign and store a checkpoint of the audit chain's head now",
         body: None,
         status: "200",
     },

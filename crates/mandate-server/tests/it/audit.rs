@@ -10,7 +10,7 @@ use sqlx::sqlite::SqliteConnectOptions;
 use super::harness::*;
 
 /// Runs `sql` (with `value` and `seq` bound) directly on the stopped server's database.
-async fn tamper(db: &Path, sql: &'static str, value: &str, seq: i64) {
+pub(super) async fn tamper(db: &Path, sql: &'static str, value: &str, seq: i64) {
     let mut conn = SqliteConnectOptions::new()
         .filename(db)
         .connect()
@@ -26,14 +26,14 @@ async fn tamper(db: &Path, sql: &'static str, value: &str, seq: i64) {
     sqlx::Connection::close(conn).await.unwrap();
 }
 
-async fn verify_report(srv: &Server) -> Value {
+pub(super) async fn verify_report(srv: &Server) -> Value {
     let r = srv.admin_get("/v1/audit/verify").await;
     r.expect(200);
     r.body
 }
 
 /// Some activity of every kind: allows, denies, a revocation, an agent change.
-async fn activity(srv: &Server) -> (i64, i64) {
+pub(super) async fn activity(srv: &Server) -> (i64, i64) {
     let support = srv.agent("support-v2");
     let analytics = srv.agent("analytics-v1");
     let t1 = srv

@@ -13,5 +13,6 @@ mod revocation;
 mod robustness;
 mod secrets;
 mod ssf;
+mod tamper;
 mod tasks;
 mod verify;

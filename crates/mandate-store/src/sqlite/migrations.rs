@@ -41,6 +41,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 6,
         sql: include_str!("../../migrations/sqlite/0006_secrets.sql"),
     },
+    // Audit checkpoints
+    Migration {
+        version: 7,
+        sql: include_str!("../../migrations/sqlite/0007_audit_checkpoints.sql"),
+    },
 ];
 
 /// The schema version this build writes.

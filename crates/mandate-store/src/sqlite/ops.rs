@@ -12,8 +12,8 @@ use sqlx::{Row, SqliteConnection};
 use super::writer::ChainHead;
 use super::{json, unix_now, unix_now_ms};
 use crate::{
-    AdminCredential, Op, OpOutput, RevocationEntry, RevokedToken, SsfSet, SsfStream, StoreError,
-    StoredSecret, StoredSigningKey,
+    AdminCredential, Checkpoint, Op, OpOutput, RevocationEntry, RevokedToken, SsfSet, SsfStream,
+    StoreError, StoredSecret, StoredSigningKey,
 };
 
 /// Applies one op. On error the caller rolls the unit back, head included.
@@ -165,6 +165,8 @@ pub(crate) async fn apply(
                 .await?;
             found(r.rows_affected(), || format!("secret `{name}`"))
         }
+        // Audit checkpoints
+        Op::Checkpoint(cp) => insert_checkpoint(conn, &cp).await.map(done),
     }
 }
 
@@ -807,4 +809,17 @@ async fn put_secret(conn: &mut SqliteConnection, s: &StoredSecret) -> Result<OpO
     .execute(&mut *conn)
     .await?;
     Ok(OpOutput::SecretPut { replaced })
+}
+
+// Audit checkpoints
+
+async fn insert_checkpoint(conn: &mut SqliteConnection, cp: &Checkpoint) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO audit_checkpoints (seq, hash, time, jws) VALUES (?, ?, ?, ?)")
+        .bind(cp.seq)
+        .bind(&cp.hash)
+        .bind(&cp.time)
+        .bind(&cp.jws)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }

@@ -13,8 +13,8 @@ use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
 use crate::{
-    AdminCredential, RevocationEntry, RevokedToken, SecretInfo, SsfQueued, SsfStream, StoreError,
-    StoredSecret, StoredSigningKey,
+    AdminCredential, Checkpoint, RevocationEntry, RevokedToken, SecretInfo, SsfQueued, SsfStream,
+    StoreError, StoredSecret, StoredSigningKey,
 };
 
 fn corrupt(column: &str, problem: impl std::fmt::Display) -> StoreError {
@@ -256,5 +256,17 @@ pub(crate) fn secret(row: &SqliteRow) -> Result<StoredSecret, StoreError> {
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         created_by: row.try_get("created_by")?,
+    })
+}
+
+// Audit checkpoints
+
+/// An audit checkpoint row.
+pub(crate) fn checkpoint(row: &SqliteRow) -> Result<Checkpoint, StoreError> {
+    Ok(Checkpoint {
+        seq: row.try_get("seq")?,
+        hash: row.try_get("hash")?,
+        time: row.try_get("time")?,
+        jws: row.try_get("jws")?,
     })
 }

@@ -48,7 +48,7 @@ async fn migrations_apply_once_and_data_and_chain_survive_reopen() {
     let versions: Vec<i64> = rows.iter().map(|r| r.get("version")).collect();
     assert_eq!(
         versions,
-        [1, 2, 3, 4, 5, 6],
+        [1, 2, 3, 4, 5, 6, 7],
         "each migration applied exactly once"
     );
     let mode: String = sqlx::query("PRAGMA journal_mode")
@@ -116,6 +116,28 @@ async fn read_only_sees_the_data_and_refuses_writes() {
     let r = SqliteStore::open_read_only(&missing).await;
     assert!(matches!(r, Err(StoreError::NotFound(_))), "{r:?}");
     assert!(!missing.exists(), "a read-only open never creates the file");
+}
+
+#[tokio::test]
+async fn a_database_from_before_checkpoints_reads_read_only_with_none() {
+    let (_dir, path, store) = fresh().await;
+    append(&store, event("e0")).await;
+    store.close().await;
+    // As a build from before migration 7 left it (read-only opens never migrate).
+    let mut conn = raw(&path).await;
+    sqlx::query("DROP TABLE audit_checkpoints")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM schema_migrations WHERE version >= 7")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    let ro = SqliteStore::open_read_only(&path).await.unwrap();
+    assert!(ro.checkpoints().await.unwrap().is_empty());
+    assert_eq!(verify_chain(all_events(&ro).await).checked, 1);
+    ro.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
