@@ -8,6 +8,7 @@
 //! (data `{"seq": N}`, no id) says the client is now current. A comment is sent every 10 s so
 //! that a silent connection can be told from a dead one.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,17 +61,16 @@ pub async fn stream(
     };
     let follower = state.feed.follow(state.store.clone(), after);
     let events = futures_util::stream::unfold(
-        (state, follower, Vec::<Event>::new()),
+        (state, follower, VecDeque::<Event>::new()),
         |(state, mut follower, mut queued)| async move {
             loop {
-                if !queued.is_empty() {
-                    let e = queued.remove(0);
+                if let Some(e) = queued.pop_front() {
                     return Some((Ok(e), (state, follower, queued)));
                 }
                 match follower.next(state.clock.now()).await? {
                     Ok(Next::Backlog(page)) => queued.extend(page.iter().map(|e| event(e))),
-                    Ok(Next::Live(e)) => queued.push(event(&e)),
-                    Ok(Next::CaughtUp) => queued.push(
+                    Ok(Next::Live(e)) => queued.push_back(event(&e)),
+                    Ok(Next::CaughtUp) => queued.push_back(
                         Event::default()
                             .event("ready")
                             .data(json!({"seq": follower.last()}).to_string()),
