@@ -160,7 +160,9 @@ pub async fn run() -> Result<ExitCode> {
         data_dir: dir.path().to_owned(),
         ..Config::default()
     };
-    let running = mandate_server::start(Options::new(config, true))
+    let mut opts = Options::new(config, true);
+    opts.gateway_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    let running = mandate_server::start(opts)
         .await
         .context("cannot start the demo server")?;
     let result = story(&running).await;
@@ -415,16 +417,16 @@ async fn story(running: &mandate_server::Running) -> Result<ExitCode> {
     }
 
     completion(running, &admin, &support).await?;
+    crate::demo_gateway::chapter(&admin, &support, running).await?;
 
-    println!("\n6. The audit trail: one hash-chained line per decision");
+    println!("\n7. The audit trail: one hash-chained line per decision");
     let events = admin
         .get_query("/v1/audit", &[("limit", "200".into())])
         .await?;
     for e in events["events"].as_array().into_iter().flatten() {
-        if e["kind"]
-            .as_str()
-            .is_some_and(|k| k.starts_with("token.") || k == "revocation")
-        {
+        if e["kind"].as_str().is_some_and(|k| {
+            k.starts_with("token.") || k == "revocation" || k.starts_with("gateway.")
+        }) {
             println!("   {}", audit_line(e));
         }
     }

@@ -6,6 +6,7 @@ mod audit_cmds;
 mod client;
 mod commands;
 mod demo;
+mod demo_gateway;
 mod output;
 mod policy;
 mod secrets;

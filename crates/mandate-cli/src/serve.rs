@@ -24,6 +24,10 @@ pub struct ServeArgs {
     /// Address to listen on (overrides `listen`).
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// Run the gateway on this address too (overrides `gateway.listen`). In `--dev` the gateway
+    /// always runs, by default on the port after `--listen`, in front of the sample CRM.
+    #[arg(long)]
+    gateway_listen: Option<SocketAddr>,
 }
 
 fn init_logging(format: &str) {
@@ -71,8 +75,21 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         config.listen = l;
     }
     init_logging(&config.log_format);
+    let gateway_listen = args.gateway_listen.or_else(|| {
+        // In --dev the gateway runs beside the server, on the next port.
+        (args.dev && config.gateway.listen.is_none()).then(|| {
+            let mut a = config.listen;
+            a.set_port(if a.port() == 0 {
+                0
+            } else {
+                a.port().wrapping_add(1)
+            });
+            a
+        })
+    });
     let mut opts = Options::new(config, args.dev);
     opts.master_key = std::env::var("MANDATE_MASTER_KEY").ok();
+    opts.gateway_listen = gateway_listen;
     let running = mandate_server::start(opts).await.context("cannot start")?;
     println!("Mandate is listening on {}", running.url);
     println!(
@@ -80,6 +97,19 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         running.url
     );
     println!("  data:     {}", running.data_dir.display());
+    if let Some(gw) = &running.gateway {
+        println!(
+            "Gateway is listening on {} (tokens need this audience)",
+            gw.url
+        );
+        if running.sample.is_some() {
+            println!(
+                "  in front of the sample CRM: GET {0}/customers/{{id}}, GET {0}/tickets/{{id}}, POST {0}/tickets, POST {0}/email/send",
+                gw.url
+            );
+            println!("  and its MCP server `crm`: {}/mcp", gw.url);
+        }
+    }
     match (&running.admin_token, args.dev, running.admin_token_is_new) {
         (Some(t), true, _) => {
             println!("  admin credential: {t}");

@@ -31,7 +31,7 @@ use std::fmt;
 
 use mandate_core::ids::{AgentId, IdError};
 use mandate_core::scope::{Scope, ScopeError, ScopePattern};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Buckets per window; the ring holds one more, for the bucket in progress.
 pub const BUCKETS: usize = 60;
@@ -42,7 +42,7 @@ pub const MAX_WINDOW_SECS: u64 = 365 * 86_400;
 const RING: usize = BUCKETS + 1;
 
 /// What a breaker does once tripped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Then {
     /// Refuse requests while the window count is at its maximum; they pass again once the
@@ -71,7 +71,7 @@ impl fmt::Display for Then {
 
 /// A breaker rule as written in the gateway configuration, e.g.
 /// `{ id = "mail-flood", agent = "*", action = "email:send", max = 50, per = "1h", then = "suspend" }`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BreakerRule {
     /// The rule's name; the audit reason names it.

@@ -10,10 +10,10 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// How an upstream expects its credential.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub enum Injection {
     /// In a header, e.g. `authorization` with format `Bearer {secret}`.

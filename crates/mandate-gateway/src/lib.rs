@@ -1,8 +1,8 @@
 //! Mandate's gateway (SPEC §6): the policy enforcement point in front of tool APIs and MCP
 //! servers.
 //!
-//! This crate is built from the inside out, like linkerd2-proxy: the policy types and decisions
-//! come first and are kept apart from transport, so each can be tested without a socket.
+//! Like linkerd2-proxy, the policy types and decisions are kept apart from transport, so each can
+//! be tested without a socket; [`proxy`] wires them into a hyper service.
 //!
 //! * [`route`] — the route table: `GET /customers/{id}` → `crm.customers:read` on
 //!   `customers/{id}`.
@@ -13,12 +13,26 @@
 //! * [`txn`] — the Transaction Token forwarded upstream instead of the agent's token.
 //! * [`forward`] — the request and answer rewriting: the agent's credentials out, the
 //!   upstream's real credential and the Transaction Token in, hop-by-hop headers dropped.
+//! * [`admit`] — scope and stage: may this token make this request at all.
+//! * [`authority`] — what the gateway asks of Mandate (verification, policy, secrets, audit),
+//!   so the same proxy runs inside `mandate serve` or on its own.
+//! * [`config`] — `[gateway]` in `mandate.toml`, checked into a [`Plan`].
+//! * [`proxy`] — the reverse proxy itself; [`serve`] — its listener.
 //! * [`challenge`] — RFC 9728 protected-resource metadata and the `WWW-Authenticate` challenges
 //!   that point clients to it.
 
+pub mod admit;
+pub mod authority;
 pub mod breaker;
 pub mod challenge;
+pub mod config;
 pub mod forward;
 pub mod mcp;
+pub mod proxy;
 pub mod route;
+pub mod serve;
 pub mod txn;
+
+pub use authority::Authority;
+pub use config::{GatewayConfig, Plan};
+pub use proxy::Gateway;

@@ -15,10 +15,10 @@
 
 use mandate_core::scope::Scope;
 use mandate_core::stage::Stage;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// One route as configured.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// HTTP method, e.g. `GET`.
@@ -30,8 +30,11 @@ pub struct RouteConfig {
     /// Resource template, e.g. `customers/{id}`; every `{name}` must be captured by the path.
     pub resource: String,
     /// The least stage the request needs, if more than its action class implies.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stage: Option<Stage>,
+    /// The upstream (by name) the route forwards to; may be left out when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
 }
 
 /// Why a route table was refused. Messages name the route by its position (from 1).
@@ -325,6 +328,11 @@ impl RouteTable {
         self.routes.is_empty()
     }
 
+    /// The scopes the routes need, in route order (with repeats).
+    pub fn actions(&self) -> impl Iterator<Item = &str> {
+        self.routes.iter().map(|r| r.action.as_str())
+    }
+
     /// Resolves `method` and `path` (without the query; still percent-encoded) to an action and
     /// a resource.
     pub fn resolve(&self, method: &str, path: &str) -> Result<Resolved, NoRoute> {
@@ -428,6 +436,7 @@ mod tests {
             action: action.into(),
             resource: resource.into(),
             stage: None,
+            upstream: None,
         }
     }
 

@@ -78,6 +78,7 @@ fn main() {
                 subject: Subject::Scope {
                     scope: &scope,
                     resource: "https://crm.example.com",
+                    resource_tags: &claims,
                 },
                 context: &context,
             });
@@ -92,6 +93,7 @@ fn main() {
                 subject: Subject::Scope {
                     scope: &scope,
                     resource: "https://crm.example.com",
+                    resource_tags: &claims,
                 },
                 context: &context,
             });

@@ -9,6 +9,10 @@
 //!    "principal": {"user": "alice@example.com", "groups": ["support"], "claims": {"tier": "gold"}},
 //!    "action": "crm.customers:read", "resource": "https://crm.example.com",
 //!    "context": {"stage": "observe"}, "expect": "allow"},
+//!   {"name": "emea users read emea customers",
+//!    "principal": {"user": "alice@example.com", "claims": {"region": "emea"}},
+//!    "action": "crm.customers:read", "resource": "customers/9821",
+//!    "resource_tags": {"region": "emea"}, "expect": "allow"},
 //!   {"name": "support-v2 may hand off to analytics-v1",
 //!    "principal": {"agent": "support-v2"}, "action": "delegate", "resource": "analytics-v1",
 //!    "expect": "allow"}
@@ -95,6 +99,9 @@ pub struct Case {
     pub action: String,
     /// The resource (for `delegate`, the receiving agent's id).
     pub resource: String,
+    /// The resource's attributes, as Cedar tags (`resource.getTag("region")`).
+    #[serde(default)]
+    pub resource_tags: BTreeMap<String, String>,
     /// The context.
     #[serde(default)]
     pub context: CaseContext,
@@ -190,6 +197,7 @@ fn run_one(engine: &Engine, c: &Case) -> Result<(bool, Vec<String>), String> {
             subject: Subject::Scope {
                 scope: &scope,
                 resource: &c.resource,
+                resource_tags: &c.resource_tags,
             },
             context: &context,
         })
@@ -274,5 +282,33 @@ mod tests {
         assert!(r[2].passed);
         assert!(!r[3].passed && r[3].detail.contains("exactly one"));
         assert!(parse("{").is_err());
+    }
+
+    #[test]
+    fn cases_may_give_resource_tags() {
+        let engine = load_sources(
+            &[(
+                "p.cedar".into(),
+                "@id(\"r\") permit(principal is User, action == Action::\"crm.customers:read\", resource) when { principal.hasTag(\"region\") && resource.hasTag(\"region\") && principal.getTag(\"region\") == resource.getTag(\"region\") };".into(),
+            )],
+            &BTreeSet::new(),
+        )
+        .unwrap();
+        let cases = parse(
+            r#"[
+            {"name": "same region", "principal": {"user": "alice", "claims": {"region": "emea"}},
+             "action": "crm.customers:read", "resource": "customers/1",
+             "resource_tags": {"region": "emea"}, "expect": "allow"},
+            {"name": "other region", "principal": {"user": "alice", "claims": {"region": "emea"}},
+             "action": "crm.customers:read", "resource": "customers/2",
+             "resource_tags": {"region": "amer"}, "expect": "deny"},
+            {"name": "untagged", "principal": {"user": "alice", "claims": {"region": "emea"}},
+             "action": "crm.customers:read", "resource": "customers/3", "expect": "deny"}
+        ]"#,
+        )
+        .unwrap();
+        let r = run(&engine, &cases);
+        assert!(r.iter().all(|c| c.passed), "{r:?}");
+        assert_eq!(r[0].detail, "expected allow, decided allow by r");
     }
 }

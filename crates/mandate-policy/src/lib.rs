@@ -1,7 +1,8 @@
 //! Mandate's policy decision point, in Cedar (SPEC §4).
 //!
 //! * [`schema`] — the Cedar schema: `User` (in `Group`s, with the user token's string claims as
-//!   tags), `Agent` (owner, tags, max stage), `Resource`, the request context, and one action per
+//!   tags), `Agent` (owner, tags, max stage), `Resource` (with the resource's attributes as
+//!   tags), the request context, and one action per
 //!   scope (`Action::"crm.customers:read"`) plus `Action::"delegate"`. Wildcard scopes written in
 //!   policies (`Action::"crm.*:read"`) become action groups that every matching scope is in.
 //! * [`load`] — reading `policies/*.cedar`, validating them against the schema, and reporting a

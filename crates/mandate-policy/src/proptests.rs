@@ -50,6 +50,7 @@ impl Permits for CedarRights<'_> {
                 subject: Subject::Scope {
                     scope,
                     resource: "https://crm",
+                    resource_tags: &claims,
                 },
                 context: &context,
             })

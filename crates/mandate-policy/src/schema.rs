@@ -21,8 +21,10 @@ entity Agent = {
   "max_stage": String,
 };
 
-// What a token is for: its audience (an API, an MCP server), or a route's resource.
-entity Resource;
+// What a token is for: its audience (an API, an MCP server), or a route's resource; its tags
+// are the resource's attributes where the caller knows them (AuthZEN `resource.properties`, the
+// gateway's route captures and tool arguments), e.g. `resource.getTag("region")`.
+entity Resource tags String;
 
 type RequestContext = {
   "stage": String,

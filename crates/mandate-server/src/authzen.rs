@@ -7,8 +7,9 @@
 //! Mapping: `subject.type` `user` (id = the user's subject; `properties.groups`, `issuer`, and
 //! other string properties become the user's groups, issuer and tags) or `agent` (a registered
 //! agent id); `action.name` is a scope or `delegate`; `resource.id` is the resource (for
-//! `delegate`, the receiving agent's id); `context` may carry `stage`, `task`, `purpose`,
-//! `chain` and `delegation_depth`.
+//! `delegate`, the receiving agent's id) and its string `properties` are the resource's tags
+//! (`resource.getTag("region")`); `context` may carry `stage`, `task`, `purpose`, `chain` and
+//! `delegation_depth`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -223,11 +224,13 @@ fn evaluate(state: &AppState, e: &AzEvaluation) -> (bool, Vec<String>, String) {
             Ok(s) => s,
             Err(e) => return (false, vec![], e.to_string()),
         };
+        let resource_tags = crate::policy::resource_tags(&resource.properties);
         engine.decide(&Request {
             principal,
             subject: Subject::Scope {
                 scope: &scope,
                 resource: &resource.id,
+                resource_tags: &resource_tags,
             },
             context: &context,
         })

@@ -79,6 +79,8 @@ pub struct Config {
     /// head moved); 0 turns the periodic checkpoint off (shutdown and `POST
     /// /v1/audit/checkpoint` still write one).
     pub audit_checkpoint_secs: u64,
+    /// The gateway (SPEC §6): listener, upstreams, routes, MCP servers, breakers.
+    pub gateway: mandate_gateway::GatewayConfig,
 }
 
 /// Limits on requests.
@@ -115,6 +117,10 @@ pub struct Tokens {
     pub leeway: i64,
     /// Longest lifetime of a client assertion, seconds.
     pub assertion_max_lifetime: i64,
+    /// Names of the user's identity-provider claims copied into access tokens as `user_tags`
+    /// (string claims only; nothing else of the user's token leaves Mandate). In `--dev`,
+    /// `["region"]` when empty.
+    pub carry_claims: Vec<String>,
 }
 
 /// Longest token lifetime at each stage.
@@ -196,6 +202,7 @@ impl Default for Config {
             audiences: Vec::new(),
             catalog: mandate_core::scope::ActionCatalog::default(),
             audit_checkpoint_secs: 60,
+            gateway: mandate_gateway::GatewayConfig::default(),
         }
     }
 }
@@ -222,6 +229,7 @@ impl Default for Tokens {
             max_chain_depth: 4,
             leeway: 30,
             assertion_max_lifetime: 300,
+            carry_claims: Vec::new(),
         }
     }
 }
@@ -308,6 +316,7 @@ impl Config {
         if t.max_chain_depth == 0 || t.max_chain_depth > 16 {
             return Err("`tokens.max_chain_depth` must be between 1 and 16".into());
         }
+        validate_carry_claims(&t.carry_claims)?;
         for i in &self.issuers {
             if i.jwks_url.is_some() == i.jwks_file.is_some() {
                 return Err(format!(
@@ -330,6 +339,33 @@ impl Config {
             .trim_end_matches('/')
             .to_owned()
     }
+}
+
+/// Most claims `tokens.carry_claims` may name.
+const MAX_CARRY_CLAIMS: usize = 32;
+
+fn validate_carry_claims(names: &[String]) -> Result<(), String> {
+    if names.len() > MAX_CARRY_CLAIMS {
+        return Err(format!(
+            "`tokens.carry_claims` names at most {MAX_CARRY_CLAIMS} claims"
+        ));
+    }
+    for (i, name) in names.iter().enumerate() {
+        if name.trim().is_empty() || name.len() > 64 {
+            return Err(format!(
+                "`tokens.carry_claims` entry `{name}` must be 1–64 characters"
+            ));
+        }
+        if crate::policy::REGISTERED_CLAIMS.contains(&name.as_str()) || name == "groups" {
+            return Err(format!(
+                "`tokens.carry_claims` entry `{name}` is a registered claim; only other claims of the user's token can be carried"
+            ));
+        }
+        if names[..i].contains(name) {
+            return Err(format!("`tokens.carry_claims` names `{name}` twice"));
+        }
+    }
+    Ok(())
 }
 
 fn parse_env_value(v: &str) -> toml::Value {
@@ -411,5 +447,33 @@ mod tests {
         assert!(err.to_string().contains("HS256"));
         let err = Config::load(None, env(&[("MANDATE_TOKENS__DEFAULT_TTL", "-1")])).unwrap_err();
         assert!(err.to_string().contains("positive"));
+    }
+
+    #[test]
+    fn carry_claims_names_are_checked() {
+        let c = Config::load(
+            None,
+            env(&[("MANDATE_TOKENS__CARRY_CLAIMS", r#"["region", "tier"]"#)]),
+        )
+        .unwrap();
+        assert_eq!(c.tokens.carry_claims, ["region", "tier"]);
+        for (bad, why) in [
+            (r#"["iss"]"#, "registered"),
+            (r#"["groups"]"#, "registered"),
+            (r#"["scope"]"#, "registered"),
+            (r#"[""]"#, "1–64"),
+            (r#"["region", "region"]"#, "twice"),
+        ] {
+            let err = Config::load(None, env(&[("MANDATE_TOKENS__CARRY_CLAIMS", bad)]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("tokens.carry_claims") && err.contains(why),
+                "{bad}: {err}"
+            );
+        }
+        let long = format!("[\"{}\"]", "x".repeat(65));
+        let err = Config::load(None, env(&[("MANDATE_TOKENS__CARRY_CLAIMS", &long)])).unwrap_err();
+        assert!(err.to_string().contains("1–64"), "{err}");
     }
 }

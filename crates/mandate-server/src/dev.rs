@@ -19,12 +19,14 @@ use serde_json::{Value, json};
 use crate::config::TrustedIssuerConfig;
 use crate::files::write_private;
 
-/// A demo user: subject and groups.
+/// A demo user: subject, groups and region.
 pub struct DemoUser {
     /// The subject.
     pub sub: &'static str,
     /// Groups.
     pub groups: &'static [&'static str],
+    /// The `region` claim of their tokens from the test IdP.
+    pub region: &'static str,
 }
 
 /// The demo users of SPEC §10.
@@ -32,16 +34,22 @@ pub const DEMO_USERS: &[DemoUser] = &[
     DemoUser {
         sub: "alice@example.com",
         groups: &["support"],
+        region: "emea",
     },
     DemoUser {
         sub: "bob@example.com",
         groups: &["finance"],
+        region: "amer",
     },
     DemoUser {
         sub: "carol@example.com",
         groups: &["support", "approver"],
+        region: "emea",
     },
 ];
+
+/// `tokens.carry_claims` in `--dev` when not configured: the demo users' `region`.
+pub const DEV_CARRY_CLAIMS: &[&str] = &["region"];
 
 /// The demo world's policies (SPEC §10), written to `<data>/policies/demo.cedar` in `--dev`.
 pub const DEMO_POLICIES: &str = r#"// Mandate demo world (SPEC §10). Edit and save: the server reloads this directory.
@@ -70,6 +78,13 @@ permit(
 forbid(principal is User, action == Action::"billing.payments:create", resource)
 unless { principal.hasTag("tier") && principal.getTag("tier") == "gold" };
 
+// A record-level rule, enforced at the gateway: where a customer's region is known (the route
+// `/regions/{region}/customers/{id}` names it), a user reads only customers of their own region.
+@id("customers-of-own-region")
+forbid(principal is User, action == Action::"crm.customers:read", resource)
+when { resource.hasTag("region") &&
+       !(principal.hasTag("region") && principal.getTag("region") == resource.getTag("region")) };
+
 // support-v2's own, autonomous work.
 @id("support-v2-own-work")
 permit(principal == Agent::"support-v2", action == Action::"tickets:read", resource);
@@ -93,12 +108,20 @@ pub fn seed_policies(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// The groups a demo user has, by full subject or by the part before `@`.
-pub fn demo_groups(sub: &str) -> Option<Vec<String>> {
+fn demo_user(sub: &str) -> Option<&'static DemoUser> {
     DEMO_USERS
         .iter()
         .find(|u| u.sub == sub || u.sub.split('@').next() == Some(sub))
-        .map(|u| u.groups.iter().map(|g| (*g).to_owned()).collect())
+}
+
+/// The groups a demo user has, by full subject or by the part before `@`.
+pub fn demo_groups(sub: &str) -> Option<Vec<String>> {
+    demo_user(sub).map(|u| u.groups.iter().map(|g| (*g).to_owned()).collect())
+}
+
+/// The region a demo user has, by full subject or by the part before `@`.
+pub fn demo_region(sub: &str) -> Option<&'static str> {
+    demo_user(sub).map(|u| u.region)
 }
 
 /// The built-in test identity provider.

@@ -14,7 +14,9 @@
 //! * [`revocation`] — making a revocation;
 //! * [`policy`] — the Cedar policy decision point, reloaded on change;
 //! * [`authzen`] — the OpenID AuthZEN Authorization API over that decision point;
+//! * [`gateway`] — the gateway (`mandate-gateway`) run inside the server, asking it directly;
 //! * [`ssf`] — the OpenID Shared Signals transmitter: revocations as Security Event Tokens;
+//! * [`sample`] — the built-in sample upstream (a CRM REST API and MCP server) for `--dev` and tests;
 //! * [`state`], [`keyring`], [`idp`], [`clock`], [`dev`] — what handlers share.
 
 pub mod admin;
@@ -26,6 +28,7 @@ pub mod dev;
 pub mod error;
 pub mod feed;
 pub mod files;
+pub mod gateway;
 pub mod idp;
 pub mod keyring;
 pub mod live;
@@ -33,6 +36,7 @@ pub mod oauth;
 pub mod policy;
 pub mod ratelimit;
 pub mod revocation;
+pub mod sample;
 pub mod server;
 pub mod ssf;
 pub mod state;

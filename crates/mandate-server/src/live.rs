@@ -15,12 +15,23 @@ pub type Live = Principal;
 
 /// Checks that `token` is a live Mandate access token at `now`.
 pub fn check(state: &AppState, token: &str, now: i64) -> Result<Live, NotAlive> {
+    check_for(state, token, now, &[], 0)
+}
+
+/// [`check`], also requiring one of `audiences` (none: any), with `leeway` seconds of clock skew.
+pub fn check_for(
+    state: &AppState,
+    token: &str,
+    now: i64,
+    audiences: &[String],
+    leeway: i64,
+) -> Result<Live, NotAlive> {
     let keys = state.keys.keys();
     let expect = Expect {
         issuer: &state.issuer,
-        audiences: &[],
+        audiences,
         now,
-        leeway: 0,
+        leeway,
         max_chain_depth: state.config.tokens.max_chain_depth,
     };
     let live = verify_claims(token, &keys.verify, &expect)?;

@@ -194,22 +194,52 @@ impl PolicyPoint {
     }
 }
 
+/// The registered claims of a token, which are never tags.
+pub const REGISTERED_CLAIMS: &[&str] = &[
+    "iss", "sub", "aud", "exp", "nbf", "iat", "jti", "azp", "scope", "act", "cnf",
+];
+
+/// Longest tag name.
+const MAX_TAG_NAME: usize = 64;
+/// Longest tag value.
+const MAX_TAG_VALUE: usize = 256;
+
 /// String claims of a user token that policies can read as tags (`principal.getTag("tier")`);
 /// the registered JWT claims are left out.
 pub fn claim_tags(claims: &Value) -> BTreeMap<String, String> {
-    const REGISTERED: &[&str] = &[
-        "iss", "sub", "aud", "exp", "nbf", "iat", "jti", "azp", "scope", "act", "cnf",
-    ];
     claims
         .as_object()
         .into_iter()
         .flatten()
-        .filter(|(k, _)| !REGISTERED.contains(&k.as_str()) && k.len() <= 64)
-        .filter_map(|(k, v)| {
-            v.as_str()
-                .filter(|s| s.len() <= 256)
-                .map(|s| (k.clone(), s.to_owned()))
-        })
+        .filter(|(k, _)| !REGISTERED_CLAIMS.contains(&k.as_str()))
+        .filter_map(|(k, v)| string_tag(k, v))
+        .collect()
+}
+
+/// String attributes of a resource (e.g. AuthZEN `resource.properties`) that policies can read
+/// as tags (`resource.getTag("region")`); other values, long names and long values are left out.
+pub fn resource_tags(properties: &serde_json::Map<String, Value>) -> BTreeMap<String, String> {
+    properties
+        .iter()
+        .filter_map(|(k, v)| string_tag(k, v))
+        .collect()
+}
+
+fn string_tag(k: &str, v: &Value) -> Option<(String, String)> {
+    if k.is_empty() || k.len() > MAX_TAG_NAME {
+        return None;
+    }
+    v.as_str()
+        .filter(|s| s.len() <= MAX_TAG_VALUE)
+        .map(|s| (k.to_owned(), s.to_owned()))
+}
+
+/// The tags a first-hop token carries as `user_tags`: those of `tags` named in `carry`
+/// (`tokens.carry_claims`).
+pub fn carried_tags(tags: &BTreeMap<String, String>, carry: &[String]) -> BTreeMap<String, String> {
+    tags.iter()
+        .filter(|(k, _)| carry.contains(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
 }
 
@@ -284,12 +314,15 @@ impl Permits for PolicyRights<'_> {
             Who::User(user, claims) => Principal::User { user, claims },
             Who::Agent(agent) => Principal::Agent(agent),
         };
+        // An issuance decides for an audience, which has no attributes.
+        let no_tags = BTreeMap::new();
         self.audiences.iter().all(|aud| {
             let d = self.engine.decide(&Request {
                 principal,
                 subject: Subject::Scope {
                     scope,
                     resource: aud,
+                    resource_tags: &no_tags,
                 },
                 context: &context,
             });

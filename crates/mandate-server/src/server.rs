@@ -55,6 +55,8 @@ pub struct Options {
     pub master_key: Option<String>,
     /// The clock (tests inject one).
     pub clock: Arc<dyn Clock>,
+    /// `--gateway-listen`: run the gateway on this address (overrides `gateway.listen`).
+    pub gateway_listen: Option<SocketAddr>,
 }
 
 impl Options {
@@ -65,6 +67,7 @@ impl Options {
             dev,
             master_key: None,
             clock: Arc::new(SystemClock),
+            gateway_listen: None,
         }
     }
 }
@@ -89,6 +92,10 @@ pub struct Running {
     store: Arc<SqliteStore>,
     /// The Shared Signals dispatcher, stopped before the store closes.
     ssf: Option<JoinHandle<()>>,
+    /// The gateway, when it runs in this process.
+    pub gateway: Option<crate::gateway::RunningGateway>,
+    /// In `--dev`, the sample CRM behind the gateway.
+    pub sample: Option<crate::sample::SampleHandle>,
 }
 
 fn master_key(dir: &Path, given: Option<&str>) -> Result<MasterKey, StartError> {
@@ -112,11 +119,19 @@ fn master_key(dir: &Path, given: Option<&str>) -> Result<MasterKey, StartError> 
 /// Starts a server and returns once it is accepting connections.
 pub async fn start(opts: Options) -> Result<Running, StartError> {
     let Options {
-        config,
+        mut config,
         dev,
         master_key: master_text,
         clock,
+        gateway_listen,
     } = opts;
+    if dev && config.tokens.carry_claims.is_empty() {
+        // The demo users' region reaches the gateway's record-level decisions.
+        config.tokens.carry_claims = crate::dev::DEV_CARRY_CLAIMS
+            .iter()
+            .map(|c| (*c).to_owned())
+            .collect();
+    }
     let dir = config.data_dir.clone();
     create_private_dir(&dir)
         .map_err(|e| StartError::Io(format!("data directory `{}`: {e}", dir.display())))?;
@@ -227,7 +242,28 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
             .await
     });
     tracing::info!(%addr, %issuer, dev, "mandate is listening");
+    let (gateway, sample) = match gateway_listen.or(state.config.gateway.listen) {
+        None => (None, None),
+        Some(listen) => {
+            let (sample, config) = if dev && state.config.gateway.upstreams.is_empty() {
+                let (sample, mut config) = crate::gateway::start_dev_upstream(&state)
+                    .await
+                    .map_err(|e| StartError::Io(e.to_string()))?;
+                config.public_url = state.config.gateway.public_url.clone();
+                config.breakers = state.config.gateway.breakers.clone();
+                (Some(sample), config)
+            } else {
+                (None, state.config.gateway.clone())
+            };
+            let gw = crate::gateway::start(state.clone(), &config, listen)
+                .await
+                .map_err(|e| StartError::Io(e.to_string()))?;
+            (Some(gw), sample)
+        }
+    };
     Ok(Running {
+        gateway,
+        sample,
         addr,
         url: issuer,
         admin_token,
@@ -328,6 +364,12 @@ fn spawn_policy_watch(state: std::sync::Weak<AppState>) {
 impl Running {
     /// Stops accepting connections, finishes in-flight requests, flushes the store.
     pub async fn shutdown(mut self) {
+        if let Some(gw) = self.gateway.take() {
+            gw.shutdown().await;
+        }
+        if let Some(sample) = self.sample.take() {
+            sample.shutdown().await;
+        }
         // Revocation streams end, so their connections do not hold the graceful shutdown.
         self.state.feed.close();
         // Shared Signals first: long polls answer, push workers and the dispatcher end.

@@ -345,6 +345,32 @@ async fn set_status(
     Ok(Json(agent.as_ref().clone()))
 }
 
+/// Suspends `id` on behalf of `by` (e.g. `gateway:breaker:mail-flood`) as the admin route does:
+/// a revocation of the agent that also sets its status, in one unit. Does nothing to an agent
+/// that is not active.
+pub async fn suspend_for(
+    state: &Arc<AppState>,
+    id: &str,
+    by: &str,
+    reason: &str,
+) -> Result<(), ApiError> {
+    let agent = get_agent(state, id)?;
+    if agent.status != AgentStatus::Active {
+        return Ok(());
+    }
+    let mut req = crate::revocation::Request::new(RevocationKind::Agent, id, by);
+    req.reason = reason.to_owned();
+    req.action = Some("agent.suspend".to_owned());
+    req.ops = vec![Op::SetAgentStatus {
+        id: id.to_owned(),
+        status: AgentStatus::Suspended,
+        at: state.clock.now(),
+    }];
+    crate::revocation::revoke(state, req).await?;
+    state.directory.refresh(state.store.as_ref(), id).await?;
+    Ok(())
+}
+
 /// `POST /v1/agents/{id}/suspend`.
 pub async fn suspend(
     State(state): State<Arc<AppState>>,

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::admin::auth::Admin;
 use crate::admin::body::JsonBody;
-use crate::dev::demo_groups;
+use crate::dev::{demo_groups, demo_region};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -26,6 +26,7 @@ pub struct UserTokenRequest {
     #[serde(default)]
     pub ttl: Option<i64>,
     /// Extra string claims, e.g. `{"tier": "gold"}` (policies read them as the user's tags).
+    /// A demo user's token has their `region` unless this sets one.
     #[serde(default)]
     pub claims: std::collections::BTreeMap<String, String>,
 }
@@ -55,11 +56,14 @@ pub async fn user_token(
     if body.claims.len() > 32 {
         return Err(ApiError::bad_request("at most 32 extra claims"));
     }
-    let extra: serde_json::Map<String, Value> = body
+    let mut extra: serde_json::Map<String, Value> = body
         .claims
         .iter()
         .map(|(k, v)| (k.clone(), json!(v)))
         .collect();
+    if let Some(region) = demo_region(sub) {
+        extra.entry("region").or_insert_with(|| json!(region));
+    }
     let token = idp
         .user_token_with(sub, &groups, ttl, now, &extra)
         .map_err(|e| {

@@ -176,6 +176,44 @@ fn event(kind: &str, admin: &Admin, name: &str, detail: Value) -> NewEvent {
     }
 }
 
+/// Stores `value` as secret `name` on behalf of `by` (e.g. `system:dev` for the sample CRM's
+/// key in `--dev`), with its `secret.set` audit event.
+pub async fn store_secret(
+    state: &AppState,
+    name: &str,
+    value: &str,
+    description: &str,
+    by: &str,
+) -> Result<(), ApiError> {
+    let sealed = state
+        .master
+        .seal(value.as_bytes(), &aad(name))
+        .map_err(|_| ApiError::server_error())?;
+    let now = state.clock.now();
+    let stored = StoredSecret {
+        name: name.to_owned(),
+        sealed,
+        description: Some(description.to_owned()),
+        created_at: now,
+        updated_at: now,
+        created_by: by.to_owned(),
+    };
+    let ev = NewEvent {
+        kind: "secret.set".into(),
+        action: Some("secret.set".into()),
+        resource: Some(format!("secret:{name}")),
+        decision: Some(Decision::Info),
+        reason: format!("by {by}"),
+        detail: json!({"description": description}).to_string(),
+        ..Default::default()
+    };
+    state
+        .store
+        .commit(vec![Op::PutSecret(stored), Op::Audit(ev)])
+        .await?;
+    Ok(())
+}
+
 /// `GET /v1/secrets` (admin or auditor): names, descriptions and times; never values.
 pub async fn list(
     State(state): State<Arc<AppState>>,

@@ -62,6 +62,8 @@ pub async fn client_credentials(
             sub: client.agent.id.subject(),
             profile: SubProfile::Agent,
             issuer: None,
+            groups: Vec::new(),
+            user_tags: Default::default(),
         },
         chain,
         rights,

@@ -18,7 +18,7 @@ use crate::oauth::issue::{
 };
 use crate::oauth::request::{self, TokenParams};
 use crate::oauth::token::{Attempt, TYPE_ACCESS_TOKEN, TYPE_JWT};
-use crate::policy::{PolicyRights, Who, claim_tags};
+use crate::policy::{PolicyRights, Who, carried_tags, claim_tags};
 use crate::state::AppState;
 use mandate_core::ids::TaskId;
 use mandate_policy::{
@@ -147,6 +147,8 @@ async fn first_hop(
             sub: user.subject.clone(),
             profile: SubProfile::User,
             issuer: Some(user.issuer.clone()),
+            groups: user.groups.clone(),
+            user_tags: carried_tags(&tags, &state.config.tokens.carry_claims),
         },
         chain,
         rights,
@@ -249,6 +251,9 @@ fn next_hop(
             sub: parent.sub.clone(),
             profile: parent.sub_profile,
             issuer: parent.sub_iss.clone(),
+            // A later hop never adds to what the first hop carried.
+            groups: parent.groups.clone(),
+            user_tags: parent.user_tags.clone(),
         },
         chain,
         rights,

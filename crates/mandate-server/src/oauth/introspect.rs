@@ -61,6 +61,14 @@ pub async fn introspect(
             if let (Some(obj), Some(act)) = (v.as_object_mut(), &c.act) {
                 obj.insert("act".into(), act.clone());
             }
+            if let Some(obj) = v.as_object_mut() {
+                if !c.groups.is_empty() {
+                    obj.insert("groups".into(), json!(c.groups));
+                }
+                if !c.user_tags.is_empty() {
+                    obj.insert("user_tags".into(), json!(c.user_tags));
+                }
+            }
             v
         }
         Err(why) => {

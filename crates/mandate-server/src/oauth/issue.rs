@@ -2,6 +2,8 @@
 //! (`mandate_core::grant::decide`), then minting the JWT, its lineage record and its audit event.
 //! Nothing is written here: the endpoint commits it all in one unit before answering.
 
+use std::collections::BTreeMap;
+
 use mandate_core::audit::{Decision, NewEvent};
 use mandate_core::chain::DelegationChain;
 use mandate_core::claims::{AccessClaims, Audience, SubProfile};
@@ -44,6 +46,12 @@ pub struct Subject {
     pub profile: SubProfile,
     /// The user's IdP, for user tokens.
     pub issuer: Option<String>,
+    /// The user's groups (`groups`): from the user's token at a first hop, the parent's at a
+    /// later one; none for an agent's own token.
+    pub groups: Vec<String>,
+    /// The user's carried claims (`user_tags`, `tokens.carry_claims`): from the user's token at
+    /// a first hop, the parent's at a later one; none for an agent's own token.
+    pub user_tags: BTreeMap<String, String>,
 }
 
 /// `rights(U)` of an issuance: Cedar decisions for a first hop or an agent's own token, or the
@@ -205,6 +213,8 @@ fn mint(
         sub: subject.sub.clone(),
         sub_profile: subject.profile,
         sub_iss: subject.issuer.clone(),
+        groups: subject.groups.clone(),
+        user_tags: subject.user_tags.clone(),
         aud: Audience::from_vec(params.aud.clone()),
         client_id: client.agent.id.as_str().to_owned(),
         iat: now,

@@ -133,3 +133,52 @@ async fn bad_evaluations_are_denials_that_say_why_and_callers_must_authenticate(
     assert_eq!(anon.status, 401);
     srv.shutdown().await;
 }
+
+#[tokio::test]
+async fn resource_properties_are_resource_tags() {
+    let srv = Server::start().await;
+    srv.add_policy(
+        "region.cedar",
+        r#"@id("same-region-orders")
+permit(principal is User, action == Action::"crm.orders:read", resource)
+  when {
+    principal.hasTag("region") && resource.hasTag("region") &&
+    resource.getTag("region") == principal.getTag("region")
+  };"#,
+    )
+    .await;
+    let ask = |resource: serde_json::Value| {
+        let srv = &srv;
+        async move {
+            let r = srv
+                .admin_post(
+                    "/access/v1/evaluation",
+                    &json!({
+                        "subject": {"type": "user", "id": "alice@example.com",
+                                    "properties": {"groups": ["support"], "region": "emea"}},
+                        "action": {"name": "crm.orders:read"},
+                        "resource": resource,
+                    }),
+                )
+                .await;
+            assert_eq!(r.status, 200, "{}", r.body);
+            r.body
+        }
+    };
+    let same = ask(json!({"type": "order", "id": "orders/1",
+        "properties": {"region": "emea", "size": 3}}))
+    .await;
+    assert_eq!(same["decision"], true, "{same}");
+    assert_eq!(same["context"]["policies"], json!(["same-region-orders"]));
+    let other =
+        ask(json!({"type": "order", "id": "orders/2", "properties": {"region": "amer"}})).await;
+    assert_eq!(other["decision"], false, "{other}");
+    let untagged = ask(json!({"type": "order", "id": "orders/3"})).await;
+    assert_eq!(untagged["decision"], false, "{untagged}");
+    // Only string properties become tags.
+    let not_a_string = ask(json!({"type": "order", "id": "orders/4",
+        "properties": {"region": ["emea"]}}))
+    .await;
+    assert_eq!(not_a_string["decision"], false, "{not_a_string}");
+    srv.shutdown().await;
+}

@@ -25,6 +25,10 @@ async fn client_credentials_issues_an_agent_token_without_act() {
     assert_eq!(c["sub"], "agent:support-v2");
     assert_eq!(c["sub_profile"], "agent");
     assert!(c.get("act").is_none(), "no act on autonomous tokens: {c}");
+    assert!(
+        c.get("groups").is_none() && c.get("user_tags").is_none(),
+        "no user claims on autonomous tokens: {c}"
+    );
     assert_eq!(c["client_id"], "support-v2");
     assert_eq!(c["scope"], "tickets:read");
     assert_eq!(c["aud"], CRM);

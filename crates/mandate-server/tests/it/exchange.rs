@@ -535,3 +535,145 @@ async fn an_es256_deployment_issues_tokens_a_generic_library_verifies_with_es256
     );
     srv.shutdown().await;
 }
+
+#[tokio::test]
+async fn exchange_carries_the_users_groups_and_only_the_configured_claims_through_every_hop() {
+    // `--dev` carries `region` unless configured otherwise.
+    let srv = Server::start().await;
+    let support = srv.agent("support-v2");
+    let analytics = srv.agent("analytics-v1");
+    let user = srv.user_token_with(
+        ALICE,
+        &["support", "approver"],
+        3600,
+        json!({"region": "emea", "email": "alice@example.com", "tier": "gold"}),
+    );
+    let t1 = srv
+        .exchange(&support, &user, "crm.customers:read")
+        .await
+        .access_token();
+    let c1 = srv.verify(&t1, CRM).await.unwrap().claims;
+    assert_eq!(c1["groups"], json!(["support", "approver"]));
+    assert_eq!(c1["user_tags"], json!({"region": "emea"}), "{c1}");
+    assert!(
+        c1.get("email").is_none() && c1.get("tier").is_none(),
+        "{c1}"
+    );
+
+    // The next hop carries exactly the same, whatever its own holder is.
+    let t2 = srv
+        .hop(&analytics, &t1, "crm.customers:read")
+        .await
+        .access_token();
+    let c2 = srv.verify(&t2, CRM).await.unwrap().claims;
+    assert_eq!(c2["groups"], c1["groups"]);
+    assert_eq!(c2["user_tags"], c1["user_tags"]);
+    let i = srv.introspect(&t2).await;
+    assert_eq!(i["groups"], c1["groups"]);
+    assert_eq!(i["user_tags"], c1["user_tags"]);
+
+    // A user without groups or carried claims: neither claim is present at all.
+    srv.add_policy(
+        "dave.cedar",
+        r#"permit(principal == User::"dave@example.com", action == Action::"crm.customers:read", resource);"#,
+    )
+    .await;
+    let dave = srv.user_token_with(
+        "dave@example.com",
+        &[],
+        3600,
+        json!({"email": "dave@example.com"}),
+    );
+    let t = srv
+        .exchange(&support, &dave, "crm.customers:read")
+        .await
+        .access_token();
+    let c = srv.verify(&t, CRM).await.unwrap().claims;
+    assert!(
+        c.get("groups").is_none() && c.get("user_tags").is_none() && c.get("email").is_none(),
+        "{c}"
+    );
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn exchange_carries_only_string_claims_named_by_carry_claims() {
+    let srv = Server::start_configured(|c| {
+        c.tokens.carry_claims = vec!["tier".into(), "level".into(), "department".into()];
+    })
+    .await;
+    let support = srv.agent("support-v2");
+    let user = srv.user_token_with(
+        ALICE,
+        &["support"],
+        3600,
+        json!({"region": "emea", "tier": "gold", "level": 3, "email": "alice@example.com"}),
+    );
+    let t = srv
+        .exchange(&support, &user, "crm.customers:read")
+        .await
+        .access_token();
+    let c = srv.verify(&t, CRM).await.unwrap().claims;
+    // Configured: the dev default (`region`) does not apply; `level` is not a string; the user
+    // has no `department`.
+    assert_eq!(c["user_tags"], json!({"tier": "gold"}), "{c}");
+    assert_eq!(c["groups"], json!(["support"]));
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn exchange_of_a_demo_users_dev_token_carries_their_region() {
+    let srv = Server::start().await;
+    let support = srv.agent("support-v2");
+    let r = srv
+        .admin_post("/v1/dev/user-token", &json!({"sub": ALICE}))
+        .await;
+    r.expect(200);
+    let user = r.body["token"].as_str().unwrap().to_owned();
+    assert_eq!(peek(&user)["region"], "emea");
+    let t = srv
+        .exchange(&support, &user, "crm.customers:read")
+        .await
+        .access_token();
+    let c = srv.verify(&t, CRM).await.unwrap().claims;
+    assert_eq!(c["user_tags"], json!({"region": "emea"}));
+    assert_eq!(c["groups"], json!(["support"]));
+    // An explicit claim wins over the demo default.
+    let r = srv
+        .admin_post(
+            "/v1/dev/user-token",
+            &json!({"sub": "bob", "claims": {"region": "apac"}}),
+        )
+        .await;
+    assert_eq!(peek(r.body["token"].as_str().unwrap())["region"], "apac");
+    srv.shutdown().await;
+}
+
+#[test]
+fn exchange_config_refuses_a_bad_carry_claims_entry_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mandate.toml");
+    for (entry, why) in [
+        ("\"sub\"", "registered"),
+        ("\"groups\"", "registered"),
+        ("\"\"", "1–64"),
+    ] {
+        std::fs::write(
+            &path,
+            format!("[tokens]\ncarry_claims = [\"region\", {entry}]\n"),
+        )
+        .unwrap();
+        let err = mandate_server::Config::load(Some(&path), Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`tokens.carry_claims`")
+                && err.contains(why)
+                && err.contains("mandate.toml"),
+            "{entry}: {err}"
+        );
+    }
+    std::fs::write(&path, "[tokens]\ncarry_claims = [\"region\"]\n").unwrap();
+    let c = mandate_server::Config::load(Some(&path), Vec::new()).unwrap();
+    assert_eq!(c.tokens.carry_claims, ["region"]);
+}

@@ -406,6 +406,7 @@ impl Server {
             dev,
             master_key: None,
             clock: clock.clone(),
+            gateway_listen: None,
         })
         .await
         .expect("the server starts");
@@ -459,6 +460,7 @@ impl Server {
             dev: true,
             master_key: None,
             clock: self.clock.clone(),
+            gateway_listen: None,
         })
         .await
         .expect("the server starts again on the same port");

@@ -1,0 +1,83 @@
+//! What the gateway asks of Mandate: verify a token, decide with policy, open a secret, sign a
+//! Transaction Token, record an audit event, suspend an agent, alert a webhook.
+//!
+//! The proxy is written against this trait, so the same proxy runs inside `mandate serve`
+//! (answering from the server's own memory: keys, revocation index, policy set, secret store)
+//! and, later, as a standalone process answering through the verifier library and the server's
+//! API. Everything on the request path (`verify`, `decide`, `sign_txn`) is synchronous and
+//! answered from memory; the rest may do IO.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+
+use mandate_core::audit::NewEvent;
+use mandate_core::scope::Scope;
+use mandate_verify::{Principal, Refusal};
+use serde_json::Value;
+use zeroize::Zeroizing;
+
+use crate::txn::TxnClaims;
+
+/// A policy question about one request.
+#[derive(Debug, Clone, Copy)]
+pub struct Ask<'a> {
+    /// Who: the verified token.
+    pub principal: &'a Principal,
+    /// The action (a scope).
+    pub action: &'a Scope,
+    /// The resource, e.g. `customers/9821`.
+    pub resource: &'a str,
+    /// The resource's attributes: route captures, or an MCP tool's scalar arguments.
+    pub resource_tags: &'a BTreeMap<String, String>,
+}
+
+/// A policy answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// Allowed.
+    pub allowed: bool,
+    /// The policies that decided.
+    pub policies: Vec<String>,
+    /// Why, in words (for the client and audit).
+    pub reason: String,
+}
+
+/// Why a secret could not be had. Never contains the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SecretError(pub String);
+
+/// A future the gateway can hold across its own awaits (owned, sendable).
+pub type Pending<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// What the gateway needs from Mandate.
+pub trait Authority: Send + Sync + 'static {
+    /// Mandate's issuer URL (the authorization server named in protected-resource metadata).
+    fn issuer(&self) -> &str;
+
+    /// Now, milliseconds since the epoch (the injected clock).
+    fn now_ms(&self) -> i64;
+
+    /// Verifies an access token for one of `audiences`: signature, claims, revocation state,
+    /// agents active. From memory.
+    fn verify(&self, token: &str, audiences: &[String]) -> Result<Principal, Refusal>;
+
+    /// Decides with the policy set. From memory.
+    fn decide(&self, ask: &Ask<'_>) -> Verdict;
+
+    /// Signs a Transaction Token with Mandate's current key.
+    fn sign_txn(&self, claims: &TxnClaims) -> Result<String, String>;
+
+    /// Opens the secret `name` (an upstream's real credential).
+    fn secret(&self, name: &str) -> Pending<Result<Zeroizing<String>, SecretError>>;
+
+    /// Records an audit event (durably, but the answer to the client does not wait for it).
+    fn record(&self, event: NewEvent);
+
+    /// Suspends `agent` (revoking its tokens) because a breaker tripped; `reason` says which.
+    fn suspend(&self, agent: &str, reason: &str) -> Pending<Result<(), String>>;
+
+    /// Posts `payload` to a breaker's webhook (best effort, in the background).
+    fn alert(&self, url: &str, payload: Value);
+}

@@ -1,0 +1,371 @@
+//! The gateway inside `mandate serve`: [`mandate_gateway::Authority`] answered from the
+//! server's own memory (keys, revocation index, agent directory, policy set) and store (secrets,
+//! audit), and the listener started beside the authorization server.
+//!
+//! The proxy itself lives in `mandate-gateway`; this module only connects it to the server.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use mandate_core::audit::NewEvent;
+use mandate_core::ids::UserPrincipal;
+use mandate_gateway::authority::{Ask, Pending, SecretError, Verdict};
+use mandate_gateway::txn::TxnClaims;
+use mandate_gateway::{Authority, Gateway, GatewayConfig, Plan};
+use mandate_policy::{DecisionContext, Principal as PolicyPrincipal, Request, Subject, Usage};
+use mandate_store::Op;
+use mandate_token::sign::sign_jwt;
+use mandate_verify::{Principal, Refusal};
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use zeroize::Zeroizing;
+
+use crate::state::AppState;
+
+/// How long an opened secret is kept in memory before it is read from the store again, so a
+/// changed secret takes effect within this time and a request rarely waits on the database.
+pub const SECRET_CACHE: Duration = Duration::from_secs(10);
+
+/// Opened secrets and when they were opened.
+type SecretCache = Arc<Mutex<HashMap<String, (Arc<Zeroizing<String>>, Instant)>>>;
+
+/// Mandate, as the in-process gateway sees it.
+pub struct InProcess {
+    state: Arc<AppState>,
+    secrets: SecretCache,
+    http: reqwest::Client,
+}
+
+impl InProcess {
+    /// The authority over `state`.
+    pub fn new(state: Arc<AppState>) -> InProcess {
+        InProcess {
+            state,
+            secrets: Arc::default(),
+            http: crate::ssf::push::client(),
+        }
+    }
+}
+
+impl Authority for InProcess {
+    fn issuer(&self) -> &str {
+        &self.state.issuer
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.state.clock.now_ms()
+    }
+
+    fn verify(&self, token: &str, audiences: &[String]) -> Result<Principal, Refusal> {
+        let leeway = self.state.config.tokens.leeway;
+        crate::live::check_for(
+            &self.state,
+            token,
+            self.state.clock.now(),
+            audiences,
+            leeway,
+        )
+    }
+
+    fn decide(&self, ask: &Ask<'_>) -> Verdict {
+        let p = ask.principal;
+        let context = DecisionContext {
+            stage: p.claims.stage,
+            task: p.claims.task.clone(),
+            purpose: String::new(),
+            delegation_depth: i64::try_from(p.chain.depth()).unwrap_or(i64::MAX),
+            chain: p.chain.agent_ids(),
+            now: self.state.clock.now(),
+            usage: Usage::default(),
+        };
+        let subject = Subject::Scope {
+            scope: ask.action,
+            resource: ask.resource,
+            resource_tags: ask.resource_tags,
+        };
+        let user: Option<UserPrincipal> = p.claims.user();
+        let agent = match &user {
+            Some(_) => None,
+            None => p.agent().and_then(|a| self.state.directory.get(a)),
+        };
+        let principal = match (&user, &agent) {
+            (Some(u), _) => PolicyPrincipal::User {
+                user: u,
+                claims: &p.claims.user_tags,
+            },
+            (None, Some(a)) => PolicyPrincipal::Agent(a),
+            (None, None) => {
+                return Verdict {
+                    allowed: false,
+                    policies: Vec::new(),
+                    reason: "the token names no user and no known agent".into(),
+                };
+            }
+        };
+        let engine = self.state.policy.engine();
+        let d = engine.decide(&Request {
+            principal,
+            subject,
+            context: &context,
+        });
+        let who = match &user {
+            Some(u) => format!("user `{}`", u.subject),
+            None => format!("agent `{}`", p.agent().unwrap_or_default()),
+        };
+        let reason = if d.allowed {
+            format!("permitted by {}", quoted(&d.policies))
+        } else if d.policies.is_empty() {
+            format!(
+                "no policy permits {who} `{}` on `{}`",
+                ask.action, ask.resource
+            )
+        } else {
+            format!(
+                "{who} `{}` on `{}` is forbidden by {}",
+                ask.action,
+                ask.resource,
+                quoted(&d.policies)
+            )
+        };
+        Verdict {
+            allowed: d.allowed,
+            policies: d.policies,
+            reason,
+        }
+    }
+
+    fn sign_txn(&self, claims: &TxnClaims) -> Result<String, String> {
+        let keys = self.state.keys.keys();
+        sign_jwt(&keys.current, mandate_gateway::txn::TYP, claims).map_err(|e| e.to_string())
+    }
+
+    fn secret(&self, name: &str) -> Pending<Result<Zeroizing<String>, SecretError>> {
+        let state = Arc::clone(&self.state);
+        let cache = Arc::clone(&self.secrets);
+        let name = name.to_owned();
+        Box::pin(async move {
+            let cached = cache
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&name)
+                .filter(|(_, at)| at.elapsed() < SECRET_CACHE)
+                .map(|(v, _)| Arc::clone(v));
+            if let Some(v) = cached {
+                return Ok(Zeroizing::new(v.as_str().to_owned()));
+            }
+            let value = crate::admin::secrets::reveal(&state, &name)
+                .await
+                .map_err(|e| SecretError(e.to_string()))?;
+            let value = Arc::new(Zeroizing::new(value.expose().to_owned()));
+            cache
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(name, (Arc::clone(&value), Instant::now()));
+            Ok(Zeroizing::new(value.as_str().to_owned()))
+        })
+    }
+
+    fn record(&self, event: NewEvent) {
+        let state = Arc::clone(&self.state);
+        tokio::spawn(async move {
+            if let Err(e) = state.store.commit(vec![Op::Audit(event)]).await {
+                tracing::error!(error = %e, "gateway audit event could not be written");
+            }
+        });
+    }
+
+    fn suspend(&self, agent: &str, reason: &str) -> Pending<Result<(), String>> {
+        let state = Arc::clone(&self.state);
+        let agent = agent.to_owned();
+        let reason = reason.to_owned();
+        Box::pin(async move {
+            crate::admin::agents::suspend_for(&state, &agent, "gateway:breaker", &reason)
+                .await
+                .map_err(|e| format!("{e:?}"))
+        })
+    }
+
+    fn alert(&self, url: &str, payload: Value) {
+        let http = self.http.clone();
+        let url = url.to_owned();
+        tokio::spawn(async move {
+            match http.post(&url).json(&payload).send().await {
+                Ok(r) if r.status().is_success() => {}
+                Ok(r) => tracing::warn!(status = %r.status(), "breaker webhook refused the alert"),
+                Err(e) => tracing::warn!(error = %e, "breaker webhook could not be reached"),
+            }
+        });
+    }
+}
+
+fn quoted(ids: &[String]) -> String {
+    ids.iter()
+        .map(|i| format!("`{i}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A running gateway.
+pub struct RunningGateway {
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// Its public URL (the audience tokens need).
+    pub url: String,
+    /// The proxy, for in-process callers (tests).
+    pub gateway: Arc<Gateway<InProcess>>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl RunningGateway {
+    /// Stops accepting, lets requests in flight finish.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayStartError {
+    /// The configuration is wrong.
+    #[error(transparent)]
+    Config(#[from] mandate_gateway::config::ConfigError),
+    /// Binding or building the client failed.
+    #[error("gateway: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Binds `listen` and serves `config` in front of its upstreams, asking `state`.
+pub async fn start(
+    state: Arc<AppState>,
+    config: &GatewayConfig,
+    listen: SocketAddr,
+) -> Result<RunningGateway, GatewayStartError> {
+    let listener = TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let plan = Plan::new(config, &format!("http://{addr}"))?;
+    let url = plan.public_url.clone();
+    let gateway = Arc::new(Gateway::new(plan, Arc::new(InProcess::new(state)))?);
+    let (tx, rx) = oneshot::channel::<()>();
+    let serving = Arc::clone(&gateway);
+    let task = tokio::spawn(async move {
+        mandate_gateway::serve::serve(serving, listener, async {
+            let _ = rx.await;
+        })
+        .await;
+    });
+    tracing::info!(%addr, %url, "gateway is listening");
+    Ok(RunningGateway {
+        addr,
+        url,
+        gateway,
+        shutdown: Some(tx),
+        task,
+    })
+}
+
+/// The secret holding the sample CRM's API key in `--dev`.
+pub const DEV_SECRET: &str = "crm-api";
+
+/// The gateway configuration of the `--dev` world (SPEC §10) in front of the sample CRM at
+/// `upstream`: its REST routes and its MCP server `crm` at `/mcp`.
+pub fn dev_config(upstream: &str) -> GatewayConfig {
+    use mandate_gateway::config::{McpConfig, UpstreamConfig};
+    use mandate_gateway::forward::Injection;
+    use mandate_gateway::route::RouteConfig;
+    let route = |method: &str, path: &str, action: &str, resource: &str| RouteConfig {
+        method: method.into(),
+        path: path.into(),
+        action: action.into(),
+        resource: resource.into(),
+        stage: None,
+        upstream: None,
+    };
+    GatewayConfig {
+        upstreams: vec![UpstreamConfig {
+            name: "crm".into(),
+            url: upstream.into(),
+            secret: Some(DEV_SECRET.into()),
+            credential: Some(Injection::Header {
+                name: "x-api-key".into(),
+                format: None,
+            }),
+            timeout_secs: None,
+        }],
+        routes: vec![
+            route(
+                "GET",
+                "/customers/{id}",
+                "crm.customers:read",
+                "customers/{id}",
+            ),
+            route(
+                "GET",
+                "/regions/{region}/customers/{id}",
+                "crm.customers:read",
+                "customers/{id}",
+            ),
+            route("GET", "/tickets/{id}", "tickets:read", "tickets/{id}"),
+            route("POST", "/tickets", "tickets:create", "tickets"),
+            route("POST", "/email/send", "email:send", "email"),
+        ],
+        mcp: vec![McpConfig {
+            server: "crm".into(),
+            path: "/mcp".into(),
+            upstream: "crm".into(),
+            upstream_path: None,
+            tool_classes: Default::default(),
+        }],
+        ..GatewayConfig::default()
+    }
+}
+
+/// A Transaction Token check for the sample CRM: Mandate's keys, `typ: txntoken+jwt`, not
+/// expired.
+pub fn txn_verifier(state: &Arc<AppState>) -> crate::sample::TxnVerifier {
+    let state = Arc::clone(state);
+    Arc::new(move |token: &str| {
+        let keys = state.keys.keys();
+        let jwt = mandate_token::verify::verify_signature(
+            token,
+            &keys.verify,
+            Some(mandate_gateway::txn::TYP),
+        )
+        .map_err(|e| e.to_string())?;
+        let claims = jwt.claims;
+        let exp = claims.get("exp").and_then(Value::as_i64).unwrap_or(0);
+        if exp < state.clock.now() {
+            return Err("expired".into());
+        }
+        Ok(claims)
+    })
+}
+
+/// In `--dev`: starts the sample CRM on a loopback port, stores its API key (new and random at
+/// each start) as secret [`DEV_SECRET`], and returns it with the dev gateway configuration.
+pub async fn start_dev_upstream(
+    state: &Arc<AppState>,
+) -> Result<(crate::sample::SampleHandle, GatewayConfig), GatewayStartError> {
+    let key = mandate_token::random_id::<24>().map_err(|e| std::io::Error::other(e.to_string()))?;
+    crate::admin::secrets::store_secret(
+        state,
+        DEV_SECRET,
+        &key,
+        "API key of the sample CRM (--dev)",
+        "system:dev",
+    )
+    .await
+    .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+    let sample = crate::sample::Sample::new(key, Some(txn_verifier(state)));
+    let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+    let handle = sample.serve(listener).await?;
+    let config = dev_config(&handle.url());
+    Ok((handle, config))
+}
