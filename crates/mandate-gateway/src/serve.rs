@@ -15,8 +15,11 @@ use tokio::net::TcpListener;
 use crate::authority::Authority;
 use crate::proxy::Gateway;
 
-/// The most bytes of request line and headers a client may send (larger: `431`).
-pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// The most bytes of headers a client may send (larger: `431`).
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// hyper's read buffer: room for the request line and headers, plus slack.
+const READ_BUFFER: usize = 4 * MAX_HEADER_BYTES;
 
 /// How long a client may take to send its request headers.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -55,7 +58,7 @@ pub async fn serve<A: Authority>(
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_TIMEOUT)
-            .max_buf_size(MAX_HEADER_BYTES)
+            .max_buf_size(READ_BUFFER)
             .serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {

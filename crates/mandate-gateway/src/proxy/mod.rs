@@ -156,6 +156,21 @@ impl<A: Authority> Gateway<A> {
             started: Instant::now(),
             request_id: mandate_token::random_id::<12>().unwrap_or_default(),
         };
+        let header_bytes: usize = req
+            .headers()
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 4)
+            .sum();
+        if header_bytes > crate::serve::MAX_HEADER_BYTES {
+            return respond::error(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "invalid_request",
+                &format!(
+                    "the request's headers are larger than {} bytes",
+                    crate::serve::MAX_HEADER_BYTES
+                ),
+            );
+        }
         if ctx.path == METADATA_PATH || ctx.path.starts_with(&format!("{METADATA_PATH}/")) {
             return self.metadata(&ctx.path);
         }

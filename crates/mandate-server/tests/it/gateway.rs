@@ -646,3 +646,162 @@ async fn a_dead_upstream_is_a_502_and_never_a_secret() {
     assert!(!r.body.to_string().contains("very-secret-value"));
     s.shutdown().await;
 }
+
+/// A tiny webhook receiver: every JSON body POSTed to it.
+async fn webhook() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    use axum::routing::post;
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Value>::new()));
+    let keep = got.clone();
+    let app = axum::Router::new().route(
+        "/alert",
+        post(move |axum::Json(v): axum::Json<Value>| {
+            let keep = keep.clone();
+            async move {
+                keep.lock().unwrap().push(v);
+                "ok"
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/alert", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await });
+    (url, got)
+}
+
+#[tokio::test]
+async fn a_deny_breaker_is_a_rate_limit_with_retry_after_and_alerts_once() {
+    let (hook, got) = webhook().await;
+    let s = start_with(move |c| {
+        c.gateway.breakers = vec![mandate_gateway::breaker::BreakerRule {
+            id: "customer-reads".into(),
+            agent: "*".into(),
+            action: "crm.customers:read".into(),
+            max: 3,
+            per: "1m".into(),
+            then: mandate_gateway::breaker::Then::Deny,
+            webhook: Some(hook),
+        }];
+    })
+    .await;
+    let token = token_for(&s, &alice_in(&s, "emea"), "crm.customers:read", &[]).await;
+    for _ in 0..3 {
+        get(&s, "/customers/9821", Some(&token)).await.expect(200);
+    }
+    for _ in 0..2 {
+        let r = get(&s, "/customers/9821", Some(&token)).await;
+        r.expect(429);
+        assert_eq!(r.body["error"], "rate_limited");
+        assert_eq!(r.header("retry-after"), "1");
+    }
+    // The agent is not suspended by a deny breaker.
+    let a = s.admin_get("/v1/agents/support-v2").await;
+    assert_eq!(a.body["status"], "active");
+    // One alert for the streak, with what tripped.
+    let mut alerts = Vec::new();
+    for _ in 0..100 {
+        alerts = got.lock().unwrap().clone();
+        if !alerts.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(got.lock().unwrap().len(), 1, "{alerts:?}");
+    let a = &alerts[0];
+    assert_eq!(a["rule"], "customer-reads");
+    assert_eq!(a["agent"], "support-v2");
+    assert_eq!(a["then"], "deny");
+    assert_eq!(a["user"], ALICE);
+    // The window slides: a minute later the agent may read again.
+    s.clock.advance(61);
+    get(&s, "/customers/9821", Some(&token)).await.expect(200);
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_tool_called_before_any_listing_is_classed_from_the_servers_own_list() {
+    // The sample's MCP server is stateless JSON: a raw call needs no handshake.
+    let s = start().await;
+    // A draft-stage token may call read-only tools; the gateway learns that lookup_customer is
+    // read-only by asking the server, since this client never listed the tools.
+    let token = token_for(
+        &s,
+        &s.alice(),
+        "mcp.crm.lookup_customer:call",
+        &[("stage", "draft")],
+    )
+    .await;
+    let r = s
+        .send(
+            reqwest::Client::new()
+                .post(format!("{}/mcp", gw(&s)))
+                .bearer_auth(&token)
+                .header("accept", "application/json, text/event-stream")
+                .json(&json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+                    "params": {"name": "lookup_customer", "arguments": {"id": "9821"}}})),
+        )
+        .await;
+    r.expect(200);
+    assert_eq!(r.body["id"], 7);
+    assert!(r.body["result"].to_string().contains("Acme"), "{}", r.body);
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn garbage_never_gets_a_5xx_and_oversized_headers_get_431() {
+    let s = start().await;
+    let base = gw(&s);
+    let http = reqwest::Client::new();
+    let token = token_for(&s, &s.alice(), "crm.customers:read", &[]).await;
+    for auth in [
+        "Bearer",
+        "Bearer ",
+        "Basic abc",
+        "Bearer a.b.c",
+        "Bearer ....",
+        "bearer eyJhbGciOiJub25lIn0.e30.",
+        "DPoP x",
+    ] {
+        let r = s
+            .send(
+                http.get(format!("{base}/customers/1"))
+                    .header("authorization", auth),
+            )
+            .await;
+        assert_eq!(r.status, 401, "{auth}: {}", r.body);
+    }
+    for path in [
+        "/customers/..%2F..%2Fadmin",
+        "/customers/%00",
+        "/customers//1",
+        "/%",
+        "/.well-known/oauth-protected-resource/nothing",
+    ] {
+        let r = s
+            .send(http.get(format!("{base}{path}")).bearer_auth(&token))
+            .await;
+        assert!(r.status < 500, "{path}: {} {}", r.status, r.body);
+    }
+    let r = s
+        .send(
+            http.get(format!("{base}/customers/9821"))
+                .bearer_auth(&token)
+                .header("x-big", "a".repeat(70 * 1024)),
+        )
+        .await;
+    assert_eq!(r.status, 431);
+    // A client that never finishes its headers holds up no one else (hyper cuts it off after
+    // the header timeout, 10 s).
+    let mut slow = tokio::net::TcpStream::connect(s.running().gateway.as_ref().unwrap().addr)
+        .await
+        .unwrap();
+    use tokio::io::AsyncWriteExt;
+    slow.write_all(b"GET /customers/9821 HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    get(&s, "/customers/9821", Some(&token)).await.expect(200);
+    // (A connection still sending its headers holds a graceful shutdown for up to the header
+    // timeout; this test does not wait for that.)
+    drop(slow);
+    s.shutdown().await;
+}
