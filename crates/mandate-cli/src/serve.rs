@@ -108,6 +108,16 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
                 gw.url
             );
             println!("  and its MCP server `crm`: {}/mcp", gw.url);
+            if let Some(sample) = &running.sample {
+                println!(
+                    "  the sample CRM itself: {} (its API key: {})",
+                    sample.url(),
+                    running
+                        .data_dir
+                        .join(mandate_server::gateway::DEV_SECRET_FILE)
+                        .display()
+                );
+            }
         }
     }
     match (&running.admin_token, args.dev, running.admin_token_is_new) {

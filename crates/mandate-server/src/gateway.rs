@@ -348,8 +348,13 @@ pub fn txn_verifier(state: &Arc<AppState>) -> crate::sample::TxnVerifier {
     })
 }
 
+/// The file (in the data directory, mode 0600) holding the sample CRM's API key in `--dev`, so
+/// benchmarks and curious users can call the CRM directly, without the gateway.
+pub const DEV_SECRET_FILE: &str = "sample-crm.key";
+
 /// In `--dev`: starts the sample CRM on a loopback port, stores its API key (new and random at
-/// each start) as secret [`DEV_SECRET`], and returns it with the dev gateway configuration.
+/// each start) as secret [`DEV_SECRET`] and in [`DEV_SECRET_FILE`], and returns it with the dev
+/// gateway configuration.
 pub async fn start_dev_upstream(
     state: &Arc<AppState>,
 ) -> Result<(crate::sample::SampleHandle, GatewayConfig), GatewayStartError> {
@@ -363,6 +368,7 @@ pub async fn start_dev_upstream(
     )
     .await
     .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+    crate::files::write_private(&state.config.data_dir.join(DEV_SECRET_FILE), key.as_bytes())?;
     let sample = crate::sample::Sample::new(key, Some(txn_verifier(state)));
     let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
     let handle = sample.serve(listener).await?;
