@@ -185,13 +185,13 @@ pub enum KeysCommand {
 /// `mandate credentials …`.
 #[derive(Subcommand)]
 pub enum CredentialsCommand {
-    /// Make an admin, auditor or verifier credential; its secret is printed once.
+    /// Make an admin, auditor, verifier or gateway credential; its secret is printed once.
     Create {
         /// A name, e.g. `ci-auditor`.
         #[arg(long)]
         id: String,
-        /// `admin`, `auditor` or `verifier` (a resource server's: the revocation stream and
-        /// introspection only).
+        /// `admin`, `auditor`, `verifier` (a resource server's: the revocation stream and
+        /// introspection only) or `gateway` (a standalone gateway: that plus `/v1/gateway/*`).
         #[arg(long, default_value = "auditor")]
         role: String,
     },

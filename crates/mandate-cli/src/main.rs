@@ -7,6 +7,7 @@ mod client;
 mod commands;
 mod demo;
 mod demo_gateway;
+mod gateway;
 mod output;
 mod policy;
 mod secrets;
@@ -44,6 +45,8 @@ struct Cli {
 enum Command {
     /// Run the authorization server.
     Serve(serve::ServeArgs),
+    /// Run the gateway on its own, in front of its upstreams, following a Mandate server.
+    Gateway(gateway::GatewayArgs),
     /// Run the whole story on this machine and print it: a user, two agents, a delegation
     /// chain, a refused over-reach, a revocation mid-task, and the audit trail.
     Demo,
@@ -105,6 +108,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
+            Command::Gateway(args) => gateway::run(args).await,
             Command::Demo => demo::run().await,
             Command::Dev(c) => commands::dev(c, &cli.url, token, cli.json).await,
             Command::Agents(c) => commands::agents(c, &cli.url, token, cli.json).await,

@@ -30,7 +30,8 @@ pub struct ServeArgs {
     gateway_listen: Option<SocketAddr>,
 }
 
-fn init_logging(format: &str) {
+/// Logs to stderr, as text or JSON, filtered by `MANDATE_LOG`.
+pub fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MANDATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=warn,sqlx=warn"));
     let builder = tracing_subscriber::fmt()
@@ -43,7 +44,8 @@ fn init_logging(format: &str) {
     };
 }
 
-async fn shutdown_signal() {
+/// Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -3,9 +3,10 @@
 //!
 //! The proxy is written against this trait, so the same proxy runs inside `mandate serve`
 //! (answering from the server's own memory: keys, revocation index, policy set, secret store)
-//! and, later, as a standalone process answering through the verifier library and the server's
-//! API. Everything on the request path (`verify`, `decide`, `sign_txn`) is synchronous and
-//! answered from memory; the rest may do IO.
+//! and as a standalone process ([`crate::remote`]: the verifier library following the
+//! revocation stream, a local copy of the policy set, secrets and audit over the server's API).
+//! On the request path `verify`, `decide` and `sign_txn` answer from memory; `verify` is a
+//! future only because a verifier that lost the revocation stream may introspect.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -60,14 +61,26 @@ pub trait Authority: Send + Sync + 'static {
     fn now_ms(&self) -> i64;
 
     /// Verifies an access token for one of `audiences`: signature, claims, revocation state,
-    /// agents active. From memory.
-    fn verify(&self, token: &str, audiences: &[String]) -> Result<Principal, Refusal>;
+    /// agents active.
+    fn verify(&self, token: &str, audiences: &[String]) -> Pending<Result<Principal, Refusal>>;
 
     /// Decides with the policy set. From memory.
     fn decide(&self, ask: &Ask<'_>) -> Verdict;
 
-    /// Signs a Transaction Token with Mandate's current key.
+    /// Signs a Transaction Token (with Mandate's current key in-process; a standalone gateway
+    /// signs with its own key, published by [`Authority::jwks`]).
     fn sign_txn(&self, claims: &TxnClaims) -> Result<String, String>;
+
+    /// The `iss` of the Transaction Tokens this gateway signs (default: Mandate's issuer).
+    fn txn_issuer(&self) -> &str {
+        self.issuer()
+    }
+
+    /// The JWKS that verifies this gateway's Transaction Tokens, when it is not Mandate's own
+    /// (served at `/.well-known/jwks.json` on the gateway).
+    fn jwks(&self) -> Option<Value> {
+        None
+    }
 
     /// Opens the secret `name` (an upstream's real credential).
     fn secret(&self, name: &str) -> Pending<Result<Zeroizing<String>, SecretError>>;

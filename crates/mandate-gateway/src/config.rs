@@ -56,6 +56,14 @@ pub struct GatewayConfig {
     /// to 1 MiB.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_body_bytes: Option<u64>,
+    /// For a standalone `mandate gateway`: Mandate's URL (its issuer). Ignored inside
+    /// `mandate serve`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mandate_url: Option<String>,
+    /// For a standalone `mandate gateway`: a file holding its credential (role `gateway`);
+    /// `MANDATE_GATEWAY_CREDENTIAL` overrides it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential_file: Option<std::path::PathBuf>,
     /// The services behind the gateway.
     pub upstreams: Vec<UpstreamConfig>,
     /// REST routes.

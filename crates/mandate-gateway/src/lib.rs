@@ -16,8 +16,11 @@
 //! * [`admit`] — scope and stage: may this token make this request at all.
 //! * [`authority`] — what the gateway asks of Mandate (verification, policy, secrets, audit),
 //!   so the same proxy runs inside `mandate serve` or on its own.
+//! * [`decide`] — the Cedar question for one request, shared by every authority.
 //! * [`config`] — `[gateway]` in `mandate.toml`, checked into a [`Plan`].
 //! * [`proxy`] — the reverse proxy itself; [`serve`] — its listener.
+//! * [`standalone`] — `mandate gateway`: the proxy with a [`remote::Remote`] authority.
+//! * [`remote`] — the standalone gateway's authority: Mandate over the network.
 //! * [`challenge`] — RFC 9728 protected-resource metadata and the `WWW-Authenticate` challenges
 //!   that point clients to it.
 
@@ -26,11 +29,14 @@ pub mod authority;
 pub mod breaker;
 pub mod challenge;
 pub mod config;
+pub mod decide;
 pub mod forward;
 pub mod mcp;
 pub mod proxy;
+pub mod remote;
 pub mod route;
 pub mod serve;
+pub mod standalone;
 pub mod txn;
 
 pub use authority::Authority;

@@ -126,6 +126,11 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/secrets/{name}",
             put(admin::secrets::put).delete(admin::secrets::delete),
         )
+        // The standalone gateway's routes (role `gateway` only)
+        .route("/gateway/bundle", get(admin::gateway_api::bundle))
+        .route("/gateway/secrets/{name}", get(admin::gateway_api::secret))
+        .route("/gateway/events", post(admin::gateway_api::events))
+        .route("/gateway/suspensions", post(admin::gateway_api::suspend))
         .route("/dev/user-token", post(admin::dev::user_token))
         .route("/openapi.json", get(admin::openapi::openapi));
     Router::new()

@@ -10,11 +10,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use mandate_core::audit::NewEvent;
-use mandate_core::ids::UserPrincipal;
 use mandate_gateway::authority::{Ask, Pending, SecretError, Verdict};
 use mandate_gateway::txn::TxnClaims;
 use mandate_gateway::{Authority, Gateway, GatewayConfig, Plan};
-use mandate_policy::{DecisionContext, Principal as PolicyPrincipal, Request, Subject, Usage};
 use mandate_store::Op;
 use mandate_token::sign::sign_jwt;
 use mandate_verify::{Principal, Refusal};
@@ -60,82 +58,23 @@ impl Authority for InProcess {
         self.state.clock.now_ms()
     }
 
-    fn verify(&self, token: &str, audiences: &[String]) -> Result<Principal, Refusal> {
+    fn verify(&self, token: &str, audiences: &[String]) -> Pending<Result<Principal, Refusal>> {
         let leeway = self.state.config.tokens.leeway;
-        crate::live::check_for(
-            &self.state,
-            token,
-            self.state.clock.now(),
-            audiences,
-            leeway,
-        )
+        let now = self.state.clock.now();
+        let result = crate::live::check_for(&self.state, token, now, audiences, leeway);
+        Box::pin(std::future::ready(result))
     }
 
     fn decide(&self, ask: &Ask<'_>) -> Verdict {
-        let p = ask.principal;
-        let context = DecisionContext {
-            stage: p.claims.stage,
-            task: p.claims.task.clone(),
-            purpose: String::new(),
-            delegation_depth: i64::try_from(p.chain.depth()).unwrap_or(i64::MAX),
-            chain: p.chain.agent_ids(),
-            now: self.state.clock.now(),
-            usage: Usage::default(),
-        };
-        let subject = Subject::Scope {
-            scope: ask.action,
-            resource: ask.resource,
-            resource_tags: ask.resource_tags,
-        };
-        let user: Option<UserPrincipal> = p.claims.user();
-        let agent = match &user {
+        let agent = match ask.principal.claims.user() {
             Some(_) => None,
-            None => p.agent().and_then(|a| self.state.directory.get(a)),
-        };
-        let principal = match (&user, &agent) {
-            (Some(u), _) => PolicyPrincipal::User {
-                user: u,
-                claims: &p.claims.user_tags,
-            },
-            (None, Some(a)) => PolicyPrincipal::Agent(a),
-            (None, None) => {
-                return Verdict {
-                    allowed: false,
-                    policies: Vec::new(),
-                    reason: "the token names no user and no known agent".into(),
-                };
-            }
+            None => ask
+                .principal
+                .agent()
+                .and_then(|a| self.state.directory.get(a)),
         };
         let engine = self.state.policy.engine();
-        let d = engine.decide(&Request {
-            principal,
-            subject,
-            context: &context,
-        });
-        let who = match &user {
-            Some(u) => format!("user `{}`", u.subject),
-            None => format!("agent `{}`", p.agent().unwrap_or_default()),
-        };
-        let reason = if d.allowed {
-            format!("permitted by {}", quoted(&d.policies))
-        } else if d.policies.is_empty() {
-            format!(
-                "no policy permits {who} `{}` on `{}`",
-                ask.action, ask.resource
-            )
-        } else {
-            format!(
-                "{who} `{}` on `{}` is forbidden by {}",
-                ask.action,
-                ask.resource,
-                quoted(&d.policies)
-            )
-        };
-        Verdict {
-            allowed: d.allowed,
-            policies: d.policies,
-            reason,
-        }
+        mandate_gateway::decide::verdict(&engine, ask, agent.as_deref(), self.state.clock.now())
     }
 
     fn sign_txn(&self, claims: &TxnClaims) -> Result<String, String> {
@@ -200,13 +139,6 @@ impl Authority for InProcess {
             }
         });
     }
-}
-
-fn quoted(ids: &[String]) -> String {
-    ids.iter()
-        .map(|i| format!("`{i}`"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// A running gateway.

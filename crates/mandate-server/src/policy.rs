@@ -120,6 +120,8 @@ fn fingerprint(source: &PolicySource) -> Vec<(String, u64, Option<SystemTime>)> 
 pub struct PolicyPoint {
     source: PolicySource,
     engine: RwLock<Arc<Engine>>,
+    /// The `(file, text)` sources of the set in force (written under the `engine` lock).
+    sources: RwLock<Arc<Vec<(String, String)>>>,
     last_error: RwLock<Option<Vec<PolicyError>>>,
     seen: RwLock<Vec<(String, u64, Option<SystemTime>)>>,
 }
@@ -133,6 +135,7 @@ impl PolicyPoint {
         Ok(PolicyPoint {
             source,
             engine: RwLock::new(Arc::new(engine)),
+            sources: RwLock::new(Arc::new(files)),
             last_error: RwLock::new(None),
             seen: RwLock::new(seen),
         })
@@ -141,6 +144,17 @@ impl PolicyPoint {
     /// The policies in force.
     pub fn engine(&self) -> Arc<Engine> {
         match self.engine.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// The `(file name, text)` sources of the policies in force, the `[rights]` shorthand
+    /// included as the pseudo-file `mandate.toml [rights]`: what the last successful load read
+    /// (a refused reload leaves them as they were). Loading them with
+    /// `mandate_policy::load_sources(&files, &BTreeSet::new())` gives the same set.
+    pub fn sources(&self) -> Arc<Vec<(String, String)>> {
+        match self.sources.read() {
             Ok(g) => g.clone(),
             Err(p) => p.into_inner().clone(),
         }
@@ -161,13 +175,18 @@ impl PolicyPoint {
         if let Ok(mut s) = self.seen.write() {
             *s = fp;
         }
-        let result = read_sources(&self.source)
-            .and_then(|files| mandate_policy::load_sources(&files, &BTreeSet::new()));
+        let result = read_sources(&self.source).and_then(|files| {
+            mandate_policy::load_sources(&files, &BTreeSet::new()).map(|engine| (engine, files))
+        });
         match result {
-            Ok(engine) => {
+            Ok((engine, files)) => {
                 let n = engine.policy_count();
                 if let Ok(mut g) = self.engine.write() {
                     *g = Arc::new(engine);
+                    // Under the engine's lock, so concurrent reloads leave a matching pair.
+                    if let Ok(mut s) = self.sources.write() {
+                        *s = Arc::new(files);
+                    }
                 }
                 if let Ok(mut e) = self.last_error.write() {
                     *e = None;

@@ -49,6 +49,9 @@ pub type ProxyBody = BoxBody<Bytes, BoxError>;
 /// A refusal answered before anything goes upstream (boxed: answers are large).
 type Refused = Box<Response<ProxyBody>>;
 
+/// Where a standalone gateway publishes the keys of its Transaction Tokens.
+pub const JWKS_PATH: &str = "/.well-known/jwks.json";
+
 /// The well-known path of RFC 9728 metadata.
 pub const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
 
@@ -177,7 +180,12 @@ impl<A: Authority> Gateway<A> {
         let mcp = self.plan.mcp.iter().position(|m| m.path == ctx.path);
         let resource = &self.resources[mcp.map_or(0, |i| i + 1)];
         let metadata_url = resource.metadata_url().unwrap_or_default();
-        let principal = match self.authenticate(req.headers(), &ctx, &metadata_url) {
+        if ctx.path == JWKS_PATH
+            && let Some(jwks) = self.authority.jwks()
+        {
+            return respond::json(StatusCode::OK, &jwks);
+        }
+        let principal = match self.authenticate(req.headers(), &ctx, &metadata_url).await {
             Ok(p) => p,
             Err(r) => return *r,
         };
@@ -212,7 +220,7 @@ impl<A: Authority> Gateway<A> {
     }
 
     /// The bearer token, verified; or the 401/503 answer (recorded).
-    fn authenticate(
+    async fn authenticate(
         &self,
         headers: &HeaderMap,
         ctx: &Ctx,
@@ -236,7 +244,7 @@ impl<A: Authority> Gateway<A> {
                 "no bearer token".into(),
             )));
         };
-        match self.authority.verify(token, &self.audiences) {
+        match self.authority.verify(token, &self.audiences).await {
             Ok(p) if p.claims.cnf.is_some() => {
                 let why = "the token is bound to a key (DPoP); this gateway does not verify DPoP proofs yet, so it refuses bound tokens".to_owned();
                 Err(Box::new(refuse(Challenge::InvalidToken(why.clone()), why)))

@@ -172,7 +172,7 @@ impl<A: Authority> Gateway<A> {
             purpose: None,
             method: &hop.ctx.method,
             client_ip: client_ip.clone(),
-            issuer: self.authority.issuer(),
+            issuer: self.authority.txn_issuer(),
             trust_domain: &self.plan.trust_domain,
             gateway: WORKLOAD,
             txn: &txn,

@@ -26,15 +26,20 @@ pub enum Role {
     /// A resource server's verifier: the revocation event stream and introspection, nothing
     /// else.
     Verifier,
+    /// A standalone gateway: what a verifier may do, plus the `/v1/gateway/*` routes (policy
+    /// bundle, secret values, its audit events, suspensions). It is the only role that reaches
+    /// those routes.
+    Gateway,
 }
 
 impl Role {
-    /// Parses `admin` or `auditor`.
+    /// Parses `admin`, `auditor`, `verifier` or `gateway`.
     pub fn parse(s: &str) -> Option<Role> {
         match s {
             "admin" => Some(Role::Admin),
             "auditor" => Some(Role::Auditor),
             "verifier" => Some(Role::Verifier),
+            "gateway" => Some(Role::Gateway),
             _ => None,
         }
     }
@@ -45,6 +50,7 @@ impl Role {
             Role::Admin => "admin",
             Role::Auditor => "auditor",
             Role::Verifier => "verifier",
+            Role::Gateway => "gateway",
         }
     }
 }
@@ -63,7 +69,7 @@ impl Admin {
     pub fn require_admin(&self) -> Result<(), ApiError> {
         match self.role {
             Role::Admin => Ok(()),
-            Role::Auditor | Role::Verifier => Err(ApiError::forbidden(format!(
+            Role::Auditor | Role::Verifier | Role::Gateway => Err(ApiError::forbidden(format!(
                 "this credential has the `{}` role; the operation needs `admin`",
                 self.role.as_str()
             ))),
@@ -117,7 +123,8 @@ impl FromRequestParts<Arc<AppState>> for Admin {
     type Rejection = ApiError;
 
     /// An `admin` or `auditor` credential; `verifier` credentials reach only the revocation
-    /// stream (see [`StreamReader`]).
+    /// stream (see [`StreamReader`]), `gateway` credentials that and the gateway's routes (see
+    /// [`GatewayCaller`]).
     async fn from_request_parts(
         parts: &mut Parts,
         state: &Arc<AppState>,
@@ -127,6 +134,12 @@ impl FromRequestParts<Arc<AppState>> for Admin {
             return Err(ApiError::forbidden(
                 "this credential has the `verifier` role; it may only follow the revocation \
                  stream and introspect tokens",
+            ));
+        }
+        if admin.role == Role::Gateway {
+            return Err(ApiError::forbidden(
+                "this credential has the `gateway` role; it may only use `/v1/gateway/*`, follow \
+                 the revocation stream and introspect tokens",
             ));
         }
         Ok(admin)
@@ -145,5 +158,35 @@ impl FromRequestParts<Arc<AppState>> for StreamReader {
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
         any_credential(parts, state).map(StreamReader)
+    }
+}
+
+/// A standalone gateway: a credential with the `gateway` role, and no other (an `admin`
+/// credential is refused too, so that no admin can read a secret's value).
+#[derive(Debug, Clone)]
+pub struct GatewayCaller(pub Admin);
+
+impl GatewayCaller {
+    /// `gateway:<id>`, as written in audit events.
+    pub fn label(&self) -> String {
+        format!("gateway:{}", self.0.id)
+    }
+}
+
+impl FromRequestParts<Arc<AppState>> for GatewayCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let caller = any_credential(parts, state)?;
+        if caller.role != Role::Gateway {
+            return Err(ApiError::forbidden(format!(
+                "this credential has the `{}` role; `/v1/gateway/*` needs the `gateway` role",
+                caller.role.as_str()
+            )));
+        }
+        Ok(GatewayCaller(caller))
     }
 }

@@ -66,8 +66,9 @@ pub async fn make(
 pub struct CredentialRequest {
     /// A name for the credential (`[a-z0-9-]`, e.g. `ci-auditor`).
     pub id: String,
-    /// `admin`, `auditor` or `verifier` (a resource server's verifier: the revocation stream
-    /// and introspection only).
+    /// `admin`, `auditor`, `verifier` (a resource server's verifier: the revocation stream
+    /// and introspection only) or `gateway` (a standalone gateway: what a verifier may do, plus
+    /// `/v1/gateway/*`).
     pub role: String,
 }
 
@@ -78,8 +79,9 @@ pub async fn create(
     JsonBody(body): JsonBody<CredentialRequest>,
 ) -> Result<Response, ApiError> {
     admin.require_admin()?;
-    let role = Role::parse(&body.role)
-        .ok_or_else(|| ApiError::bad_request("`role` must be `admin`, `auditor` or `verifier`"))?;
+    let role = Role::parse(&body.role).ok_or_else(|| {
+        ApiError::bad_request("`role` must be `admin`, `auditor`, `verifier` or `gateway`")
+    })?;
     let id_ok = !body.id.is_empty()
         && body.id.len() <= 64
         && body

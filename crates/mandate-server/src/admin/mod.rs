@@ -9,6 +9,7 @@ pub mod body;
 pub mod credentials;
 pub mod dev;
 pub mod events;
+pub mod gateway_api;
 pub mod keys;
 pub mod openapi;
 pub mod policies;

@@ -15,6 +15,7 @@ use utoipa::openapi::{
 use crate::admin::agents::{AgentChange, NewAgent, NewKey};
 use crate::admin::credentials::CredentialRequest;
 use crate::admin::dev::UserTokenRequest;
+use crate::admin::gateway_api::{GatewayEvent, GatewayEvents, SuspensionRequest};
 use crate::admin::revocations::NewRevocation;
 // Gateway secrets
 use crate::admin::secrets::SecretRequest;
@@ -195,7 +196,7 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "POST",
         path: "/v1/credentials",
-        summary: "make an admin or auditor credential (secret shown once)",
+        summary: "make an admin, auditor, verifier or gateway credential (secret shown once)",
         body: Some("CredentialRequest"),
         status: "201",
     },
@@ -220,6 +221,35 @@ pub const ROUTES: &[Route] = &[
         summary: "delete a gateway secret",
         body: None,
         status: "204",
+    },
+    // The standalone gateway's routes (role `gateway` only)
+    Route {
+        method: "GET",
+        path: "/v1/gateway/bundle",
+        summary: "the policy sources in force and every agent, with a version (`ETag`; `If-None-Match` answers 304) (role `gateway` only)",
+        body: None,
+        status: "200",
+    },
+    Route {
+        method: "GET",
+        path: "/v1/gateway/secrets/{name}",
+        summary: "a gateway secret's value, for the gateway to inject upstream; each reveal is audited (role `gateway` only)",
+        body: None,
+        status: "200",
+    },
+    Route {
+        method: "POST",
+        path: "/v1/gateway/events",
+        summary: "append 1–200 `gateway.*` audit events in one commit (role `gateway` only)",
+        body: Some("GatewayEvents"),
+        status: "201",
+    },
+    Route {
+        method: "POST",
+        path: "/v1/gateway/suspensions",
+        summary: "suspend an agent (a breaker tripped): its tokens stop working (role `gateway` only)",
+        body: Some("SuspensionRequest"),
+        status: "200",
     },
     Route {
         method: "POST",
@@ -307,6 +337,10 @@ pub fn document() -> OpenApi {
         .schema_from::<TaskCompletion>()
         // Gateway secrets
         .schema_from::<SecretRequest>()
+        // The standalone gateway's routes
+        .schema_from::<GatewayEvents>()
+        .schema_from::<GatewayEvent>()
+        .schema_from::<SuspensionRequest>()
         .security_scheme(
             "admin",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
