@@ -15,6 +15,10 @@ struct Server {
     url: String,
     /// The admin credential the server printed at start.
     printed_credential: Option<String>,
+    /// In `--dev`: the gateway's URL, as printed.
+    gateway: Option<String>,
+    /// In `--dev`: the sample CRM's URL, as printed.
+    sample: Option<String>,
 }
 
 impl Drop for Server {
@@ -41,11 +45,19 @@ fn serve(data: &Path, extra: &[&str]) -> Server {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut url = None;
     let mut printed_credential = None;
+    let mut gateway = None;
+    let mut sample = None;
     loop {
         assert!(Instant::now() < deadline, "server did not print its banner");
         let line = lines.next().expect("server exited early").unwrap();
         if let Some(rest) = line.strip_prefix("Mandate is listening on ") {
             url = Some(rest.trim().to_owned());
+        }
+        if let Some(rest) = line.strip_prefix("Gateway is listening on ") {
+            gateway = rest.split_whitespace().next().map(str::to_owned);
+        }
+        if let Some(rest) = line.trim().strip_prefix("the sample CRM itself: ") {
+            sample = rest.split_whitespace().next().map(str::to_owned);
         }
         if let Some((_, cred)) = line.split_once("credential")
             && let Some(t) = cred
@@ -64,6 +76,8 @@ fn serve(data: &Path, extra: &[&str]) -> Server {
         child,
         url: url.unwrap(),
         printed_credential,
+        gateway,
+        sample,
     }
 }
 
@@ -278,6 +292,13 @@ fn the_demo_tells_the_whole_story() {
         "token has been revoked (task `ticket-12847`)",
         "via agent:support-v2 > agent:analytics-v1 task:ticket-12847 token.exchange crm.customers:read",
         "intact = true",
+        "6. The gateway: the agent never holds the CRM's key",
+        "GET /customers/9821 → 200 Acme Corp (the CRM served it for alice@example.com",
+        "the CRM received: x-api-key, txn-token",
+        "✓ GET /regions/amer/customers/4410 → 403: user `alice@example.com` `crm.customers:read` on `customers/4410` is forbidden by `customers-of-own-region`",
+        "through the gateway support-v2 sees [\"lookup_customer\"]",
+        "✓ tools/call delete_customer → 403 insufficient_scope",
+        "gateway.request crm.customers:read customers/9821 allow",
     ] {
         assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
     }
@@ -855,4 +876,187 @@ fn audit_verify_offline_names_a_cut_tail_through_the_signed_checkpoint() {
         stdout(&untrusted).contains("does not verify: no trusted key has kid"),
         "{untrusted:?}"
     );
+}
+
+/// A plain HTTP/1.1 GET over loopback: (status, body).
+fn http_get(url: &str, bearer: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: {host}\r\nauthorization: Bearer {bearer}\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text[9..12].parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// A one-thread upstream: answers every request 200 with the request's head as its body.
+fn echo_upstream() -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                head.len()
+            );
+            let _ = stream.write_all(&head);
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[test]
+fn a_standalone_gateway_follows_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path(), &["--dev"]);
+    assert!(server.gateway.is_some(), "--dev prints its gateway");
+    assert!(server.sample.is_some(), "--dev prints the sample CRM");
+    // The standalone gateway fronts its own upstream, with the key `--dev` stored as `crm-api`.
+    let sample = echo_upstream();
+    let crm_key = std::fs::read_to_string(dir.path().join("sample-crm.key")).unwrap();
+    let token = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
+    let token = token.trim();
+    let cred = mandate(
+        &server,
+        Some(token),
+        &["credentials", "create", "--id", "gw1", "--role", "gateway"],
+    );
+    assert!(cred.status.success(), "{cred:?}");
+    let credential = stdout(&cred).lines().nth(1).unwrap().trim().to_owned();
+    let cfg = dir.path().join("gateway.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"[gateway]
+[[gateway.upstreams]]
+name = "crm"
+url = "{sample}"
+secret = "crm-api"
+credential = {{ header = {{ name = "x-api-key" }} }}
+
+[[gateway.routes]]
+method = "GET"
+path = "/customers/{{id}}"
+action = "crm.customers:read"
+resource = "customers/{{id}}"
+"#
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["gateway", "--config"])
+        .arg(&cfg)
+        .args(["--listen", "127.0.0.1:0", "--mandate-url", &server.url])
+        .env("MANDATE_GATEWAY_CREDENTIAL", &credential)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut gw = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(rest) = line.strip_prefix("Gateway is listening on ") {
+            gw = rest.split_whitespace().next().map(str::to_owned);
+        }
+        if line.starts_with("Press Ctrl-C") {
+            break;
+        }
+    }
+    let gw = gw.expect("the gateway prints its URL");
+    std::thread::spawn(move || for _ in lines {});
+
+    let user = mandate(
+        &server,
+        Some(token),
+        &["dev", "user-token", "alice@example.com"],
+    );
+    let key = dir.path().join("agents/support-v2.jwk");
+    let exchanged = mandate(
+        &server,
+        Some(token),
+        &[
+            "token",
+            "exchange",
+            "--agent",
+            "support-v2",
+            "--key",
+            key.to_str().unwrap(),
+            "--subject-token",
+            stdout(&user).trim(),
+            "--scope",
+            "crm.customers:read",
+            "--resource",
+            &gw,
+        ],
+    );
+    assert!(exchanged.status.success(), "{exchanged:?}");
+    let access = stdout(&exchanged).trim().to_owned();
+    let (status, body) = http_get(&format!("{gw}/customers/9821"), &access);
+    assert_eq!(status, 200, "{body}");
+    // What the upstream received: the real key and a Transaction Token, not the agent's token.
+    let body = body.to_ascii_lowercase();
+    assert!(
+        body.contains(&format!(
+            "x-api-key: {}",
+            crm_key.trim().to_ascii_lowercase()
+        )),
+        "{body}"
+    );
+    assert!(body.contains("txn-token: ey"), "{body}");
+    assert!(!body.contains(&access.to_ascii_lowercase()), "{body}");
+    assert!(!body.contains("authorization"), "{body}");
+    let (status, _) = http_get(&format!("{gw}/customers/9821"), "not-a-token");
+    assert_eq!(status, 401);
+    // The standalone gateway's audit line reaches the server's log.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let tail = mandate(&server, Some(token), &["audit", "tail", "-n", "20"]);
+        if stdout(&tail).contains("gateway.request crm.customers:read customers/9821 allow") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no gateway audit line: {}",
+            stdout(&tail)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn the_standalone_gateway_names_what_it_is_missing() {
+    let out = Command::new(BIN)
+        .args(["gateway", "--listen", "127.0.0.1:0"])
+        .current_dir(tempfile::tempdir().unwrap().path())
+        .env_remove("MANDATE_CONFIG")
+        .env_remove("MANDATE_GATEWAY_CREDENTIAL")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no Mandate server to follow"), "{err}");
 }

@@ -21,6 +21,7 @@ pub const NON_CONFIG_ENV: &[&str] = &[
     "MANDATE_TOKEN",
     "MANDATE_CONFIG",
     "MANDATE_LOG",
+    "MANDATE_GATEWAY_CREDENTIAL",
 ];
 
 /// Why configuration could not be loaded.
