@@ -189,14 +189,10 @@ impl<A: Authority> Gateway<A> {
             Ok(p) => p,
             Err(r) => return *r,
         };
-        // Boxed as `dyn Future + Send`: proving `Send` here, at concrete lifetimes, sidesteps
-        // the compiler's trouble with higher-ranked lifetimes in nested async fns.
-        let answer: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send + '_>> = match mcp
-        {
-            Some(i) => Box::pin(self.mcp(i, req, &principal, &ctx, &metadata_url)),
-            None => Box::pin(self.rest(req, &principal, &ctx, &metadata_url)),
-        };
-        answer.await
+        match mcp {
+            Some(i) => self.mcp(i, req, &principal, &ctx, &metadata_url).await,
+            None => self.rest(req, &principal, &ctx, &metadata_url).await,
+        }
     }
 
     fn metadata(&self, path: &str) -> Response<ProxyBody> {
@@ -204,10 +200,8 @@ impl<A: Authority> Gateway<A> {
         let found = if rest.is_empty() || rest == "/" {
             self.resources.first()
         } else {
-            self.resources
-                .iter()
-                .skip(1)
-                .find(|r| r.resource.ends_with(rest) && r.resource.len() > rest.len())
+            let wanted = format!("{}{rest}", self.plan.public_url);
+            self.resources.iter().skip(1).find(|r| r.resource == wanted)
         };
         match found {
             Some(r) => respond::json(StatusCode::OK, &r.metadata()),
