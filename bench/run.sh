@@ -9,7 +9,11 @@
 # WARMUP (default 2), CONCURRENCY (default 32), SCENARIOS (comma-separated, default all four),
 # EXTRA_POLICIES (default 0: only the demo policies), REVOCATIONS (default 0: skip; N measures
 # revocation-to-refusal latency at a subscribed verifier over N revocations, after the scenarios;
-# SCENARIOS= with REVOCATIONS=1000 runs only that).
+# SCENARIOS= with REVOCATIONS=1000 runs only that), GATEWAY (default 0; 1 measures the gateway's
+# added latency over calling the sample CRM directly, after the scenarios: SCENARIOS= GATEWAY=1
+# runs only that), with GW_CONNECTIONS (default 1,16,64), GW_ROUNDS (default 2, at most 4; each
+# round runs both sides, ABBA), GW_WARMUP (default 1) and GW_DURATION (default 4, at most 20)
+# seconds per side and round.
 #
 # The load generator runs on the same machine as the server and competes with it for the cores.
 set -euo pipefail
@@ -26,6 +30,29 @@ fi
 if ! [[ "$WARMUP" =~ ^[0-9]+$ ]] || ((WARMUP > 10)); then
     echo "WARMUP must be 0–10 seconds" >&2
     exit 64
+fi
+GATEWAY="${GATEWAY:-0}"
+GW_CONNECTIONS="${GW_CONNECTIONS:-1,16,64}"
+GW_ROUNDS="${GW_ROUNDS:-2}"
+GW_WARMUP="${GW_WARMUP:-1}"
+GW_DURATION="${GW_DURATION:-4}"
+if [[ "$GATEWAY" != 0 ]]; then
+    if ! [[ "$GW_CONNECTIONS" =~ ^[0-9]+(,[0-9]+){0,7}$ ]]; then
+        echo "GW_CONNECTIONS must be 1–8 comma-separated numbers" >&2
+        exit 64
+    fi
+    if ! [[ "$GW_ROUNDS" =~ ^[1-4]$ ]]; then
+        echo "GW_ROUNDS must be 1–4" >&2
+        exit 64
+    fi
+    if ! [[ "$GW_DURATION" =~ ^[0-9]+$ ]] || ((GW_DURATION < 1 || GW_DURATION > 20)); then
+        echo "GW_DURATION must be 1–20 seconds" >&2
+        exit 64
+    fi
+    if ! [[ "$GW_WARMUP" =~ ^[0-9]+$ ]] || ((GW_WARMUP > 10)); then
+        echo "GW_WARMUP must be 0–10 seconds" >&2
+        exit 64
+    fi
 fi
 
 cd "$repo"
@@ -133,7 +160,9 @@ echo "cpus:    $(nproc) × $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuin
 echo "memory:  $(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
 echo "kernel:  $(uname -sr)"
 echo "server:  $url (data in $work/data)"
-echo "load:    concurrency $CONCURRENCY, warm-up $WARMUP s, measured $DURATION s per scenario"
+if [[ -n "$SCENARIOS" ]]; then
+    echo "load:    concurrency $CONCURRENCY, warm-up $WARMUP s, measured $DURATION s per scenario"
+fi
 echo "note:    the load generator runs on the same $(nproc) cores as the server"
 echo
 
@@ -174,13 +203,65 @@ for s in "${scenarios[@]}"; do
     fi
 done
 
+gateway_table=""
+if [[ "$GATEWAY" != 0 ]]; then
+    # The gateway and the sample CRM behind it run in the server's process; `mandate serve --dev`
+    # prints both addresses and the file holding the CRM's API key.
+    gw_url="$(sed -n 's/^Gateway is listening on \([^ ]*\).*/\1/p' "$work/server.out")"
+    crm_line="$(grep -m1 '^  the sample CRM itself: ' "$work/server.out" || true)"
+    crm_url="$(sed -n 's/^  the sample CRM itself: \([^ ]*\).*/\1/p' <<<"$crm_line")"
+    crm_key="$(sed -n 's/.*(its API key: \(.*\))$/\1/p' <<<"$crm_line")"
+    if [[ -z "$gw_url" || -z "$crm_url" ]]; then
+        echo "the server did not print the gateway's and the sample CRM's addresses" >&2
+        exit 1
+    fi
+    levels=$(($(tr -cd ',' <<<"$GW_CONNECTIONS" | wc -c) + 1))
+    echo "gateway: $gw_url in front of the sample CRM at $crm_url"
+    echo "         connections $GW_CONNECTIONS, $GW_ROUNDS rounds (ABBA), $GW_WARMUP s warm-up + $GW_DURATION s measured per side and round"
+    before="$(server_cpu)"
+    start_ns="$(date +%s%N)"
+    times >"$work/times.before"
+    timeout $((levels * GW_ROUNDS * 2 * (GW_WARMUP + GW_DURATION + 5) + 90)) "$load" \
+        --url "$url" --data "$work/data" --gateway-latency \
+        --gateway "$gw_url" --upstream "$crm_url" --upstream-key-file "${crm_key:-$work/data/sample-crm.key}" \
+        --connections "$GW_CONNECTIONS" --rounds "$GW_ROUNDS" \
+        --warmup "$GW_WARMUP" --duration "$GW_DURATION" >"$work/gateway.out" 2>"$work/gateway.err" &
+    load_pid=$!
+    rc=0
+    wait "$load_pid" || rc=$?
+    load_pid=""
+    times >"$work/times.after"
+    end_ns="$(date +%s%N)"
+    after="$(server_cpu)"
+    cat "$work/gateway.err" >&2
+    if ((rc != 0)); then
+        echo "[gateway-latency] mandate-load exited with $rc" >&2
+        status=1
+    fi
+    gateway_table="$(cat "$work/gateway.out")"
+    wall="$(awk -v a="$start_ns" -v b="$end_ns" 'BEGIN { printf "%.1f", (b - a) / 1e9 }')"
+    gen="$(awk -v a="$(children_cpu "$work/times.before")" -v b="$(children_cpu "$work/times.after")" 'BEGIN { printf "%.1f", b - a }')"
+    srv="$(awk -v a="$before" -v b="$after" 'BEGIN { printf "%.1f", b - a }')"
+    cpu_lines+="$(printf '%-21s %8s %12s %15s' "gateway-latency" "$wall" "$srv" "$gen")"$'\n'
+    if ! kill -0 "$server_pid" 2>/dev/null; then
+        echo "the server died during the gateway run:" >&2
+        tail -20 "$work/server.err" >&2
+        exit 1
+    fi
+fi
+
 if [[ "${REVOCATIONS:-0}" -gt 0 ]]; then
     echo "revocation-to-refusal latency, $REVOCATIONS revocations:"
     timeout 600 "$load" --url "$url" --data "$work/data" --revocation-latency "$REVOCATIONS" || status=1
 fi
 
 echo
-echo "$table"
+[[ -n "$table" ]] && echo "$table"
+if [[ -n "$gateway_table" ]]; then
+    echo
+    echo "gateway: added latency over calling the sample CRM directly (GET /customers/9821):"
+    echo "$gateway_table"
+fi
 echo
 echo "CPU seconds per scenario (preparation, warm-up and measurement; $(nproc) cores):"
 printf '%-21s %8s %12s %15s\n' "scenario" "wall s" "server cpu s" "generator cpu s"

@@ -973,7 +973,10 @@ resource = "customers/{{id}}"
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let stdout_pipe = child.stdout.take().unwrap();
+    // Killed on drop, even when an assertion below fails.
+    let _gateway = Killed(child);
+    let mut lines = BufReader::new(stdout_pipe).lines();
     let mut gw = None;
     for line in lines.by_ref() {
         let line = line.unwrap();
@@ -1043,8 +1046,16 @@ resource = "customers/{{id}}"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let _ = child.kill();
-    let _ = child.wait();
+}
+
+/// A child process killed when dropped.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[test]

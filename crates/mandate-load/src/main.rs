@@ -4,9 +4,11 @@
 //! directory, prepares what a scenario needs (user tokens, tokens to introspect) outside the
 //! measurement, then runs `--concurrency` workers for `--warmup` + `--duration` seconds and prints
 //! one line per scenario: requests, errors, successful requests per second and latency
-//! percentiles. It refuses any URL that is not on loopback, and never follows redirects or uses a
-//! proxy. See `bench/run.sh` and `docs/BENCHMARKS.md`.
+//! percentiles. With `--gateway-latency` it instead measures what the gateway adds over calling
+//! its upstream directly (see [`gateway`]). It refuses any URL that is not on loopback, and never
+//! follows redirects or uses a proxy. See `bench/run.sh` and `docs/BENCHMARKS.md`.
 
+mod gateway;
 mod latency;
 mod run;
 mod scenario;
@@ -19,7 +21,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Parser;
 
 use crate::run::Plan;
@@ -62,6 +64,79 @@ struct Args {
     /// Most requests per scenario, warm-up included.
     #[arg(long, default_value_t = 2_000_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     max_requests: u64,
+    /// Instead of throughput scenarios, measure the gateway's added latency: `GET /customers/9821`
+    /// straight to `--upstream` and through `--gateway`, at each of `--connections`, with
+    /// `--warmup` + `--duration` seconds per side and round.
+    #[arg(long, requires_all = ["gateway", "upstream"], conflicts_with = "revocation_latency")]
+    gateway_latency: bool,
+    /// The gateway's base URL (loopback), for `--gateway-latency`; tokens are asked for this
+    /// audience.
+    #[arg(long)]
+    gateway: Option<String>,
+    /// The upstream's base URL (loopback), for `--gateway-latency`: the sample CRM behind the
+    /// gateway.
+    #[arg(long)]
+    upstream: Option<String>,
+    /// File holding the upstream's API key, sent as `x-api-key` (default:
+    /// `<data>/sample-crm.key`).
+    #[arg(long)]
+    upstream_key_file: Option<PathBuf>,
+    /// Concurrency levels of `--gateway-latency`, comma-separated: workers, each on its own
+    /// keep-alive connection.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    connections: Vec<u16>,
+    /// Rounds per level of `--gateway-latency`; each runs both sides, in ABBA order.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=10))]
+    rounds: u64,
+}
+
+/// Runs `--gateway-latency` and prints its tables; exit code 2 if any measured request failed.
+async fn gateway_latency(args: &Args, server: &Server, plan: &Plan) -> Result<ExitCode> {
+    let (Some(gw), Some(up)) = (&args.gateway, &args.upstream) else {
+        anyhow::bail!("--gateway-latency needs --gateway and --upstream");
+    };
+    let key_path = args
+        .upstream_key_file
+        .clone()
+        .unwrap_or_else(|| args.data.join("sample-crm.key"));
+    let upstream_key = std::fs::read_to_string(&key_path)
+        .with_context(|| format!("cannot read `{}`", key_path.display()))?
+        .trim()
+        .to_owned();
+    if args.connections.len() > 8 {
+        anyhow::bail!("at most 8 levels in --connections");
+    }
+    let gplan = gateway::GatewayPlan {
+        gateway: target::loopback_base(gw)?,
+        upstream: target::loopback_base(up)?,
+        upstream_key,
+        levels: args.connections.iter().map(|c| usize::from(*c)).collect(),
+        rounds: usize::try_from(args.rounds).unwrap_or(1),
+        warmup: plan.warmup,
+        duration: plan.duration,
+        max_requests: plan.max_requests,
+    };
+    eprintln!(
+        "mandate-load: gateway {} vs upstream {}, GET {}, connections {:?}, {} rounds (ABBA) of {} s warm-up + {} s measured per side, {} client threads",
+        gplan.gateway,
+        gplan.upstream,
+        gateway::PATH,
+        gplan.levels,
+        gplan.rounds,
+        gplan.warmup.as_secs(),
+        gplan.duration.as_secs(),
+        tokio::runtime::Handle::current().metrics().num_workers(),
+    );
+    let levels = gateway::run(server, &gplan).await?;
+    print!("{}", gateway::table(&levels));
+    let errors = levels
+        .iter()
+        .any(|l| l.direct.errors > 0 || l.gateway.errors > 0);
+    Ok(if errors {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// Prepares and runs every scenario, then prints the table.
@@ -77,6 +152,9 @@ async fn run(args: Args) -> Result<ExitCode> {
         max_requests: args.max_requests,
     };
     let server = Arc::new(Server::connect(url, &args.data, plan.concurrency).await?);
+    if args.gateway_latency {
+        return gateway_latency(&args, &server, &plan).await;
+    }
     if let Some(rounds) = args.revocation_latency {
         eprintln!(
             "mandate-load: {} (issuer {}), revocation-to-refusal latency over {rounds} revocations",

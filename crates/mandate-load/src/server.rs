@@ -111,13 +111,25 @@ impl Server {
 
     /// The form of a first-hop token exchange of `subject` (a user token) for `task`.
     pub fn exchange_form(&self, subject: &str, task: &str) -> Result<Vec<(&'static str, String)>> {
+        self.exchange_form_for(subject, task, "crm.customers:read tickets:read", RESOURCE)
+    }
+
+    /// The form of a first-hop token exchange of `subject` (a user token) for `task`, asking for
+    /// `scope` at `resource`.
+    pub fn exchange_form_for(
+        &self,
+        subject: &str,
+        task: &str,
+        scope: &str,
+        resource: &str,
+    ) -> Result<Vec<(&'static str, String)>> {
         let mut form: Vec<(&'static str, String)> = self.client_auth()?.into();
         form.extend([
             ("grant_type", TOKEN_EXCHANGE.to_owned()),
             ("subject_token", subject.to_owned()),
             ("subject_token_type", TYPE_JWT.to_owned()),
-            ("scope", "crm.customers:read tickets:read".to_owned()),
-            ("resource", RESOURCE.to_owned()),
+            ("scope", scope.to_owned()),
+            ("resource", resource.to_owned()),
             ("task", task.to_owned()),
         ]);
         Ok(form)
@@ -162,10 +174,28 @@ impl Server {
     /// One token exchange outside the measurement (to prepare tokens to introspect).
     pub async fn exchange(&self, subject: &str, task: &str) -> Result<String> {
         let form = self.exchange_form(subject, task)?;
+        self.exchange_with(&form).await
+    }
+
+    /// One token exchange outside the measurement of `subject` for `task`, asking for `scope`
+    /// at `resource` (e.g. a token for the gateway).
+    pub async fn exchange_for(
+        &self,
+        subject: &str,
+        task: &str,
+        scope: &str,
+        resource: &str,
+    ) -> Result<String> {
+        let form = self.exchange_form_for(subject, task, scope, resource)?;
+        self.exchange_with(&form).await
+    }
+
+    /// Sends a token-exchange `form` and returns the access token.
+    async fn exchange_with(&self, form: &[(&'static str, String)]) -> Result<String> {
         let rb = self
             .http
             .post(format!("{}/oauth2/token", self.url))
-            .form(&form);
+            .form(form);
         let v = self
             .json(rb)
             .await
