@@ -18,7 +18,7 @@ use mandate_token::sign::sign_jwt;
 use mandate_verify::{Principal, Refusal};
 use serde_json::Value;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use zeroize::Zeroizing;
 
@@ -36,15 +36,59 @@ pub struct InProcess {
     state: Arc<AppState>,
     secrets: SecretCache,
     http: reqwest::Client,
+    /// Audit events on their way to the store, written in batches by [`write_events`].
+    events: Mutex<Option<mpsc::Sender<NewEvent>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
 }
 
+/// Most gateway audit events waiting to be written; beyond it new ones are dropped (and logged).
+pub const EVENT_QUEUE: usize = 100_000;
+
+/// Most gateway audit events written in one unit.
+pub const EVENT_BATCH: usize = 256;
+
 impl InProcess {
-    /// The authority over `state`.
+    /// The authority over `state`; starts the audit writer.
     pub fn new(state: Arc<AppState>) -> InProcess {
+        let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+        let writer = tokio::spawn(write_events(Arc::clone(&state), rx));
         InProcess {
             state,
             secrets: Arc::default(),
             http: crate::ssf::push::client(),
+            events: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(writer)),
+        }
+    }
+
+    /// Writes the audit events still queued, then stops the writer.
+    pub async fn close(&self) {
+        drop(
+            self.events
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+        let writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(w) = writer {
+            let _ = w.await;
+        }
+    }
+}
+
+/// Writes queued events in batches: one unit per batch instead of one per request, so a busy
+/// gateway costs the store's writer far fewer hand-offs and savepoints.
+async fn write_events(state: Arc<AppState>, mut rx: mpsc::Receiver<NewEvent>) {
+    let mut batch = Vec::with_capacity(EVENT_BATCH);
+    while rx.recv_many(&mut batch, EVENT_BATCH).await > 0 {
+        let ops: Vec<Op> = batch.drain(..).map(Op::Audit).collect();
+        let n = ops.len();
+        if let Err(e) = state.store.commit(ops).await {
+            tracing::error!(error = %e, events = n, "gateway audit events could not be written");
         }
     }
 }
@@ -109,12 +153,21 @@ impl Authority for InProcess {
     }
 
     fn record(&self, event: NewEvent) {
-        let state = Arc::clone(&self.state);
-        tokio::spawn(async move {
-            if let Err(e) = state.store.commit(vec![Op::Audit(event)]).await {
-                tracing::error!(error = %e, "gateway audit event could not be written");
+        let tx = self
+            .events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        match tx {
+            Some(tx) => {
+                if tx.try_send(event).is_err() {
+                    tracing::error!("gateway audit queue is full: an event was dropped");
+                }
             }
-        });
+            None => {
+                tracing::error!(kind = %event.kind, "gateway audit event after shutdown: dropped")
+            }
+        }
     }
 
     fn suspend(&self, agent: &str, reason: &str) -> Pending<Result<(), String>> {
@@ -149,6 +202,7 @@ pub struct RunningGateway {
     pub url: String,
     /// The proxy, for in-process callers (tests).
     pub gateway: Arc<Gateway<InProcess>>,
+    authority: Arc<InProcess>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
 }
@@ -160,6 +214,7 @@ impl RunningGateway {
             let _ = tx.send(());
         }
         let _ = (&mut self.task).await;
+        self.authority.close().await;
     }
 }
 
@@ -184,7 +239,8 @@ pub async fn start(
     let addr = listener.local_addr()?;
     let plan = Plan::new(config, &format!("http://{addr}"))?;
     let url = plan.public_url.clone();
-    let gateway = Arc::new(Gateway::new(plan, Arc::new(InProcess::new(state)))?);
+    let authority = Arc::new(InProcess::new(state));
+    let gateway = Arc::new(Gateway::new(plan, Arc::clone(&authority))?);
     let (tx, rx) = oneshot::channel::<()>();
     let serving = Arc::clone(&gateway);
     let task = tokio::spawn(async move {
@@ -198,6 +254,7 @@ pub async fn start(
         addr,
         url,
         gateway,
+        authority,
         shutdown: Some(tx),
         task,
     })

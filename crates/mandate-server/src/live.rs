@@ -4,7 +4,9 @@
 //! thing only the server knows: whether every agent of the chain is still active.
 
 use mandate_core::agent::AgentStatus;
-use mandate_verify::check::{Expect, Principal, revoked, verify_claims};
+use std::sync::Arc;
+
+use mandate_verify::check::{Expect, Principal, revoked};
 
 pub use mandate_verify::Refusal as NotAlive;
 
@@ -34,7 +36,10 @@ pub fn check_for(
         leeway,
         max_chain_depth: state.config.tokens.max_chain_depth,
     };
-    let live = verify_claims(token, &keys.verify, &expect)?;
+    let keys_id = Arc::as_ptr(&keys) as usize;
+    let live = state
+        .verified
+        .verify_claims(token, &keys.verify, keys_id, &expect)?;
     if let Some(r) = state.revocations.with(|idx| revoked(idx, &live)) {
         return Err(NotAlive::Revoked(r));
     }

@@ -227,6 +227,7 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
         ssf: crate::ssf::Hub::default(),
         admins,
         dev: dev_idp,
+        verified: mandate_verify::VerifiedCache::default(),
     });
     spawn_housekeeping(Arc::downgrade(&state));
     spawn_checkpoints(Arc::downgrade(&state)).await;

@@ -217,6 +217,8 @@ pub struct AppState {
     pub agent_limit: crate::ratelimit::RateLimiter,
     /// The built-in test IdP, in `--dev` only.
     pub dev: Option<DevIdp>,
+    /// Access tokens whose signature and claims already verified (see `live::check`).
+    pub verified: mandate_verify::VerifiedCache,
 }
 
 impl AppState {

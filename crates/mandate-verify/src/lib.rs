@@ -9,6 +9,8 @@
 //!   the verified [`Principal`] (user, agent chain, task, scopes, stage) is in the request's
 //!   extensions.
 //! * [`check`] — the verification itself, pure, shared with Mandate's own server and gateway.
+//! * [`cache`] — tokens already verified, so a repeated token costs a hash, not a signature
+//!   check (lifetime, audience and revocations are still checked on every use).
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -23,11 +25,13 @@
 //! # let _ = layer; Ok(()) }
 //! ```
 
+pub mod cache;
 pub mod check;
 pub mod layer;
 pub mod sse;
 pub mod verifier;
 
+pub use cache::VerifiedCache;
 pub use check::{Expect, Principal, Refusal};
 pub use layer::VerifyLayer;
 pub use verifier::{Builder, Status, Verifier, WhenNotCurrent};

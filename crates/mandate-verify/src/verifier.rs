@@ -17,7 +17,7 @@ use mandate_token::verify::KeySet;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::check::{Expect, Principal, Refusal, revoked, verify_claims};
+use crate::check::{Expect, Principal, Refusal, revoked};
 use crate::sse::SseReader;
 
 /// What to do with a token while the revocation state is not current.
@@ -197,6 +197,7 @@ impl Builder {
             http,
             clock,
             keys: RwLock::new(Arc::new(keys)),
+            verified: crate::cache::VerifiedCache::default(),
             last_jwks_fetch: Mutex::new(None),
             index: RwLock::new(RevocationIndex::default()),
             status,
@@ -249,6 +250,8 @@ struct Inner {
     http: reqwest::Client,
     clock: Clock,
     keys: RwLock<Arc<KeySet>>,
+    /// Tokens whose signature and claims verified with `keys`.
+    verified: crate::cache::VerifiedCache,
     last_jwks_fetch: Mutex<Option<Instant>>,
     index: RwLock<RevocationIndex>,
     status: watch::Sender<Status>,
@@ -332,7 +335,8 @@ impl Verifier {
             leeway: inner.leeway,
             max_chain_depth: inner.max_chain_depth,
         };
-        verify_claims(token, &keys, &expect)
+        let keys_id = Arc::as_ptr(&keys) as usize;
+        inner.verified.verify_claims(token, &keys, keys_id, &expect)
     }
 
     /// Refetches the JWKS unless that was done within the refresh interval. `true` if new keys
