@@ -93,6 +93,10 @@ pub struct UpstreamConfig {
     /// Seconds to wait for the upstream's answer to start (default 30): then `504`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_secs: Option<u64>,
+    /// The audience tokens must carry for this upstream's routes, e.g. `https://crm.example.com`
+    /// (default: the gateway's URL). A route may name its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
 }
 
 /// One MCP server behind the gateway.
@@ -111,6 +115,9 @@ pub struct McpConfig {
     /// Action classes of tools, overriding their annotations: `{ export_all = "write" }`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tool_classes: BTreeMap<String, String>,
+    /// The audience tokens must carry (default: the gateway's URL or this server's URL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
 }
 
 /// Why a gateway configuration was refused. Messages name the entry.
@@ -148,6 +155,8 @@ pub struct McpServer {
     pub upstream_path: String,
     /// Tool class overrides (`true` = read).
     pub read_tools: BTreeMap<String, bool>,
+    /// The audiences a token for it may carry (one of).
+    pub audiences: Vec<String>,
 }
 
 /// Everything the gateway needs from its configuration, checked.
@@ -165,6 +174,8 @@ pub struct Plan {
     pub routes: RouteTable,
     /// For each route (same order), its upstream's index.
     pub route_upstreams: Vec<usize>,
+    /// For each route (same order), the audiences a token for it may carry (one of).
+    pub route_audiences: Vec<Vec<String>>,
     /// MCP servers.
     pub mcp: Vec<McpServer>,
     /// The breaker rules, compiled (with empty counts).
@@ -228,6 +239,27 @@ impl Plan {
             .enumerate()
             .map(|(i, r)| find(r.upstream.as_deref(), format!("route {}", i + 1)))
             .collect::<Result<Vec<_>, _>>()?;
+        let gateway_audiences = vec![public_url.clone(), format!("{public_url}/")];
+        let route_audiences = config
+            .routes
+            .iter()
+            .zip(&route_upstreams)
+            .map(|(r, &u)| {
+                let named = r
+                    .audience
+                    .clone()
+                    .or_else(|| config.upstreams.get(u).and_then(|u| u.audience.clone()));
+                match named {
+                    Some(a) => vec![a],
+                    None => gateway_audiences.clone(),
+                }
+            })
+            .collect::<Vec<_>>();
+        for (i, auds) in route_audiences.iter().enumerate() {
+            if auds.iter().any(|a| a.trim().is_empty()) {
+                return Err(err(format!("route {}: `audience` is empty", i + 1)));
+            }
+        }
         let mut mcp = Vec::with_capacity(config.mcp.len());
         for (i, m) in config.mcp.iter().enumerate() {
             let what = format!("mcp server {} (`{}`)", i + 1, m.server);
@@ -261,7 +293,19 @@ impl Plan {
                 };
                 read_tools.insert(tool.clone(), read);
             }
+            let audiences = match &m.audience {
+                Some(a) if a.trim().is_empty() => {
+                    return Err(err(format!("{what}: `audience` is empty")));
+                }
+                Some(a) => vec![a.clone()],
+                None => {
+                    let mut v = gateway_audiences.clone();
+                    v.push(format!("{public_url}{}", m.path));
+                    v
+                }
+            };
             mcp.push(McpServer {
+                audiences,
                 server: m.server.clone(),
                 path: m.path.clone(),
                 upstream: find(Some(&m.upstream), what)?,
@@ -280,17 +324,26 @@ impl Plan {
             upstreams,
             routes,
             route_upstreams,
+            route_audiences,
             mcp,
             breakers,
         })
     }
 
-    /// The audiences a token may carry to be accepted here: the public URL and each MCP
-    /// server's URL (RFC 8707 resource indicators name the MCP endpoint itself).
+    /// Every audience a token may carry to be accepted here at all: the public URL, each MCP
+    /// server's URL (RFC 8707 resource indicators name the MCP endpoint itself) and the
+    /// audiences routes name. Each request then needs its own route's or server's audience.
     pub fn audiences(&self) -> Vec<String> {
         let mut v = vec![self.public_url.clone(), format!("{}/", self.public_url)];
-        for m in &self.mcp {
-            v.push(format!("{}{}", self.public_url, m.path));
+        for a in self
+            .mcp
+            .iter()
+            .flat_map(|m| &m.audiences)
+            .chain(self.route_audiences.iter().flatten())
+        {
+            if !v.contains(a) {
+                v.push(a.clone());
+            }
         }
         v
     }
@@ -431,6 +484,70 @@ mod tests {
             e.to_string().contains("route 1: name its `upstream`"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn audiences_come_from_the_route_then_its_upstream_then_the_gateway() {
+        let text = r#"
+            [[upstreams]]
+            name = "crm"
+            url = "http://127.0.0.1:9000"
+            audience = "https://crm.example.com"
+
+            [[upstreams]]
+            name = "mail"
+            url = "http://127.0.0.1:9001"
+
+            [[routes]]
+            upstream = "crm"
+            method = "GET"
+            path = "/customers/{id}"
+            action = "crm.customers:read"
+            resource = "customers/{id}"
+
+            [[routes]]
+            upstream = "crm"
+            method = "GET"
+            path = "/tickets/{id}"
+            action = "tickets:read"
+            resource = "tickets/{id}"
+            audience = "https://tickets.example.com"
+
+            [[routes]]
+            upstream = "mail"
+            method = "POST"
+            path = "/email/send"
+            action = "email:send"
+            resource = "email"
+
+            [[mcp]]
+            server = "crm"
+            path = "/mcp"
+            upstream = "crm"
+        "#;
+        let p = parse(text).unwrap();
+        assert_eq!(p.route_audiences[0], vec!["https://crm.example.com"]);
+        assert_eq!(p.route_audiences[1], vec!["https://tickets.example.com"]);
+        assert_eq!(
+            p.route_audiences[2],
+            vec!["http://127.0.0.1:8081", "http://127.0.0.1:8081/"]
+        );
+        assert_eq!(
+            p.mcp[0].audiences,
+            vec![
+                "http://127.0.0.1:8081",
+                "http://127.0.0.1:8081/",
+                "http://127.0.0.1:8081/mcp"
+            ]
+        );
+        let all = p.audiences();
+        for a in [
+            "https://crm.example.com",
+            "https://tickets.example.com",
+            "http://127.0.0.1:8081/mcp",
+        ] {
+            assert!(all.contains(&a.to_owned()), "{a}");
+        }
     }
 
     #[test]

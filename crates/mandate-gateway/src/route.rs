@@ -35,6 +35,10 @@ pub struct RouteConfig {
     /// The upstream (by name) the route forwards to; may be left out when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream: Option<String>,
+    /// The audience a token must carry for this route (default: its upstream's `audience`, else
+    /// the gateway's URL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
 }
 
 /// Why a route table was refused. Messages name the route by its position (from 1).
@@ -437,6 +441,7 @@ mod tests {
             resource: resource.into(),
             stage: None,
             upstream: None,
+            audience: None,
         }
     }
 

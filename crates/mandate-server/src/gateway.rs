@@ -276,6 +276,7 @@ pub fn dev_config(upstream: &str) -> GatewayConfig {
         resource: resource.into(),
         stage: None,
         upstream: None,
+        audience: None,
     };
     GatewayConfig {
         upstreams: vec![UpstreamConfig {
@@ -287,6 +288,7 @@ pub fn dev_config(upstream: &str) -> GatewayConfig {
                 format: None,
             }),
             timeout_secs: None,
+            audience: None,
         }],
         routes: vec![
             route(
@@ -311,6 +313,7 @@ pub fn dev_config(upstream: &str) -> GatewayConfig {
             upstream: "crm".into(),
             upstream_path: None,
             tool_classes: Default::default(),
+            audience: None,
         }],
         ..GatewayConfig::default()
     }

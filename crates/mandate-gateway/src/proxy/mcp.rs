@@ -44,6 +44,9 @@ impl<A: Authority> Gateway<A> {
             "{}{}",
             self.plan.upstreams[up].base_path, server.upstream_path
         );
+        if let Err(r) = self.audience(p, &server.audiences, ctx, metadata_url) {
+            return *r;
+        }
         let resource = format!("mcp/{}", server.server);
         if req.method() != Method::POST {
             let (parts, body) = req.into_parts();

@@ -307,6 +307,14 @@ impl<A: Authority> Gateway<A> {
                 return r;
             }
         };
+        let audiences = self
+            .plan
+            .route_audiences
+            .get(resolved.route.wrapping_sub(1))
+            .map_or(&[][..], Vec::as_slice);
+        if let Err(r) = self.audience(p, audiences, ctx, metadata_url) {
+            return *r;
+        }
         if let Some(len) = content_length(req.headers())
             && len > self.plan.max_body_bytes
         {
@@ -352,6 +360,41 @@ impl<A: Authority> Gateway<A> {
             true,
         )
         .await
+    }
+
+    /// The token must carry one of `audiences` (the route's or MCP server's): a token for one
+    /// upstream is not good for another behind the same gateway.
+    fn audience(
+        &self,
+        p: &Principal,
+        audiences: &[String],
+        ctx: &Ctx,
+        metadata_url: &str,
+    ) -> Result<(), Refused> {
+        if audiences.iter().any(|a| p.claims.aud.contains(a)) {
+            return Ok(());
+        }
+        let why = match audiences {
+            [one] => format!("token audience is not accepted here; this needs `{one}`"),
+            _ => format!(
+                "token audience is not accepted here; this needs `{}`",
+                self.plan.public_url
+            ),
+        };
+        self.record(
+            ctx,
+            Outcome {
+                principal: Some(p),
+                reason: why.clone(),
+                status: StatusCode::UNAUTHORIZED,
+                ..Outcome::deny()
+            },
+        );
+        Err(Box::new(respond::challenge(
+            &Challenge::InvalidToken(why),
+            Scheme::Bearer,
+            metadata_url,
+        )))
     }
 
     /// Admission, policy and breakers for a mapped request; the refusal answer if any.

@@ -362,6 +362,7 @@ async fn start_mcp() -> (Server, RmcpUpstream) {
                 format: None,
             }),
             timeout_secs: None,
+            audience: None,
         }];
         c.gateway.mcp = vec![mandate_gateway::config::McpConfig {
             server: "crm".into(),
@@ -369,6 +370,7 @@ async fn start_mcp() -> (Server, RmcpUpstream) {
             upstream: "tools".into(),
             upstream_path: None,
             tool_classes: Default::default(),
+            audience: None,
         }];
     })
     .await;
@@ -526,6 +528,7 @@ async fn bodies_stream_both_ways_and_oversized_ones_are_refused() {
         resource: resource.into(),
         stage: None,
         upstream: None,
+        audience: None,
     };
     let s = start_with(move |c| {
         c.gateway.upstreams = vec![mandate_gateway::config::UpstreamConfig {
@@ -537,6 +540,7 @@ async fn bodies_stream_both_ways_and_oversized_ones_are_refused() {
                 format: None,
             }),
             timeout_secs: None,
+            audience: None,
         }];
         c.gateway.routes = vec![
             route("GET", "/stream", "stream"),
@@ -613,6 +617,7 @@ async fn a_dead_upstream_is_a_502_and_never_a_secret() {
             secret: Some("crm-key".into()),
             credential: None,
             timeout_secs: Some(2),
+            audience: None,
         }];
         c.gateway.routes = vec![mandate_gateway::route::RouteConfig {
             method: "GET".into(),
@@ -621,6 +626,7 @@ async fn a_dead_upstream_is_a_502_and_never_a_secret() {
             resource: "customers/{id}".into(),
             stage: None,
             upstream: None,
+            audience: None,
         }];
     })
     .await;
@@ -804,4 +810,85 @@ async fn garbage_never_gets_a_5xx_and_oversized_headers_get_431() {
     // timeout; this test does not wait for that.)
     drop(slow);
     s.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_token_is_good_only_for_the_audience_its_route_needs() {
+    let upstream = mandate_server::sample::Sample::new("crm-key-1", None)
+        .serve(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap())
+        .await
+        .unwrap();
+    let url = upstream.url();
+    let s = start_with(move |c| {
+        c.gateway.upstreams = vec![mandate_gateway::config::UpstreamConfig {
+            name: "crm".into(),
+            url,
+            secret: Some("crm-key".into()),
+            credential: Some(mandate_gateway::forward::Injection::Header {
+                name: "x-api-key".into(),
+                format: None,
+            }),
+            timeout_secs: None,
+            audience: None,
+        }];
+        let route = |path: &str, action: &str, resource: &str, audience: Option<&str>| {
+            mandate_gateway::route::RouteConfig {
+                method: "GET".into(),
+                path: path.into(),
+                action: action.into(),
+                resource: resource.into(),
+                stage: None,
+                upstream: None,
+                audience: audience.map(str::to_owned),
+            }
+        };
+        c.gateway.routes = vec![
+            // Agents ask for the CRM's own audience; the gateway fronts it.
+            route(
+                "/customers/{id}",
+                "crm.customers:read",
+                "customers/{id}",
+                Some(CRM),
+            ),
+            route("/tickets/{id}", "tickets:read", "tickets/{id}", None),
+        ];
+    })
+    .await;
+    s.send(
+        s.admin_req(reqwest::Method::PUT, "/v1/secrets/crm-key")
+            .json(&json!({"value": "crm-key-1"})),
+    )
+    .await
+    .expect(201);
+    let scope = "crm.customers:read tickets:read";
+    let for_crm = s
+        .exchange(&s.agent("support-v2"), &alice_in(&s, "emea"), scope)
+        .await;
+    for_crm.expect(200);
+    let for_crm = for_crm.access_token();
+    let for_gateway = token_for(&s, &alice_in(&s, "emea"), scope, &[]).await;
+
+    get(&s, "/customers/9821", Some(&for_crm)).await.expect(200);
+    get(&s, "/tickets/12847", Some(&for_gateway))
+        .await
+        .expect(200);
+    let r = get(&s, "/tickets/12847", Some(&for_crm)).await;
+    r.expect(401);
+    assert!(
+        r.body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains(&gw(&s)),
+        "{}",
+        r.body
+    );
+    let r = get(&s, "/customers/9821", Some(&for_gateway)).await;
+    r.expect(401);
+    assert!(
+        r.body["error_description"].as_str().unwrap().contains(CRM),
+        "{}",
+        r.body
+    );
+    s.shutdown().await;
+    upstream.shutdown().await;
 }

@@ -21,6 +21,7 @@ fn route(path: &str) -> RouteConfig {
         resource: "customers/{id}".into(),
         stage: None,
         upstream: None,
+        audience: None,
     }
 }
 
@@ -62,6 +63,7 @@ async fn a_standalone_gateway_follows_mandate_over_the_network() {
                 format: None,
             }),
             timeout_secs: None,
+            audience: None,
         }],
         routes: vec![
             route("/customers/{id}"),
