@@ -86,6 +86,10 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
             } else {
                 a.port().wrapping_add(1)
             });
+            // The next port is only a default: if it is taken, any free port will do.
+            if std::net::TcpListener::bind(a).is_err() {
+                a.set_port(0);
+            }
             a
         })
     });
