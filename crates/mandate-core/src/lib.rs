@@ -9,6 +9,8 @@
 //! * [`chain`] — the delegation chain and its RFC 8693 `act` encoding;
 //! * [`claims`] — the claims of an issued access token (RFC 9068);
 //! * [`agent`] — registered agents and their keys;
+//! * [`approval`] — human approval gates: what is asked, separation of duties, held writes
+//!   sent once, OpenID CIBA poll answers;
 //! * [`grant`] — the issuance decision: effective rights, stage, lifetime;
 //! * [`revocation`] — what was revoked and whether a token is still alive;
 //! * [`task`] — tasks and issued-token records;
@@ -16,6 +18,7 @@
 //! * [`audit`] — audit events and their hash chain.
 
 pub mod agent;
+pub mod approval;
 pub mod audit;
 pub mod chain;
 pub mod checkpoint;

@@ -256,10 +256,11 @@ fn check_event(i: usize, e: &GatewayEvent) -> Result<(), ApiError> {
 }
 
 /// `POST /v1/gateway/events` (role `gateway`): appends 1–200 `gateway.*` events in one commit
-/// (all or none) and answers `201 {"written": n}`.
+/// (all or none), each with `detail.gateway` naming the sending credential (`gateway:<id>`), and
+/// answers `201 {"written": n}`.
 pub async fn events(
     State(state): State<Arc<AppState>>,
-    _caller: GatewayCaller,
+    caller: GatewayCaller,
     JsonBody(body): JsonBody<GatewayEvents>,
 ) -> Result<Response, ApiError> {
     let n = body.events.len();
@@ -271,10 +272,19 @@ pub async fn events(
     for (i, e) in body.events.iter().enumerate() {
         check_event(i, e)?;
     }
+    // Each event names the gateway that sent it: `detail.gateway = "gateway:<credential id>"`.
+    let sender = caller.label();
     let ops = body
         .events
         .into_iter()
-        .map(|e| Op::Audit(e.into()))
+        .map(|e| {
+            let mut event: NewEvent = e.into();
+            let mut detail = serde_json::from_str::<serde_json::Map<String, Value>>(&event.detail)
+                .unwrap_or_default();
+            detail.insert("gateway".into(), Value::String(sender.clone()));
+            event.detail = Value::Object(detail).to_string();
+            Op::Audit(event)
+        })
         .collect();
     state.store.commit(ops).await?;
     Ok((StatusCode::CREATED, Json(json!({ "written": n }))).into_response())

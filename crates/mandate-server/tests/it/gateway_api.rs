@@ -340,6 +340,14 @@ async fn event_batches_land_whole_or_not_at_all() {
     assert_eq!(mine[0]["chain"], json!(["support-v2"]));
     assert_eq!(mine[1]["reason"], "scope missing");
     assert_eq!(mine[2]["user"], ALICE);
+    // Each event names the gateway that sent it, beside what the gateway wrote.
+    let detail =
+        |e: &Value| -> Value { serde_json::from_str(e["detail"].as_str().unwrap()).unwrap() };
+    assert_eq!(
+        detail(&mine[0]),
+        json!({"status": 200, "gateway": "gateway:gw1"})
+    );
+    assert_eq!(detail(&mine[1]), json!({"gateway": "gateway:gw1"}));
     let verify = srv.admin_get("/v1/audit/verify").await;
     verify.expect(200);
     assert_eq!(verify.body["ok"], true, "{}", verify.body);
