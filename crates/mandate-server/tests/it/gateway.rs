@@ -22,6 +22,43 @@ async fn start_with(tune: impl FnOnce(&mut mandate_server::Config)) -> Server {
     .await
 }
 
+/// An upstream at `url` whose key is the secret `secret`, sent as `x-api-key`.
+fn keyed_upstream(
+    name: &str,
+    url: String,
+    secret: &str,
+) -> mandate_gateway::config::UpstreamConfig {
+    mandate_gateway::config::UpstreamConfig {
+        name: name.into(),
+        url,
+        secret: Some(secret.into()),
+        credential: Some(mandate_gateway::forward::Injection::Header {
+            name: "x-api-key".into(),
+            format: None,
+        }),
+        timeout_secs: None,
+        audience: None,
+    }
+}
+
+/// A route to the only upstream.
+fn route(
+    method: &str,
+    path: &str,
+    action: &str,
+    resource: &str,
+) -> mandate_gateway::route::RouteConfig {
+    mandate_gateway::route::RouteConfig {
+        method: method.into(),
+        path: path.into(),
+        action: action.into(),
+        resource: resource.into(),
+        stage: None,
+        upstream: None,
+        audience: None,
+    }
+}
+
 fn gw(s: &Server) -> String {
     s.running()
         .gateway
@@ -353,17 +390,11 @@ async fn start_mcp() -> (Server, RmcpUpstream) {
     let upstream = RmcpUpstream::start("mcp-upstream-key").await;
     let url = upstream.url();
     let s = start_with(move |c| {
-        c.gateway.upstreams = vec![mandate_gateway::config::UpstreamConfig {
-            name: "tools".into(),
-            url: url.trim_end_matches("/mcp").to_owned(),
-            secret: Some("tools-key".into()),
-            credential: Some(mandate_gateway::forward::Injection::Header {
-                name: "x-api-key".into(),
-                format: None,
-            }),
-            timeout_secs: None,
-            audience: None,
-        }];
+        c.gateway.upstreams = vec![keyed_upstream(
+            "tools",
+            url.trim_end_matches("/mcp").to_owned(),
+            "tools-key",
+        )];
         c.gateway.mcp = vec![mandate_gateway::config::McpConfig {
             server: "crm".into(),
             path: "/mcp".into(),
@@ -521,30 +552,11 @@ async fn bodies_stream_both_ways_and_oversized_ones_are_refused() {
         .await
         .unwrap();
     let url = upstream.url();
-    let route = |method: &str, path: &str, resource: &str| mandate_gateway::route::RouteConfig {
-        method: method.into(),
-        path: path.into(),
-        action: "crm.customers:read".into(),
-        resource: resource.into(),
-        stage: None,
-        upstream: None,
-        audience: None,
-    };
     let s = start_with(move |c| {
-        c.gateway.upstreams = vec![mandate_gateway::config::UpstreamConfig {
-            name: "crm".into(),
-            url,
-            secret: Some("crm-key".into()),
-            credential: Some(mandate_gateway::forward::Injection::Header {
-                name: "x-api-key".into(),
-                format: None,
-            }),
-            timeout_secs: None,
-            audience: None,
-        }];
+        c.gateway.upstreams = vec![keyed_upstream("crm", url, "crm-key")];
         c.gateway.routes = vec![
-            route("GET", "/stream", "stream"),
-            route("POST", "/echo", "echo"),
+            route("GET", "/stream", "crm.customers:read", "stream"),
+            route("POST", "/echo", "crm.customers:read", "echo"),
         ];
         c.gateway.max_body_bytes = Some(4 * 1024 * 1024);
     })
@@ -619,15 +631,12 @@ async fn a_dead_upstream_is_a_502_and_never_a_secret() {
             timeout_secs: Some(2),
             audience: None,
         }];
-        c.gateway.routes = vec![mandate_gateway::route::RouteConfig {
-            method: "GET".into(),
-            path: "/customers/{id}".into(),
-            action: "crm.customers:read".into(),
-            resource: "customers/{id}".into(),
-            stage: None,
-            upstream: None,
-            audience: None,
-        }];
+        c.gateway.routes = vec![route(
+            "GET",
+            "/customers/{id}",
+            "crm.customers:read",
+            "customers/{id}",
+        )];
     })
     .await;
     let token = token_for(&s, &s.alice(), "crm.customers:read", &[]).await;
@@ -820,37 +829,22 @@ async fn a_token_is_good_only_for_the_audience_its_route_needs() {
         .unwrap();
     let url = upstream.url();
     let s = start_with(move |c| {
-        c.gateway.upstreams = vec![mandate_gateway::config::UpstreamConfig {
-            name: "crm".into(),
-            url,
-            secret: Some("crm-key".into()),
-            credential: Some(mandate_gateway::forward::Injection::Header {
-                name: "x-api-key".into(),
-                format: None,
-            }),
-            timeout_secs: None,
-            audience: None,
-        }];
-        let route = |path: &str, action: &str, resource: &str, audience: Option<&str>| {
+        c.gateway.upstreams = vec![keyed_upstream("crm", url, "crm-key")];
+        let for_audience = |path: &str, action: &str, resource: &str, audience: Option<&str>| {
             mandate_gateway::route::RouteConfig {
-                method: "GET".into(),
-                path: path.into(),
-                action: action.into(),
-                resource: resource.into(),
-                stage: None,
-                upstream: None,
                 audience: audience.map(str::to_owned),
+                ..route("GET", path, action, resource)
             }
         };
         c.gateway.routes = vec![
             // Agents ask for the CRM's own audience; the gateway fronts it.
-            route(
+            for_audience(
                 "/customers/{id}",
                 "crm.customers:read",
                 "customers/{id}",
                 Some(CRM),
             ),
-            route("/tickets/{id}", "tickets:read", "tickets/{id}", None),
+            for_audience("/tickets/{id}", "tickets:read", "tickets/{id}", None),
         ];
     })
     .await;
