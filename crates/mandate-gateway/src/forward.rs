@@ -80,8 +80,8 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// What to add to an upstream request.
-#[derive(Debug, Clone)]
+/// What to add to an upstream request. Its `Debug` never shows the secret or the token.
+#[derive(Clone)]
 pub struct Outbound<'a> {
     /// How to pass the upstream's credential.
     pub injection: &'a Injection,
@@ -91,6 +91,17 @@ pub struct Outbound<'a> {
     pub txn_token: &'a str,
     /// The client's address, for `Forwarded`.
     pub client_ip: Option<&'a str>,
+}
+
+impl std::fmt::Debug for Outbound<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbound")
+            .field("injection", self.injection)
+            .field("secret", &self.secret.map(|_| "…"))
+            .field("txn_token", &"…")
+            .field("client_ip", &self.client_ip)
+            .finish()
+    }
 }
 
 /// Rewrites the headers (and, for query injection, the URI) of a request going upstream.
@@ -229,6 +240,25 @@ fn decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    #[test]
+    fn debug_never_shows_the_secret_or_the_token() {
+        let injection = super::Injection::Query {
+            name: "api_key".into(),
+        };
+        let out = super::Outbound {
+            injection: &injection,
+            secret: Some("s3cr3t-value"),
+            txn_token: "eyJ.secret-token.sig",
+            client_ip: Some("127.0.0.1"),
+        };
+        let text = format!("{out:?}");
+        assert!(
+            !text.contains("s3cr3t-value") && !text.contains("secret-token"),
+            "{text}"
+        );
+        assert!(text.contains("api_key"), "{text}");
+    }
 
     use super::*;
 
