@@ -349,6 +349,17 @@ impl Plan {
     }
 }
 
+/// Whether `name` fits the secret store's names, `[a-z0-9][a-z0-9._-]{0,62}` (it goes into a
+/// URL path when a standalone gateway fetches it).
+fn valid_secret_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    let lead = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.first().is_some_and(lead)
+        && b.iter().all(|c| lead(c) || matches!(c, b'.' | b'_' | b'-'))
+}
+
 fn upstream(u: &UpstreamConfig) -> Result<Upstream, String> {
     if u.name.is_empty() || u.name.len() > 64 {
         return Err("the name must be 1 to 64 characters".into());
@@ -374,6 +385,13 @@ fn upstream(u: &UpstreamConfig) -> Result<Upstream, String> {
         .build()
         .map_err(|_| format!("`url` `{}` is not a URL", u.url))?;
     let base_path = uri.path().trim_end_matches('/').to_owned();
+    if let Some(name) = &u.secret
+        && !valid_secret_name(name)
+    {
+        return Err(format!(
+            "`secret` `{name}` is not a secret name (`a-z`, `0-9`, then also `.`, `_`, `-`; at most 63)"
+        ));
+    }
     let injection = match (&u.credential, &u.secret) {
         (Some(Injection::None), Some(_)) => {
             return Err("a `secret` is named but `credential` is \"none\"".into());
@@ -452,6 +470,10 @@ mod tests {
             (
                 "[[upstreams]]\nname = \"a\"\nurl = \"ftp://x\"",
                 "upstream 1 (`a`): `url` `ftp://x` must be http:// or https://",
+            ),
+            (
+                "[[upstreams]]\nname = \"a\"\nurl = \"http://x\"\nsecret = \"../admin?x\"",
+                "upstream 1 (`a`): `secret` `../admin?x` is not a secret name (`a-z`, `0-9`, then also `.`, `_`, `-`; at most 63)",
             ),
             (
                 "[[upstreams]]\nname = \"a\"\nurl = \"http://x\"\ncredential = { query = { name = \"k\" } }",
