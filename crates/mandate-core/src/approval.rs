@@ -56,6 +56,17 @@ pub enum Ask {
     },
 }
 
+impl Ask {
+    /// The kind's name: `escalation`, `held_write` or `agent_change`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Ask::Escalation { .. } => "escalation",
+            Ask::HeldWrite { .. } => "held_write",
+            Ask::AgentChange { .. } => "agent_change",
+        }
+    }
+}
+
 /// Where an approval stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -66,6 +77,27 @@ pub enum Status {
     Approved,
     /// Denied.
     Denied,
+}
+
+impl Status {
+    /// `pending`, `approved` or `denied`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Approved => "approved",
+            Status::Denied => "denied",
+        }
+    }
+
+    /// Parses [`Status::as_str`]'s names.
+    pub fn parse(s: &str) -> Option<Status> {
+        match s {
+            "pending" => Some(Status::Pending),
+            "approved" => Some(Status::Approved),
+            "denied" => Some(Status::Denied),
+            _ => None,
+        }
+    }
 }
 
 /// A decision by a human.
@@ -243,6 +275,25 @@ pub enum Dispatch {
 }
 
 impl Dispatch {
+    /// `not_sent`, `sending` or `sent`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dispatch::NotSent => "not_sent",
+            Dispatch::Sending => "sending",
+            Dispatch::Sent => "sent",
+        }
+    }
+
+    /// Parses [`Dispatch::as_str`]'s names.
+    pub fn parse(s: &str) -> Option<Dispatch> {
+        match s {
+            "not_sent" => Some(Dispatch::NotSent),
+            "sending" => Some(Dispatch::Sending),
+            "sent" => Some(Dispatch::Sent),
+            _ => None,
+        }
+    }
+
     /// Claims the send: `true` only for the first caller, from [`Dispatch::NotSent`]. A held
     /// write whose claim was recorded but whose answer was not (the gateway stopped in between)
     /// stays [`Dispatch::Sending`] and is never sent again: a second send could repeat a write.

@@ -106,6 +106,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/revocations",
             get(admin::revocations::list).post(admin::revocations::create),
         )
+        .route("/approvals", get(admin::approvals::list))
+        .route("/approvals/{id}", get(admin::approvals::show))
+        .route("/approvals/{id}/approve", post(admin::approvals::approve))
+        .route("/approvals/{id}/deny", post(admin::approvals::deny))
         .route("/revocations/events", get(admin::events::stream))
         .route("/audit", get(admin::audit::query))
         .route("/audit/verify", get(admin::audit::verify))

@@ -82,6 +82,48 @@ pub struct Config {
     pub audit_checkpoint_secs: u64,
     /// The gateway (SPEC §6): listener, upstreams, routes, MCP servers, breakers.
     pub gateway: mandate_gateway::GatewayConfig,
+    /// Human approvals (SPEC §6): who may approve, how long a request waits, what needs one.
+    pub approvals: Approvals,
+}
+
+/// Human approvals: stage escalations before issuance (CIBA), writes held at the gateway in
+/// `draft` stage, and changes to what an agent may do.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Approvals {
+    /// Groups whose members may approve for every agent, besides each agent's owner. In
+    /// `--dev`, `["approver"]` when empty.
+    pub approver_groups: Vec<String>,
+    /// How long a request waits for a decision before it expires (a denial), seconds.
+    pub ttl: i64,
+    /// The CIBA poll interval an agent is told, seconds (`slow_down` adds 5 each time).
+    pub poll_interval: i64,
+    /// A token request above the agent's `max_stage` becomes an approval request (CIBA
+    /// `auth_req_id`) instead of a refusal.
+    pub escalation: bool,
+    /// Scope patterns a token only gets once a human approves, even within the agent's
+    /// ceiling and the user's rights (e.g. `billing.payments:create`).
+    pub scopes: Vec<String>,
+    /// Whether widening an agent's ceiling or raising its `max_stage` needs an approval.
+    /// Default: on, except in `--dev`.
+    pub agent_changes: Option<bool>,
+    /// A URL that gets a JSON POST (`text` for chat tools, and the approval) on each new
+    /// request.
+    pub webhook: Option<String>,
+}
+
+impl Default for Approvals {
+    fn default() -> Self {
+        Approvals {
+            approver_groups: Vec::new(),
+            ttl: 900,
+            poll_interval: 5,
+            escalation: true,
+            scopes: Vec::new(),
+            agent_changes: None,
+            webhook: None,
+        }
+    }
 }
 
 /// Limits on requests.
@@ -204,6 +246,7 @@ impl Default for Config {
             catalog: mandate_core::scope::ActionCatalog::default(),
             audit_checkpoint_secs: 60,
             gateway: mandate_gateway::GatewayConfig::default(),
+            approvals: Approvals::default(),
         }
     }
 }
@@ -318,6 +361,22 @@ impl Config {
             return Err("`tokens.max_chain_depth` must be between 1 and 16".into());
         }
         validate_carry_claims(&t.carry_claims)?;
+        let a = &self.approvals;
+        if a.ttl <= 0 || a.ttl > 30 * 86_400 {
+            return Err("`approvals.ttl` must be between 1 second and 30 days".into());
+        }
+        if a.poll_interval <= 0 || a.poll_interval > 600 {
+            return Err("`approvals.poll_interval` must be between 1 and 600 seconds".into());
+        }
+        PatternSet::parse(a.scopes.iter().map(String::as_str))
+            .map_err(|e| format!("`approvals.scopes`: {e}"))?;
+        if let Some(url) = &a.webhook
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(format!(
+                "`approvals.webhook` must be an http(s) URL, not `{url}`"
+            ));
+        }
         for i in &self.issuers {
             if i.jwks_url.is_some() == i.jwks_file.is_some() {
                 return Err(format!(

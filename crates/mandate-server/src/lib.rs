@@ -21,6 +21,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod approvals;
 pub mod authzen;
 pub mod clock;
 pub mod config;

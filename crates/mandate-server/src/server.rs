@@ -132,6 +132,13 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
             .map(|c| (*c).to_owned())
             .collect();
     }
+    if dev && config.approvals.approver_groups.is_empty() {
+        // carol@example.com is in `approver` (SPEC §10).
+        config.approvals.approver_groups = vec!["approver".to_owned()];
+    }
+    if config.approvals.agent_changes.is_none() {
+        config.approvals.agent_changes = Some(!dev);
+    }
     let dir = config.data_dir.clone();
     create_private_dir(&dir)
         .map_err(|e| StartError::Io(format!("data directory `{}`: {e}", dir.display())))?;
@@ -228,6 +235,7 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
         admins,
         dev: dev_idp,
         verified: mandate_verify::VerifiedCache::default(),
+        approvals: crate::approvals::Hub::default(),
     });
     spawn_housekeeping(Arc::downgrade(&state));
     spawn_checkpoints(Arc::downgrade(&state)).await;

@@ -219,6 +219,8 @@ pub struct AppState {
     pub dev: Option<DevIdp>,
     /// Access tokens whose signature and claims already verified (see `live::check`).
     pub verified: mandate_verify::VerifiedCache,
+    /// Approval decisions as they land, for whoever carries them out (the gateway).
+    pub approvals: crate::approvals::Hub,
 }
 
 impl AppState {

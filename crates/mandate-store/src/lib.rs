@@ -10,6 +10,7 @@
 
 use async_trait::async_trait;
 use mandate_core::agent::{Agent, AgentKey, AgentStatus};
+use mandate_core::approval::{Approval, Decided, Dispatch, Status};
 use mandate_core::audit::{AuditEvent, NewEvent};
 pub use mandate_core::checkpoint::Checkpoint;
 use mandate_core::revocation::RevocationRecord;
@@ -49,6 +50,15 @@ pub enum StoreError {
         /// The task id.
         id: String,
         /// Its status.
+        status: String,
+    },
+    // Approvals
+    /// The approval was already decided (by someone else, a moment ago perhaps).
+    #[error("approval `{id}` was already {status}")]
+    AlreadyDecided {
+        /// The approval id.
+        id: String,
+        /// `approved` or `denied`.
         status: String,
     },
 }
@@ -199,6 +209,43 @@ pub struct SecretInfo {
     pub updated_at: i64,
     /// Who first set it.
     pub created_by: String,
+}
+
+// Approvals
+
+/// An approval as stored: the record, what to carry out once approved, and whether that was
+/// carried out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredApproval {
+    /// The approval (what is asked, by whom, expiry, the decision).
+    pub approval: Approval,
+    /// What to carry out once approved (JSON text; its shape depends on the kind).
+    pub payload: String,
+    /// Whether it was carried out.
+    pub dispatch: Dispatch,
+    /// What came of it (JSON text), once [`Dispatch::Sent`].
+    pub outcome: Option<String>,
+    /// When the requester last polled (CIBA), seconds since the epoch.
+    pub last_poll: Option<i64>,
+    /// The poll interval the requester was told, seconds.
+    pub poll_interval: i64,
+}
+
+/// Filters for approval listings; all optional, combined with AND.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalFilter {
+    /// The status equals.
+    pub status: Option<Status>,
+    /// The agent equals.
+    pub agent: Option<String>,
+    /// The user equals.
+    pub user: Option<String>,
+    /// The kind equals (`escalation`, `held_write`, `agent_change`).
+    pub kind: Option<String>,
+    /// Only approved ones whose payload was not carried out yet.
+    pub undispatched: bool,
+    /// At most this many (default 100, capped at 1 000).
+    pub limit: Option<u32>,
 }
 
 /// One write. A request's writes are a `Vec<Op>` given to [`Store::commit`].
@@ -383,6 +430,44 @@ pub enum Op {
     // Audit checkpoints
     /// Store a signed checkpoint of the audit chain's head.
     Checkpoint(Checkpoint),
+
+    // Approvals
+    /// Record a new approval. [`StoreError::Conflict`] if its id exists.
+    InsertApproval(Box<StoredApproval>),
+    /// Record the decision on a pending approval. [`StoreError::NotFound`] if absent,
+    /// [`StoreError::AlreadyDecided`] if it is not pending any more: of two racing decisions,
+    /// exactly one lands.
+    DecideApproval {
+        /// The approval id.
+        id: String,
+        /// The decision.
+        decided: Decided,
+    },
+    /// Claim an approved approval's payload for carrying out: moves `dispatch` from `not_sent`
+    /// to `sending`. Output: [`OpOutput::Claimed`] — `true` for exactly one caller, `false` when
+    /// it is not approved or was claimed before. [`StoreError::NotFound`] if absent.
+    ClaimApproval {
+        /// The approval id.
+        id: String,
+    },
+    /// Record what came of a claimed approval: `dispatch` becomes `sent`.
+    /// [`StoreError::NotFound`] if absent.
+    FinishApproval {
+        /// The approval id.
+        id: String,
+        /// The outcome (JSON text).
+        outcome: String,
+    },
+    /// Record a CIBA poll: when, and the interval now in force. [`StoreError::NotFound`] if
+    /// absent.
+    PollApproval {
+        /// The approval id.
+        id: String,
+        /// When.
+        at: i64,
+        /// The interval, seconds.
+        interval: i64,
+    },
 }
 
 /// What one [`Op`] produced.
@@ -407,6 +492,9 @@ pub enum OpOutput {
         /// Whether an existing secret was replaced (else it is new).
         replaced: bool,
     },
+    // Approvals
+    /// Whether this caller claimed the approval ([`Op::ClaimApproval`]).
+    Claimed(bool),
 }
 
 /// Filters for audit queries; all optional, combined with AND.
@@ -525,4 +613,10 @@ pub trait Store: Send + Sync + 'static {
     // Audit checkpoints
     /// Every audit checkpoint, in the order they were written.
     async fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError>;
+
+    // Approvals
+    /// One approval.
+    async fn approval(&self, id: &str) -> Result<Option<StoredApproval>, StoreError>;
+    /// Approvals matching `filter`, newest first.
+    async fn approvals(&self, filter: &ApprovalFilter) -> Result<Vec<StoredApproval>, StoreError>;
 }

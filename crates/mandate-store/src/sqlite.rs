@@ -29,6 +29,8 @@ use crate::{
 };
 // Task steps and outcomes
 use crate::TaskFilter;
+// Approvals
+use crate::{ApprovalFilter, StoredApproval};
 use mandate_core::task::TaskStep;
 
 mod migrations;
@@ -508,10 +510,53 @@ impl Store for SqliteStore {
             .map(rows::checkpoint)
             .collect()
     }
+
+    // Approvals
+    async fn approval(&self, id: &str) -> Result<Option<StoredApproval>, StoreError> {
+        let row = sqlx::query("SELECT * FROM approvals WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?;
+        row.as_ref().map(rows::approval).transpose()
+    }
+
+    async fn approvals(&self, filter: &ApprovalFilter) -> Result<Vec<StoredApproval>, StoreError> {
+        let mut q = QueryBuilder::<Sqlite>::new("SELECT * FROM approvals WHERE 1 = 1");
+        if let Some(status) = filter.status {
+            q.push(" AND status = ").push_bind(status.as_str());
+        }
+        if let Some(agent) = &filter.agent {
+            q.push(" AND agent = ").push_bind(agent.clone());
+        }
+        if let Some(user) = &filter.user {
+            q.push(" AND user = ").push_bind(user.clone());
+        }
+        if let Some(kind) = &filter.kind {
+            q.push(" AND kind = ").push_bind(kind.clone());
+        }
+        if filter.undispatched {
+            q.push(" AND status = 'approved' AND dispatch = 'not_sent'");
+        }
+        let limit = filter
+            .limit
+            .unwrap_or(DEFAULT_APPROVAL_LIMIT)
+            .min(MAX_APPROVAL_LIMIT);
+        q.push(" ORDER BY created_at DESC, rowid DESC LIMIT ")
+            .push_bind(i64::from(limit));
+        q.build()
+            .fetch_all(&self.read)
+            .await?
+            .iter()
+            .map(rows::approval)
+            .collect()
+    }
 }
 
 /// The SQL of an audit query. Only fixed fragments are written into the text; every value is a
 /// bound parameter.
+const DEFAULT_APPROVAL_LIMIT: u32 = 100;
+const MAX_APPROVAL_LIMIT: u32 = 1_000;
+
 fn audit_query(filter: &AuditFilter) -> QueryBuilder<Sqlite> {
     let mut q = QueryBuilder::<Sqlite>::new("SELECT * FROM audit_events WHERE 1 = 1");
     let equals: [(&'static str, &Option<String>); 6] = [

@@ -7,14 +7,15 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use mandate_core::agent::{Agent, AgentKey, AgentStatus};
+use mandate_core::approval::Ask;
 use mandate_core::audit::{Decision, NewEvent};
 use mandate_core::ids::AgentId;
 use mandate_core::revocation::RevocationKind;
-use mandate_core::scope::PatternSet;
+use mandate_core::scope::{PatternSet, ScopePattern};
 use mandate_core::stage::Stage;
-use mandate_store::Op;
+use mandate_store::{Op, StoredApproval};
 use mandate_token::verify::VerifyingKey;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::admin::auth::Admin;
@@ -52,7 +53,7 @@ pub struct NewAgent {
 }
 
 /// Body of `PATCH /v1/agents/{id}`: the fields to change.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgentChange {
     /// New display name.
@@ -73,6 +74,9 @@ pub struct AgentChange {
     /// New tags.
     #[serde(default)]
     pub tags: Option<Vec<String>>,
+    /// Why (recorded with the approval when the change needs one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub justification: Option<String>,
 }
 
 /// Body of `POST /v1/agents/{id}/keys`.
@@ -156,14 +160,14 @@ pub fn agent_key(jwk: &Value, expires_at: Option<i64>, now: i64) -> Result<Agent
     })
 }
 
-fn event(kind: &str, admin: &Admin, agent: &str, detail: Value) -> NewEvent {
+fn event(kind: &str, by: &str, agent: &str, detail: Value) -> NewEvent {
     NewEvent {
         kind: kind.into(),
         chain: vec![agent.to_owned()],
         action: Some(kind.into()),
         resource: Some(format!("agent:{agent}")),
         decision: Some(Decision::Info),
-        reason: format!("by {}", admin.label()),
+        reason: format!("by {by}"),
         detail: detail.to_string(),
         ..Default::default()
     }
@@ -204,7 +208,7 @@ pub async fn create(
     };
     let detail = json!({"owner": agent.owner, "ceiling": agent.ceiling, "max_stage": agent.max_stage,
         "keys": agent.keys.iter().map(|k| &k.kid).collect::<Vec<_>>()});
-    let ev = event("agent.register", &admin, agent.id.as_str(), detail);
+    let ev = event("agent.register", &admin.label(), agent.id.as_str(), detail);
     let id = agent.id.as_str().to_owned();
     state
         .store
@@ -253,21 +257,81 @@ pub async fn show(
     Ok(Json(get_agent(&state, &id)?.as_ref().clone()))
 }
 
-/// `PATCH /v1/agents/{id}`.
+/// `PATCH /v1/agents/{id}`. Widening the ceiling or raising `max_stage` needs a human's
+/// approval when `approvals.agent_changes` is on (the default outside `--dev`): nothing changes
+/// yet, and the answer is `202` with the approval. Narrowing applies at once.
 pub async fn update(
     State(state): State<Arc<AppState>>,
     admin: Admin,
     Path(id): Path<String>,
     JsonBody(change): JsonBody<AgentChange>,
-) -> Result<Json<Agent>, ApiError> {
+) -> Result<Response, ApiError> {
     admin.require_admin()?;
     let before = get_agent(&state, &id)?;
+    let after = changed(&state, &before, &change)?;
+    let widens = widens(&before, &after);
+    if widens && state.config.approvals.agent_changes.unwrap_or(true) {
+        let justification =
+            text(change.justification.as_deref(), "justification", 1000)?.unwrap_or_default();
+        let ask = Ask::AgentChange {
+            agent: id.clone(),
+            ceiling: (after.ceiling != before.ceiling).then(|| {
+                after
+                    .ceiling
+                    .iter()
+                    .map(|p| p.as_str().to_owned())
+                    .collect()
+            }),
+            max_stage: (after.max_stage != before.max_stage).then_some(after.max_stage),
+        };
+        let binding_message = change_message(&before, &after);
+        let req = crate::approvals::Request {
+            ask,
+            user: None,
+            chain: vec![id.clone()],
+            agent: id.clone(),
+            task: None,
+            justification,
+            binding_message,
+            payload: serde_json::to_value(&change).map_err(|_| ApiError::server_error())?,
+            request_id: None,
+            requested_by: admin.label(),
+        };
+        let stored = crate::approvals::open(&state, req).await?;
+        let view = crate::approvals::view(&stored, state.clock.now());
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({"approval": view, "agent": before.as_ref()})),
+        )
+            .into_response());
+    }
+    let ev = event(
+        "agent.update",
+        &admin.label(),
+        &id,
+        update_detail(&before, &after),
+    );
+    state
+        .store
+        .commit(vec![Op::UpdateAgent(after), Op::Audit(ev)])
+        .await?;
+    let agent = state
+        .directory
+        .refresh(state.store.as_ref(), &id)
+        .await?
+        .ok_or_else(ApiError::server_error)?;
+    Ok(Json(agent.as_ref().clone()).into_response())
+}
+
+/// The agent after `change`, checked.
+fn changed(state: &AppState, before: &Agent, change: &AgentChange) -> Result<Agent, ApiError> {
     if before.status == AgentStatus::Retired {
         return Err(ApiError::conflict(format!(
-            "agent `{id}` is retired and cannot change"
+            "agent `{}` is retired and cannot change",
+            before.id
         )));
     }
-    let mut after = before.as_ref().clone();
+    let mut after = before.clone();
     if let Some(n) = text(change.name.as_deref(), "name", 200)? {
         after.name = n;
     }
@@ -285,21 +349,87 @@ pub async fn update(
     }
     after.max_stage = stage(change.max_stage.as_deref(), before.max_stage)?;
     after.updated_at = state.clock.now();
-    let detail = json!({
+    Ok(after)
+}
+
+/// Whether `after` may do something `before` could not: a ceiling pattern not within an old
+/// one, or a higher `max_stage`.
+fn widens(before: &Agent, after: &Agent) -> bool {
+    after.max_stage > before.max_stage
+        || after
+            .ceiling
+            .iter()
+            .any(|new| !before.ceiling.iter().any(|old| new.is_subset_of(old)))
+}
+
+fn change_message(before: &Agent, after: &Agent) -> String {
+    let mut parts = Vec::new();
+    if after.ceiling != before.ceiling {
+        let list = |a: &Agent| {
+            a.ceiling
+                .iter()
+                .map(ScopePattern::as_str)
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        parts.push(format!("ceiling `{}` → `{}`", list(before), list(after)));
+    }
+    if after.max_stage != before.max_stage {
+        parts.push(format!(
+            "max stage `{}` → `{}`",
+            before.max_stage, after.max_stage
+        ));
+    }
+    format!("agent `{}` changes: {}", before.id, parts.join("; "))
+}
+
+fn update_detail(before: &Agent, after: &Agent) -> Value {
+    json!({
         "before": {"owner": before.owner, "ceiling": before.ceiling, "max_stage": before.max_stage, "name": before.name, "tags": before.tags},
         "after": {"owner": after.owner, "ceiling": after.ceiling, "max_stage": after.max_stage, "name": after.name, "tags": after.tags},
-    });
-    let ev = event("agent.update", &admin, &id, detail);
-    state
-        .store
-        .commit(vec![Op::UpdateAgent(after), Op::Audit(ev)])
-        .await?;
-    let agent = state
-        .directory
-        .refresh(state.store.as_ref(), &id)
-        .await?
-        .ok_or_else(ApiError::server_error)?;
-    Ok(Json(agent.as_ref().clone()))
+    })
+}
+
+/// The writes that carry out an approved agent change (its PATCH body is the approval's
+/// payload, applied to the agent as it is now), for the decision's own unit. Returns them and
+/// the agent's id.
+pub async fn apply_approved_change(
+    state: &AppState,
+    stored: &StoredApproval,
+    approver: &str,
+    now: i64,
+) -> Result<(Vec<Op>, String), ApiError> {
+    let change: AgentChange = serde_json::from_str(&stored.payload).map_err(|e| {
+        tracing::error!(error = %e, approval = %stored.approval.id, "stored agent change does not decode");
+        ApiError::server_error()
+    })?;
+    let id = stored.approval.agent.clone();
+    let before = get_agent(state, &id)?;
+    let after = changed(state, &before, &change)?;
+    let mut detail = update_detail(&before, &after);
+    detail["approval"] = json!(stored.approval.id);
+    detail["approver"] = json!(approver);
+    let ev = event(
+        "agent.update",
+        &format!("approval {} (approved by {approver})", stored.approval.id),
+        &id,
+        detail,
+    );
+    let outcome = json!({"applied_at": now, "agent": id}).to_string();
+    Ok((
+        vec![
+            Op::UpdateAgent(after),
+            Op::Audit(ev),
+            Op::ClaimApproval {
+                id: stored.approval.id.clone(),
+            },
+            Op::FinishApproval {
+                id: stored.approval.id.clone(),
+                outcome,
+            },
+        ],
+        id,
+    ))
 }
 
 async fn set_status(
@@ -334,7 +464,12 @@ async fn set_status(
         req.ops = vec![set];
         crate::revocation::revoke(state, req).await?;
     } else if agent.status != to {
-        let ev = event(kind, admin, id, json!({"from": agent.status, "to": to}));
+        let ev = event(
+            kind,
+            &admin.label(),
+            id,
+            json!({"from": agent.status, "to": to}),
+        );
         state.store.commit(vec![set, Op::Audit(ev)]).await?;
     }
     let agent = state
@@ -416,7 +551,7 @@ pub async fn add_key(
     }
     let ev = event(
         "agent.key.add",
-        &admin,
+        &admin.label(),
         &id,
         json!({"kid": key.kid, "expires_at": key.expires_at}),
     );
@@ -447,7 +582,7 @@ pub async fn remove_key(
             "agent `{id}` has no key `{kid}`"
         )));
     }
-    let ev = event("agent.key.remove", &admin, &id, json!({"kid": kid}));
+    let ev = event("agent.key.remove", &admin.label(), &id, json!({"kid": kid}));
     state
         .store
         .commit(vec![

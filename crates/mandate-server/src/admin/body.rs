@@ -40,3 +40,31 @@ where
         }
     }
 }
+
+/// A JSON body that may be left out: an empty body is `T::default()`; anything else must be
+/// JSON that fits `T`.
+pub struct OptionalJsonBody<T>(pub T);
+
+impl<S, T> FromRequest<S> for OptionalJsonBody<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Default,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError {
+                status: e.status(),
+                code: "bad_request",
+                message: "request body could not be read (too large?)".into(),
+            })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJsonBody(T::default()));
+        }
+        serde_json::from_slice(&bytes)
+            .map(OptionalJsonBody)
+            .map_err(|e| ApiError::bad_request(format!("request body does not fit: {e}")))
+    }
+}

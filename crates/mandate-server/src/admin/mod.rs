@@ -2,6 +2,7 @@
 //! credential; writes need the `admin` role.
 
 pub mod agents;
+pub mod approvals;
 pub mod audit;
 pub mod audit_export;
 pub mod auth;

@@ -46,6 +46,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 7,
         sql: include_str!("../../migrations/sqlite/0007_audit_checkpoints.sql"),
     },
+    // Approvals
+    Migration {
+        version: 8,
+        sql: include_str!("../../migrations/sqlite/0008_approvals.sql"),
+    },
 ];
 
 /// The schema version this build writes.

@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 
 use mandate_core::agent::{Agent, AgentKey};
+use mandate_core::approval::{Approval, Decided};
 use mandate_core::audit::{AuditEvent, NewEvent};
 use mandate_core::revocation::{RevocationKind, RevocationRecord};
 use mandate_core::task::{Task, TaskStep, TokenRecord};
@@ -13,7 +14,7 @@ use super::writer::ChainHead;
 use super::{json, unix_now, unix_now_ms};
 use crate::{
     AdminCredential, Checkpoint, Op, OpOutput, RevocationEntry, RevokedToken, SsfSet, SsfStream,
-    StoreError, StoredSecret, StoredSigningKey,
+    StoreError, StoredApproval, StoredSecret, StoredSigningKey,
 };
 
 /// Applies one op. On error the caller rolls the unit back, head included.
@@ -167,6 +168,28 @@ pub(crate) async fn apply(
         }
         // Audit checkpoints
         Op::Checkpoint(cp) => insert_checkpoint(conn, &cp).await.map(done),
+        // Approvals
+        Op::InsertApproval(a) => insert_approval(conn, &a).await.map(done),
+        Op::DecideApproval { id, decided } => decide_approval(conn, &id, decided).await.map(done),
+        Op::ClaimApproval { id } => claim_approval(conn, &id).await.map(OpOutput::Claimed),
+        Op::FinishApproval { id, outcome } => {
+            let r = sqlx::query("UPDATE approvals SET dispatch = 'sent', outcome = ? WHERE id = ?")
+                .bind(&outcome)
+                .bind(&id)
+                .execute(&mut *conn)
+                .await?;
+            found(r.rows_affected(), || format!("approval `{id}`"))
+        }
+        Op::PollApproval { id, at, interval } => {
+            let r =
+                sqlx::query("UPDATE approvals SET last_poll = ?, poll_interval = ? WHERE id = ?")
+                    .bind(at)
+                    .bind(interval)
+                    .bind(&id)
+                    .execute(&mut *conn)
+                    .await?;
+            found(r.rows_affected(), || format!("approval `{id}`"))
+        }
     }
 }
 
@@ -822,4 +845,89 @@ async fn insert_checkpoint(conn: &mut SqliteConnection, cp: &Checkpoint) -> Resu
         .execute(&mut *conn)
         .await?;
     Ok(())
+}
+
+// Approvals
+
+async fn insert_approval(
+    conn: &mut SqliteConnection,
+    a: &StoredApproval,
+) -> Result<(), StoreError> {
+    let id = &a.approval.id;
+    sqlx::query(
+        "INSERT INTO approvals (id, kind, agent, user, status, created_at, expires_at, record,
+                                payload, dispatch, outcome, last_poll, poll_interval)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(id)
+    .bind(a.approval.ask.kind())
+    .bind(&a.approval.agent)
+    .bind(&a.approval.user)
+    .bind(a.approval.status().as_str())
+    .bind(a.approval.created_at)
+    .bind(a.approval.expires_at)
+    .bind(json(&a.approval)?)
+    .bind(&a.payload)
+    .bind(a.dispatch.as_str())
+    .bind(&a.outcome)
+    .bind(a.last_poll)
+    .bind(a.poll_interval)
+    .execute(&mut *conn)
+    .await
+    .map_err(conflict(|| format!("approval `{id}`")))?;
+    Ok(())
+}
+
+async fn decide_approval(
+    conn: &mut SqliteConnection,
+    id: &str,
+    decided: Decided,
+) -> Result<(), StoreError> {
+    let row: Option<(String, String)> =
+        sqlx::query_as("SELECT status, record FROM approvals WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some((status, record)) = row else {
+        return Err(StoreError::NotFound(format!("approval `{id}`")));
+    };
+    if status != "pending" {
+        return Err(StoreError::AlreadyDecided {
+            id: id.to_owned(),
+            status,
+        });
+    }
+    let mut approval: Approval = serde_json::from_str(&record)
+        .map_err(|e| StoreError::Database(format!("approval `{id}` record: {e}")))?;
+    approval.decided = Some(decided);
+    sqlx::query("UPDATE approvals SET status = ?, record = ? WHERE id = ?")
+        .bind(approval.status().as_str())
+        .bind(json(&approval)?)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+async fn claim_approval(conn: &mut SqliteConnection, id: &str) -> Result<bool, StoreError> {
+    let r = sqlx::query(
+        "UPDATE approvals SET dispatch = 'sending'
+         WHERE id = ? AND status = 'approved' AND dispatch = 'not_sent'",
+    )
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    if r.rows_affected() == 1 {
+        return Ok(true);
+    }
+    let exists = sqlx::query("SELECT 1 FROM approvals WHERE id = ?")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .is_some();
+    if exists {
+        Ok(false)
+    } else {
+        Err(StoreError::NotFound(format!("approval `{id}`")))
+    }
 }

@@ -2,6 +2,7 @@
 //! error naming the column, never unwrapped.
 
 use mandate_core::agent::{Agent, AgentKey, AgentStatus};
+use mandate_core::approval::Dispatch;
 use mandate_core::audit::{AuditEvent, Decision};
 use mandate_core::ids::AgentId;
 use mandate_core::revocation::{RevocationKind, RevocationRecord};
@@ -14,7 +15,7 @@ use sqlx::sqlite::SqliteRow;
 
 use crate::{
     AdminCredential, Checkpoint, RevocationEntry, RevokedToken, SecretInfo, SsfQueued, SsfStream,
-    StoreError, StoredSecret, StoredSigningKey,
+    StoreError, StoredApproval, StoredSecret, StoredSigningKey,
 };
 
 fn corrupt(column: &str, problem: impl std::fmt::Display) -> StoreError {
@@ -268,5 +269,21 @@ pub(crate) fn checkpoint(row: &SqliteRow) -> Result<Checkpoint, StoreError> {
         hash: row.try_get("hash")?,
         time: row.try_get("time")?,
         jws: row.try_get("jws")?,
+    })
+}
+
+// Approvals
+
+/// An approval row.
+pub(crate) fn approval(row: &SqliteRow) -> Result<StoredApproval, StoreError> {
+    let dispatch: String = row.try_get("dispatch")?;
+    Ok(StoredApproval {
+        approval: json_col(row, "record")?,
+        payload: row.try_get("payload")?,
+        dispatch: Dispatch::parse(&dispatch)
+            .ok_or_else(|| StoreError::Database(format!("unknown dispatch state `{dispatch}`")))?,
+        outcome: row.try_get("outcome")?,
+        last_poll: row.try_get("last_poll")?,
+        poll_interval: row.try_get("poll_interval")?,
     })
 }

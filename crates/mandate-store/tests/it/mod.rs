@@ -1,6 +1,7 @@
 //! Shared fixtures.
 
 mod agents;
+mod approvals;
 mod audit;
 mod lifecycle;
 mod records;
