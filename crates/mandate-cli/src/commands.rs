@@ -88,6 +88,9 @@ pub enum AgentsCommand {
         /// New tags (comma-separated).
         #[arg(long, value_delimiter = ',')]
         tags: Option<Vec<String>>,
+        /// Why: recorded with the approval when the change widens what the agent may do.
+        #[arg(long)]
+        justification: Option<String>,
     },
     /// Suspend an agent: its tokens stop working until it is resumed.
     Suspend {
@@ -387,6 +390,7 @@ pub async fn agents(
             ceiling,
             max_stage,
             tags,
+            justification,
         } => {
             let mut body = json!({});
             for (k, v) in [
@@ -394,6 +398,7 @@ pub async fn agents(
                 ("name", name),
                 ("description", description),
                 ("max_stage", max_stage),
+                ("justification", justification),
             ] {
                 if let Some(v) = v {
                     body[k] = json!(v);
@@ -405,7 +410,12 @@ pub async fn agents(
             if let Some(t) = tags {
                 body["tags"] = json!(t);
             }
-            client.patch(&format!("/v1/agents/{id}"), &body).await?
+            let v = client.patch(&format!("/v1/agents/{id}"), &body).await?;
+            // A widening change is held for a human's approval (`202`).
+            if !json_out && crate::approvals::print_held_change(&v) {
+                return Ok(ExitCode::SUCCESS);
+            }
+            v
         }
         AgentsCommand::Suspend { id } => {
             client

@@ -418,14 +418,18 @@ async fn story(running: &mandate_server::Running) -> Result<ExitCode> {
 
     completion(running, &admin, &support).await?;
     crate::demo_gateway::chapter(&admin, &support, running).await?;
+    crate::demo_draft::chapter(&admin, &support, running).await?;
 
-    println!("\n7. The audit trail: one hash-chained line per decision");
+    println!("\n8. The audit trail: one hash-chained line per decision");
     let events = admin
         .get_query("/v1/audit", &[("limit", "200".into())])
         .await?;
     for e in events["events"].as_array().into_iter().flatten() {
         if e["kind"].as_str().is_some_and(|k| {
-            k.starts_with("token.") || k == "revocation" || k.starts_with("gateway.")
+            k.starts_with("token.")
+                || k == "revocation"
+                || k.starts_with("gateway.")
+                || k.starts_with("approval.")
         }) {
             println!("   {}", audit_line(e));
         }

@@ -2,10 +2,12 @@
 //! and admin subcommands that call the server's `/v1` API (never its database, except the
 //! offline `audit verify --data`).
 
+mod approvals;
 mod audit_cmds;
 mod client;
 mod commands;
 mod demo;
+mod demo_draft;
 mod demo_gateway;
 mod gateway;
 mod output;
@@ -60,6 +62,10 @@ enum Command {
     Revoke(commands::RevokeArgs),
     /// List revocations.
     Revocations,
+    /// Requests waiting for a human: list, show, approve, deny (deciding needs your own
+    /// identity provider token: `--as-token` or `MANDATE_USER_TOKEN`).
+    #[command(subcommand)]
+    Approvals(approvals::ApprovalsCommand),
     /// Read and verify the audit log.
     #[command(subcommand)]
     Audit(commands::AuditCommand),
@@ -114,6 +120,7 @@ fn main() -> ExitCode {
             Command::Agents(c) => commands::agents(c, &cli.url, token, cli.json).await,
             Command::Revoke(a) => commands::revoke(a, &cli.url, token, cli.json).await,
             Command::Revocations => commands::revocations(&cli.url, token, cli.json).await,
+            Command::Approvals(c) => approvals::run(c, &cli.url, token, cli.json).await,
             Command::Audit(c) => commands::audit(c, &cli.url, token, cli.json).await,
             Command::Keys(c) => commands::keys(c, &cli.url, token, cli.json).await,
             Command::Credentials(c) => commands::credentials(c, &cli.url, token, cli.json).await,

@@ -71,6 +71,15 @@ pub fn audit_line(e: &Value) -> String {
         }
     }
     parts.push(s(e, "decision"));
+    // A held write sent after approval, or a decision: name the human who approved.
+    let detail: Value = e
+        .get("detail")
+        .and_then(Value::as_str)
+        .and_then(|d| serde_json::from_str(d).ok())
+        .unwrap_or(Value::Null);
+    if let Some(a) = detail.get("approver").and_then(Value::as_str) {
+        parts.push(format!("approver:{a}"));
+    }
     if e.get("decision").and_then(Value::as_str) == Some("deny") {
         parts.push(format!("({})", s(e, "reason")));
     }

@@ -126,6 +126,9 @@ pub struct Approval {
     pub chain: Vec<String>,
     /// The agent the approval concerns (the last of the chain, or the changed agent).
     pub agent: String,
+    /// The task the request belongs to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
     /// The requester's justification.
     pub justification: String,
     /// What exactly will happen if approved, shown to the approver.
@@ -335,14 +338,27 @@ impl PollAnswer {
     }
 }
 
+/// How long after an approval the agent may still collect what was approved, even past the
+/// approval's expiry (an approval given a second before expiry must not be lost to the poll
+/// interval), seconds.
+pub const PICKUP_GRACE: i64 = 300;
+
 /// The CIBA answer to a poll at `now`, given when the agent last polled and the interval it was
 /// told. A decision is reported even to a client that polls too fast; an undecided approval past
-/// its expiry is `expired_token`.
+/// its expiry is `expired_token`, and so is an approved one not collected by the later of its
+/// expiry and [`PICKUP_GRACE`] after the decision.
 pub fn poll(approval: &Approval, last_poll: Option<i64>, interval: i64, now: i64) -> PollAnswer {
-    match approval.status() {
-        Status::Approved => return PollAnswer::Ready,
-        Status::Denied => return PollAnswer::AccessDenied,
-        Status::Pending => {}
+    match &approval.decided {
+        Some(d) if d.approved => {
+            let deadline = approval.expires_at.max(d.at.saturating_add(PICKUP_GRACE));
+            return if now >= deadline {
+                PollAnswer::ExpiredToken
+            } else {
+                PollAnswer::Ready
+            };
+        }
+        Some(_) => return PollAnswer::AccessDenied,
+        None => {}
     }
     if approval.is_expired(now) {
         return PollAnswer::ExpiredToken;
@@ -371,6 +387,7 @@ mod tests {
             user: user.map(str::to_owned),
             chain: vec!["support-v2".into()],
             agent: "support-v2".into(),
+            task: Some("ticket-1".into()),
             justification: "the customer asked for a refund".into(),
             binding_message: "support-v2 will POST /tickets for alice@example.com".into(),
             created_at: 100,
@@ -482,6 +499,16 @@ mod tests {
         // A decision is told even to a client polling too fast.
         assert_eq!(poll(&a, Some(200), 5, 201), PollAnswer::Ready);
         assert_eq!(PollAnswer::Ready.error(), None);
+        // Collectable until the later of the expiry (1000) and the decision + grace (500).
+        assert_eq!(poll(&a, None, 5, 999), PollAnswer::Ready);
+        assert_eq!(poll(&a, None, 5, 1000), PollAnswer::ExpiredToken);
+        let mut late = held(None);
+        late.decide(&carol, &rule(), true, "", 990).unwrap();
+        assert_eq!(poll(&late, None, 5, 1200), PollAnswer::Ready);
+        assert_eq!(
+            poll(&late, None, 5, 990 + PICKUP_GRACE),
+            PollAnswer::ExpiredToken
+        );
         let mut b = held(None);
         b.decide(&carol, &rule(), false, "", 200).unwrap();
         assert_eq!(poll(&b, None, 5, 300), PollAnswer::AccessDenied);

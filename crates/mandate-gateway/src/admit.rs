@@ -1,9 +1,11 @@
 //! May this verified token make this request? The checks that need no policy engine: the token
-//! holds the action's scope, and its stage lets the action's class through.
+//! holds the action's scope, and its stage lets the action's class through — or, in `draft`
+//! stage, lets it through to be held for a human's approval.
 //!
 //! Stages (SPEC §1): `observe` reads only; `draft` may hold write scopes, but its writes are
-//! held for a human's approval rather than sent; `execute` writes. A route may ask for more
-//! than its class implies (`stage = "execute"` on a read that costs money, say).
+//! held for a human's approval rather than sent ([`Admitted::Hold`], see [`crate::hold`]);
+//! `execute` writes. A route may ask for more than its class implies (`stage = "execute"` on a
+//! read that costs money, say).
 
 use mandate_core::scope::{ActionClass, Scope, ScopeSet};
 use mandate_core::stage::Stage;
@@ -17,6 +19,16 @@ pub struct Target<'a> {
     pub class: ActionClass,
     /// The least stage the route asks for, beyond its class.
     pub least_stage: Option<Stage>,
+}
+
+/// How an admitted request goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admitted {
+    /// Send it (after policy and breakers).
+    Forward,
+    /// It needs `execute` and the token is `draft`: hold it for a human's approval (after
+    /// policy and breakers) instead of sending it.
+    Hold,
 }
 
 /// Why a request is not admitted.
@@ -44,13 +56,6 @@ impl NotAdmitted {
         match self {
             NotAdmitted::Scope { scope } => format!("the token does not hold scope `{scope}`"),
             NotAdmitted::Stage {
-                needed: Stage::Execute,
-                have: Stage::Draft,
-                action,
-            } => format!(
-                "`{action}` writes: a `draft`-stage token's writes are held for approval, which this gateway does not offer yet; ask for an `execute`-stage token"
-            ),
-            NotAdmitted::Stage {
                 needed,
                 have,
                 action,
@@ -72,13 +77,20 @@ pub fn needed_stage(target: &Target<'_>) -> Stage {
 }
 
 /// Admits a request by a token holding `scopes` at `stage`.
-pub fn admit(scopes: &ScopeSet, stage: Stage, target: &Target<'_>) -> Result<(), NotAdmitted> {
+pub fn admit(
+    scopes: &ScopeSet,
+    stage: Stage,
+    target: &Target<'_>,
+) -> Result<Admitted, NotAdmitted> {
     if !scopes.contains(target.action) {
         return Err(NotAdmitted::Scope {
             scope: target.action.as_str().to_owned(),
         });
     }
     let needed = needed_stage(target);
+    if stage == Stage::Draft && needed == Stage::Execute {
+        return Ok(Admitted::Hold);
+    }
     if stage < needed {
         return Err(NotAdmitted::Stage {
             needed,
@@ -86,7 +98,7 @@ pub fn admit(scopes: &ScopeSet, stage: Stage, target: &Target<'_>) -> Result<(),
             action: target.action.as_str().to_owned(),
         });
     }
-    Ok(())
+    Ok(Admitted::Forward)
 }
 
 #[cfg(test)]
@@ -111,7 +123,7 @@ mod tests {
     fn the_scope_must_be_held() {
         let held = ScopeSet::parse_oauth("crm.customers:read").unwrap();
         let want = scope("tickets:create");
-        let err = admit(&held, Stage::Execute, &target(&want, None)).unwrap_err();
+        let err = admit(&held, Stage::Draft, &target(&want, None)).unwrap_err();
         assert_eq!(
             err,
             NotAdmitted::Scope {
@@ -130,14 +142,19 @@ mod tests {
         let read = scope("crm.customers:read");
         let write = scope("tickets:create");
         for stage in [Stage::Observe, Stage::Draft, Stage::Execute] {
-            assert!(admit(&held, stage, &target(&read, None)).is_ok());
+            assert_eq!(
+                admit(&held, stage, &target(&read, None)),
+                Ok(Admitted::Forward)
+            );
         }
-        assert!(admit(&held, Stage::Execute, &target(&write, None)).is_ok());
-        let draft = admit(&held, Stage::Draft, &target(&write, None)).unwrap_err();
-        assert!(
-            draft.reason().contains("held for approval"),
-            "{}",
-            draft.reason()
+        assert_eq!(
+            admit(&held, Stage::Execute, &target(&write, None)),
+            Ok(Admitted::Forward)
+        );
+        assert_eq!(
+            admit(&held, Stage::Draft, &target(&write, None)),
+            Ok(Admitted::Hold),
+            "a draft token's write is held, not refused"
         );
         let observe = admit(&held, Stage::Observe, &target(&write, None)).unwrap_err();
         assert_eq!(
@@ -153,7 +170,10 @@ mod tests {
         let t = target(&read, Some(Stage::Draft));
         assert_eq!(needed_stage(&t), Stage::Draft);
         assert!(admit(&held, Stage::Observe, &t).is_err());
-        assert!(admit(&held, Stage::Draft, &t).is_ok());
+        assert_eq!(admit(&held, Stage::Draft, &t), Ok(Admitted::Forward));
+        // A read a route raises to `execute` is held in draft stage, like a write.
+        let costly = target(&read, Some(Stage::Execute));
+        assert_eq!(admit(&held, Stage::Draft, &costly), Ok(Admitted::Hold));
         // A route cannot lower a write's stage.
         let write = scope("tickets:create");
         assert_eq!(

@@ -13,11 +13,13 @@ use std::future::Future;
 use std::pin::Pin;
 
 use mandate_core::audit::NewEvent;
+use mandate_core::claims::AccessClaims;
 use mandate_core::scope::Scope;
 use mandate_verify::{Principal, Refusal};
 use serde_json::Value;
 use zeroize::Zeroizing;
 
+use crate::hold::{Delivered, HeldRequest, Proposal};
 use crate::txn::TxnClaims;
 
 /// A policy question about one request.
@@ -48,6 +50,15 @@ pub struct Verdict {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct SecretError(pub String);
+
+/// The approval opened for a held write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The approval's id (the proposal id the agent polls).
+    pub id: String,
+    /// When it expires undecided, seconds since the epoch.
+    pub expires_at: i64,
+}
 
 /// A future the gateway can hold across its own awaits (owned, sendable).
 pub type Pending<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -93,4 +104,31 @@ pub trait Authority: Send + Sync + 'static {
 
     /// Posts `payload` to a breaker's webhook (best effort, in the background).
     fn alert(&self, url: &str, payload: Value);
+
+    // Draft stage: held writes (see [`crate::hold`]).
+
+    /// Opens an approval for a held write (durably, before the agent is answered).
+    fn hold(&self, held: HeldRequest, binding_message: String) -> Pending<Result<Receipt, String>>;
+
+    /// A held write by its approval id; `None` if there is none (or it is not a held write).
+    fn proposal(&self, id: &str) -> Pending<Result<Option<Proposal>, String>>;
+
+    /// Claims an approved held write for sending: `true` for exactly one caller, ever.
+    fn claim(&self, id: &str) -> Pending<Result<bool, String>>;
+
+    /// Stores what came of a claimed held write, for the agent to fetch.
+    fn deliver(&self, id: &str, delivered: Delivered) -> Pending<Result<(), String>>;
+
+    /// The ids of approved held writes nobody has claimed yet.
+    fn approved_holds(&self) -> Pending<Result<Vec<String>, String>>;
+
+    /// Approval ids as they are decided, when the authority can tell at once (in-process);
+    /// otherwise the gateway asks [`Authority::approved_holds`] every few seconds.
+    fn decisions(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
+        None
+    }
+
+    /// Why a revocation reaches the token these claims come from, if one does (checked again
+    /// before a held write is sent).
+    fn revoked(&self, claims: &AccessClaims) -> Option<String>;
 }

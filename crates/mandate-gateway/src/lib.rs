@@ -13,7 +13,10 @@
 //! * [`txn`] — the Transaction Token forwarded upstream instead of the agent's token.
 //! * [`forward`] — the request and answer rewriting: the agent's credentials out, the
 //!   upstream's real credential and the Transaction Token in, hop-by-hop headers dropped.
-//! * [`admit`] — scope and stage: may this token make this request at all.
+//! * [`admit`] — scope and stage: may this token make this request at all, and must a write be
+//!   held for approval (`draft` stage).
+//! * [`hold`] — draft stage: the held request, the message its approver sees, what the agent
+//!   polling it is told.
 //! * [`authority`] — what the gateway asks of Mandate (verification, policy, secrets, audit),
 //!   so the same proxy runs inside `mandate serve` or on its own.
 //! * [`decide`] — the Cedar question for one request, shared by every authority.
@@ -31,6 +34,7 @@ pub mod challenge;
 pub mod config;
 pub mod decide;
 pub mod forward;
+pub mod hold;
 pub mod mcp;
 pub mod proxy;
 pub mod remote;

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use mandate_core::agent::Agent;
 use mandate_core::audit::NewEvent;
+use mandate_core::claims::AccessClaims;
 use mandate_policy::Engine;
 use mandate_token::{Alg, SigningKey};
 use mandate_verify::{Principal, Refusal, Verifier, WhenNotCurrent};
@@ -29,7 +30,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use zeroize::Zeroizing;
 
-use crate::authority::{Ask, Authority, Pending, SecretError, Verdict};
+use crate::authority::{Ask, Authority, Pending, Receipt, SecretError, Verdict};
+use crate::hold::{Delivered, HeldRequest, Proposal};
 use crate::txn::TxnClaims;
 
 /// How often the policy bundle is checked for changes.
@@ -289,6 +291,49 @@ async fn send_events(
     }
 }
 
+impl Remote {
+    /// Calls `/v1/gateway/holds…` with the gateway's credential: the status and JSON answer.
+    fn holds_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Pending<Result<(reqwest::StatusCode, Value), String>> {
+        let http = self.http.clone();
+        let url = format!("{}/v1/gateway/holds{path}", self.mandate_url);
+        let credential = self.credential.clone();
+        Box::pin(async move {
+            let mut req = http.request(method, &url).bearer_auth(credential.as_str());
+            if let Some(b) = body {
+                req = req.json(&b);
+            }
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| format!("Mandate could not be reached: {e}"))?;
+            let status = resp.status();
+            let text = resp
+                .text()
+                .await
+                .map_err(|e| format!("Mandate's answer was cut: {e}"))?;
+            let value = if text.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_str(&text)
+                    .map_err(|_| "Mandate's answer is not JSON".to_owned())?
+            };
+            Ok((status, value))
+        })
+    }
+}
+
+fn refused(status: reqwest::StatusCode, body: &Value) -> String {
+    format!(
+        "Mandate answered {status}: {}",
+        body["message"].as_str().unwrap_or("no reason given")
+    )
+}
+
 impl Authority for Remote {
     fn issuer(&self) -> &str {
         &self.mandate_url
@@ -425,5 +470,98 @@ impl Authority for Remote {
                 Err(e) => tracing::warn!(error = %e, "breaker webhook could not be reached"),
             }
         });
+    }
+
+    fn hold(&self, held: HeldRequest, binding_message: String) -> Pending<Result<Receipt, String>> {
+        let body = json!({"held": held, "binding_message": binding_message});
+        let call = self.holds_call(reqwest::Method::POST, "", Some(body));
+        Box::pin(async move {
+            let (status, v) = call.await?;
+            if !status.is_success() {
+                return Err(refused(status, &v));
+            }
+            match (v["id"].as_str(), v["expires_at"].as_i64()) {
+                (Some(id), Some(expires_at)) => Ok(Receipt {
+                    id: id.to_owned(),
+                    expires_at,
+                }),
+                _ => Err("Mandate's answer names no approval".into()),
+            }
+        })
+    }
+
+    fn proposal(&self, id: &str) -> Pending<Result<Option<Proposal>, String>> {
+        let call = self.holds_call(reqwest::Method::GET, &format!("/{id}"), None);
+        Box::pin(async move {
+            let (status, v) = call.await?;
+            if status == reqwest::StatusCode::NOT_FOUND {
+                return Ok(None);
+            }
+            if !status.is_success() {
+                return Err(refused(status, &v));
+            }
+            serde_json::from_value(v)
+                .map(Some)
+                .map_err(|e| format!("Mandate's proposal does not decode: {e}"))
+        })
+    }
+
+    fn claim(&self, id: &str) -> Pending<Result<bool, String>> {
+        let call = self.holds_call(reqwest::Method::POST, &format!("/{id}/claim"), None);
+        Box::pin(async move {
+            let (status, v) = call.await?;
+            if !status.is_success() {
+                return Err(refused(status, &v));
+            }
+            Ok(v["claimed"].as_bool().unwrap_or(false))
+        })
+    }
+
+    fn deliver(&self, id: &str, delivered: Delivered) -> Pending<Result<(), String>> {
+        let body = serde_json::to_value(&delivered).unwrap_or(Value::Null);
+        let call = self.holds_call(
+            reqwest::Method::POST,
+            &format!("/{id}/delivery"),
+            Some(body),
+        );
+        Box::pin(async move {
+            let (status, v) = call.await?;
+            if status.is_success() {
+                Ok(())
+            } else {
+                Err(refused(status, &v))
+            }
+        })
+    }
+
+    fn approved_holds(&self) -> Pending<Result<Vec<String>, String>> {
+        let call = self.holds_call(reqwest::Method::GET, "?approved=true", None);
+        Box::pin(async move {
+            let (status, v) = call.await?;
+            if !status.is_success() {
+                return Err(refused(status, &v));
+            }
+            Ok(v["ids"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect())
+        })
+    }
+
+    fn revoked(&self, claims: &AccessClaims) -> Option<String> {
+        let (Ok(chain), Ok(scopes)) = (claims.chain(), claims.scopes()) else {
+            return Some("the held request's token claims no longer parse".into());
+        };
+        let principal = Principal {
+            claims: claims.clone(),
+            chain,
+            scopes,
+        };
+        self.verifier
+            .revoked(&principal)
+            .map(|r| format!("{} `{}` has been revoked", r.kind.as_str(), r.id))
     }
 }

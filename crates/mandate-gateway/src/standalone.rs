@@ -39,6 +39,7 @@ pub struct Standalone {
     pub gateway: Arc<Gateway<Remote>>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
+    dispatcher: JoinHandle<()>,
 }
 
 /// Binds `listen`, connects to Mandate at `mandate_url` with `credential` (role `gateway`), and
@@ -71,6 +72,7 @@ pub async fn start(
         })
         .await;
     });
+    let dispatcher = crate::proxy::spawn_dispatcher(&gateway);
     tracing::info!(%addr, %url, mandate = %mandate_url, "standalone gateway is listening");
     Ok(Standalone {
         addr,
@@ -79,6 +81,7 @@ pub async fn start(
         gateway,
         shutdown: Some(tx),
         task,
+        dispatcher,
     })
 }
 
@@ -89,6 +92,7 @@ impl Standalone {
             let _ = tx.send(());
         }
         let _ = (&mut self.task).await;
+        self.dispatcher.abort();
         self.remote.close(Duration::from_secs(10)).await;
     }
 }

@@ -48,6 +48,9 @@ pub struct Request<'a> {
     pub txn: &'a str,
     /// Now, seconds since the epoch.
     pub now: i64,
+    /// For a held write sent after approval: who approved it. The approval, not the agent's
+    /// token, authorizes this one send, so the Transaction Token may outlive that token.
+    pub approver: Option<&'a str>,
 }
 
 /// The request context (`rctx`): where the request came from.
@@ -86,6 +89,9 @@ pub struct TransactionContext {
     pub resource: String,
     /// The `jti` of the agent's token (an id, never the token), to join audit trails.
     pub token_jti: String,
+    /// Who approved this request, for a held write sent after approval.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approver: Option<String>,
 }
 
 /// The claims of a Transaction Token.
@@ -121,7 +127,10 @@ pub fn claims(req: &Request<'_>) -> TxnClaims {
         iss: req.issuer.to_owned(),
         iat: req.now,
         aud: req.trust_domain.to_owned(),
-        exp: (req.now + MAX_LIFETIME).min(t.exp),
+        exp: match req.approver {
+            Some(_) => req.now + MAX_LIFETIME,
+            None => (req.now + MAX_LIFETIME).min(t.exp),
+        },
         txn: req.txn.to_owned(),
         sub: t.sub.clone(),
         scope: req.action.to_owned(),
@@ -141,6 +150,7 @@ pub fn claims(req: &Request<'_>) -> TxnClaims {
             action: req.action.to_owned(),
             resource: req.resource.to_owned(),
             token_jti: t.jti.clone(),
+            approver: req.approver.map(str::to_owned),
         },
     }
 }
@@ -183,6 +193,7 @@ mod tests {
             gateway: "mandate-gateway",
             txn: "txn-1",
             now: 1_800_000_010,
+            approver: None,
         }
     }
 

@@ -135,6 +135,22 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/gateway/secrets/{name}", get(admin::gateway_api::secret))
         .route("/gateway/events", post(admin::gateway_api::events))
         .route("/gateway/suspensions", post(admin::gateway_api::suspend))
+        .route(
+            "/gateway/holds",
+            get(admin::gateway_holds::approved)
+                .post(admin::gateway_holds::create)
+                .layer(DefaultBodyLimit::max(admin::gateway_holds::HOLD_BODY_LIMIT)),
+        )
+        .route("/gateway/holds/{id}", get(admin::gateway_holds::show))
+        .route(
+            "/gateway/holds/{id}/claim",
+            post(admin::gateway_holds::claim),
+        )
+        .route(
+            "/gateway/holds/{id}/delivery",
+            post(admin::gateway_holds::deliver)
+                .layer(DefaultBodyLimit::max(admin::gateway_holds::HOLD_BODY_LIMIT)),
+        )
         .route("/dev/user-token", post(admin::dev::user_token))
         .route("/openapi.json", get(admin::openapi::openapi));
     Router::new()

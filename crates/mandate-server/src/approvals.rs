@@ -67,7 +67,7 @@ pub struct Request {
     pub chain: Vec<String>,
     /// The agent the approval concerns.
     pub agent: String,
-    /// The task, if any (for the audit event).
+    /// The task the request belongs to, if any.
     pub task: Option<String>,
     /// The requester's justification.
     pub justification: String,
@@ -112,6 +112,7 @@ pub async fn open(state: &AppState, req: Request) -> Result<StoredApproval, Stor
         user: req.user,
         chain: req.chain,
         agent: req.agent,
+        task: req.task,
         justification: req.justification,
         binding_message: req.binding_message,
         created_at: now,
@@ -132,7 +133,7 @@ pub async fn open(state: &AppState, req: Request) -> Result<StoredApproval, Stor
         kind: "approval.requested".into(),
         user: a.user.clone(),
         chain: a.chain.clone(),
-        task: req.task,
+        task: a.task.clone(),
         action: Some(action),
         resource: Some(resource),
         decision: Some(Decision::Info),
@@ -219,6 +220,7 @@ pub async fn decide(
         kind: kind.to_owned(),
         user: stored.approval.user.clone(),
         chain: stored.approval.chain.clone(),
+        task: stored.approval.task.clone(),
         action: Some(action.clone()),
         resource: Some(resource.clone()),
         decision: Some(d),
@@ -282,9 +284,17 @@ pub async fn decide(
     match state.store.commit(ops).await {
         Ok(_) => {}
         Err(StoreError::AlreadyDecided { id, status }) => {
-            return Err(ApiError::conflict(format!(
-                "approval `{id}` was already {status}"
-            )));
+            // Another decision landed between the check and the commit: this one is refused,
+            // and audited like any other refusal.
+            let message = format!("approval `{id}` was already {status}");
+            let ev = base(
+                "approval.refused",
+                Decision::Deny,
+                format!("`{}` may not {verb}: {message}", who.subject),
+                json!({"approval": id, "decider": who.subject, "decider_issuer": who.issuer, "wanted": verb}),
+            );
+            state.store.commit(vec![Op::Audit(ev)]).await?;
+            return Err(ApiError::conflict(message));
         }
         Err(e) => return Err(e.into()),
     }
@@ -300,6 +310,37 @@ pub async fn decide(
         .approval(id)
         .await?
         .ok_or_else(ApiError::server_error)
+}
+
+/// Records that an admin credential (`by`, e.g. `admin:bootstrap`) tried to decide approval
+/// `id`: refused whatever its role, because a decision needs a human. Nothing is recorded for
+/// an id that does not exist.
+pub async fn refuse_credential(
+    state: &AppState,
+    id: &str,
+    by: &str,
+    verb: &str,
+    request_id: Option<String>,
+) -> Result<(), ApiError> {
+    let Some(stored) = state.store.approval(id).await? else {
+        return Ok(());
+    };
+    let (action, resource) = action_and_resource(&stored.approval.ask);
+    let ev = NewEvent {
+        kind: "approval.refused".to_owned(),
+        user: stored.approval.user.clone(),
+        chain: stored.approval.chain.clone(),
+        task: stored.approval.task.clone(),
+        action: Some(action),
+        resource: Some(resource),
+        decision: Some(Decision::Deny),
+        reason: format!("`{by}` may not {verb}: an admin credential cannot decide an approval"),
+        request_id,
+        detail: json!({"approval": id, "decider": by, "wanted": verb}).to_string(),
+        ..Default::default()
+    };
+    state.store.commit(vec![Op::Audit(ev)]).await?;
+    Ok(())
 }
 
 /// The JSON an approval is shown as (admin API, CLI, console).
@@ -376,7 +417,11 @@ fn notify(state: &AppState, stored: &StoredApproval) {
                 Ok(r) => {
                     tracing::warn!(status = %r.status(), "approval webhook refused the notice")
                 }
-                Err(e) => tracing::warn!(error = %e, "approval webhook could not be reached"),
+                // Without the URL: a chat webhook's URL is itself a secret.
+                Err(e) => tracing::warn!(
+                    error = %e.without_url(),
+                    "approval webhook could not be reached"
+                ),
             }
         }
     });

@@ -22,6 +22,7 @@ pub const NON_CONFIG_ENV: &[&str] = &[
     "MANDATE_CONFIG",
     "MANDATE_LOG",
     "MANDATE_GATEWAY_CREDENTIAL",
+    "MANDATE_USER_TOKEN",
 ];
 
 /// Why configuration could not be loaded.

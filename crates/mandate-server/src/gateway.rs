@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use mandate_core::audit::NewEvent;
-use mandate_gateway::authority::{Ask, Pending, SecretError, Verdict};
+use mandate_core::claims::AccessClaims;
+use mandate_gateway::authority::{Ask, Pending, Receipt, SecretError, Verdict};
+use mandate_gateway::hold::{Delivered, HeldRequest, Proposal};
 use mandate_gateway::txn::TxnClaims;
 use mandate_gateway::{Authority, Gateway, GatewayConfig, Plan};
 use mandate_store::Op;
@@ -192,6 +194,42 @@ impl Authority for InProcess {
             }
         });
     }
+
+    fn hold(&self, held: HeldRequest, binding_message: String) -> Pending<Result<Receipt, String>> {
+        let state = Arc::clone(&self.state);
+        Box::pin(async move { crate::held::hold(&state, held, binding_message, "gateway").await })
+    }
+
+    fn proposal(&self, id: &str) -> Pending<Result<Option<Proposal>, String>> {
+        let state = Arc::clone(&self.state);
+        let id = id.to_owned();
+        Box::pin(async move { crate::held::proposal(&state, &id).await })
+    }
+
+    fn claim(&self, id: &str) -> Pending<Result<bool, String>> {
+        let state = Arc::clone(&self.state);
+        let id = id.to_owned();
+        Box::pin(async move { crate::held::claim(&state, &id).await })
+    }
+
+    fn deliver(&self, id: &str, delivered: Delivered) -> Pending<Result<(), String>> {
+        let state = Arc::clone(&self.state);
+        let id = id.to_owned();
+        Box::pin(async move { crate::held::deliver(&state, &id, &delivered).await })
+    }
+
+    fn approved_holds(&self) -> Pending<Result<Vec<String>, String>> {
+        let state = Arc::clone(&self.state);
+        Box::pin(async move { crate::held::approved(&state).await })
+    }
+
+    fn decisions(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
+        Some(self.state.approvals.subscribe())
+    }
+
+    fn revoked(&self, claims: &AccessClaims) -> Option<String> {
+        crate::held::revoked(&self.state, claims)
+    }
 }
 
 /// A running gateway.
@@ -205,6 +243,8 @@ pub struct RunningGateway {
     authority: Arc<InProcess>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
+    /// Sends approved held writes (see `mandate_gateway::proxy::run_dispatcher`).
+    dispatcher: JoinHandle<()>,
 }
 
 impl RunningGateway {
@@ -214,6 +254,7 @@ impl RunningGateway {
             let _ = tx.send(());
         }
         let _ = (&mut self.task).await;
+        self.dispatcher.abort();
         self.authority.close().await;
     }
 }
@@ -249,6 +290,7 @@ pub async fn start(
         })
         .await;
     });
+    let dispatcher = mandate_gateway::proxy::spawn_dispatcher(&gateway);
     tracing::info!(%addr, %url, "gateway is listening");
     Ok(RunningGateway {
         addr,
@@ -257,6 +299,7 @@ pub async fn start(
         authority,
         shutdown: Some(tx),
         task,
+        dispatcher,
     })
 }
 

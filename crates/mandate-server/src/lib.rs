@@ -30,6 +30,7 @@ pub mod error;
 pub mod feed;
 pub mod files;
 pub mod gateway;
+pub mod held;
 pub mod idp;
 pub mod keyring;
 pub mod live;

@@ -295,6 +295,12 @@ impl Verifier {
         with(&self.inner.index, |idx| idx.revoked_tokens())
     }
 
+    /// Whether a revocation this verifier has applied reaches `principal` (a token verified
+    /// earlier, checked again later — a held write before it is sent, say).
+    pub fn revoked(&self, principal: &Principal) -> Option<mandate_core::revocation::Revoked> {
+        with(&self.inner.index, |idx| revoked(idx, principal))
+    }
+
     /// Verifies `token`: signature and claims locally, then revocation — from the followed
     /// stream when current, else as [`WhenNotCurrent`] says.
     pub async fn verify(&self, token: &str) -> Result<Principal, Refusal> {

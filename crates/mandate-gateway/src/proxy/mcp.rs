@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use super::{
     BoxError, Ctx, Gateway, Outcome, ProxyBody, ReadError, limited, read_body, respond, scalar_tags,
 };
-use crate::admit::{Target, admit};
+use crate::admit::{Admitted, Target, admit};
 use crate::authority::Authority;
 use crate::mcp::{self as rpc, MAX_BODY, Message};
 use mandate_core::scope::ActionClass;
@@ -117,8 +117,20 @@ impl<A: Authority> Gateway<A> {
                     class,
                     least_stage: None,
                 };
-                if let Err(r) = self.decide(p, &target, &tool_resource, &tags, ctx, metadata_url) {
-                    return *r;
+                match self.decide(p, &target, &tool_resource, &tags, ctx, metadata_url) {
+                    Ok(Admitted::Forward) => {}
+                    Ok(Admitted::Hold) => {
+                        let target = super::proposals::HoldTarget {
+                            upstream: up,
+                            upstream_path: path.clone(),
+                            action: scope.as_str(),
+                            resource: &tool_resource,
+                        };
+                        return self
+                            .hold_tool_call(ctx, p, &parts, bytes.clone(), &id, &target)
+                            .await;
+                    }
+                    Err(r) => return *r,
                 }
                 self.forward(
                     ctx,

@@ -12,6 +12,7 @@
 //! must read to decide (at most 1 MiB), and `tools/list` answers, which it filters.
 
 mod mcp;
+mod proposals;
 mod respond;
 mod upstream;
 
@@ -31,13 +32,14 @@ use mandate_core::scope::Scope;
 use mandate_verify::Principal;
 use serde_json::{Value, json};
 
-use crate::admit::{NotAdmitted, Target, admit};
+use crate::admit::{Admitted, NotAdmitted, Target, admit};
 use crate::authority::{Ask, Authority};
 use crate::breaker::{Breakers, Then, Trip, Verdict};
 use crate::challenge::{Challenge, ProtectedResource, Scheme};
 use crate::config::Plan;
 use crate::route::NoRoute;
 
+pub use proposals::{SWEEP_EVERY, run_dispatcher, spawn_dispatcher};
 pub use upstream::Client;
 
 /// Errors carried by proxied bodies.
@@ -96,6 +98,8 @@ struct Outcome<'a> {
     status: StatusCode,
     upstream_status: Option<u16>,
     txn: Option<String>,
+    /// For a held write: its approval and, once decided, the approver.
+    approval: Option<(String, Option<String>)>,
 }
 
 impl<A: Authority> Gateway<A> {
@@ -189,6 +193,12 @@ impl<A: Authority> Gateway<A> {
             Ok(p) => p,
             Err(r) => return *r,
         };
+        if ctx
+            .path
+            .starts_with(&format!("{}/", crate::hold::PROPOSALS_PATH))
+        {
+            return self.poll_proposal(&ctx, &principal).await;
+        }
         match mcp {
             Some(i) => self.mcp(i, req, &principal, &ctx, &metadata_url).await,
             None => self.rest(req, &principal, &ctx, &metadata_url).await,
@@ -330,9 +340,10 @@ impl<A: Authority> Gateway<A> {
             class: resolved.action.class(),
             least_stage: resolved.stage,
         };
-        if let Err(r) = self.decide(p, &target, &resolved.resource, &tags, ctx, metadata_url) {
-            return *r;
-        }
+        let admitted = match self.decide(p, &target, &resolved.resource, &tags, ctx, metadata_url) {
+            Ok(a) => a,
+            Err(r) => return *r,
+        };
         // `route` counts from 1; the plan has an upstream for every route.
         let Some(&upstream) = self
             .plan
@@ -346,6 +357,37 @@ impl<A: Authority> Gateway<A> {
             );
         };
         let (parts, body) = req.into_parts();
+        if admitted == Admitted::Hold {
+            let limit = usize::try_from(self.plan.max_body_bytes)
+                .unwrap_or(usize::MAX)
+                .min(crate::hold::MAX_HELD_BODY);
+            let bytes = match read_body(body, limit).await {
+                Ok(b) => b,
+                Err(ReadError::TooLarge) => {
+                    return respond::error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "invalid_request",
+                        &format!(
+                            "the body is larger than {limit} bytes, the most a write held for approval may carry"
+                        ),
+                    );
+                }
+                Err(ReadError::Broken) => {
+                    return respond::error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request",
+                        "the body could not be read",
+                    );
+                }
+            };
+            let target = proposals::HoldTarget {
+                upstream,
+                upstream_path: format!("{}{}", self.plan.upstreams[upstream].base_path, ctx.path),
+                action: resolved.action.as_str(),
+                resource: &resolved.resource,
+            };
+            return self.hold_rest(ctx, p, &parts, bytes, &target).await;
+        }
         let body = limited(body, self.plan.max_body_bytes);
         let path = format!("{}{}", self.plan.upstreams[upstream].base_path, ctx.path);
         self.forward(
@@ -397,7 +439,8 @@ impl<A: Authority> Gateway<A> {
         )))
     }
 
-    /// Admission, policy and breakers for a mapped request; the refusal answer if any.
+    /// Admission, policy and breakers for a mapped request: whether to send it or hold it, or
+    /// the refusal answer.
     fn decide(
         &self,
         p: &Principal,
@@ -406,7 +449,7 @@ impl<A: Authority> Gateway<A> {
         tags: &BTreeMap<String, String>,
         ctx: &Ctx,
         metadata_url: &str,
-    ) -> Result<(), Refused> {
+    ) -> Result<Admitted, Refused> {
         let action = target.action.as_str();
         let deny = |reason: String, policies: Vec<String>, status: StatusCode| {
             self.record(
@@ -422,23 +465,26 @@ impl<A: Authority> Gateway<A> {
                 },
             );
         };
-        if let Err(n) = admit(&p.scopes, p.claims.stage, target) {
-            let reason = n.reason();
-            deny(reason.clone(), Vec::new(), StatusCode::FORBIDDEN);
-            return Err(Box::new(match n {
-                NotAdmitted::Scope { scope } => respond::challenge(
-                    &Challenge::InsufficientScope {
-                        scope,
-                        description: reason,
-                    },
-                    Scheme::Bearer,
-                    metadata_url,
-                ),
-                NotAdmitted::Stage { .. } => {
-                    respond::error(StatusCode::FORBIDDEN, "insufficient_stage", &reason)
-                }
-            }));
-        }
+        let admitted = match admit(&p.scopes, p.claims.stage, target) {
+            Ok(a) => a,
+            Err(n) => {
+                let reason = n.reason();
+                deny(reason.clone(), Vec::new(), StatusCode::FORBIDDEN);
+                return Err(Box::new(match n {
+                    NotAdmitted::Scope { scope } => respond::challenge(
+                        &Challenge::InsufficientScope {
+                            scope,
+                            description: reason,
+                        },
+                        Scheme::Bearer,
+                        metadata_url,
+                    ),
+                    NotAdmitted::Stage { .. } => {
+                        respond::error(StatusCode::FORBIDDEN, "insufficient_stage", &reason)
+                    }
+                }));
+            }
+        };
         let verdict = self.authority.decide(&Ask {
             principal: p,
             action: target.action,
@@ -477,7 +523,7 @@ impl<A: Authority> Gateway<A> {
             deny(reason, vec![format!("breaker:{}", trip.rule)], status);
             return Err(Box::new(answer));
         }
-        Ok(())
+        Ok(admitted)
     }
 
     /// Counts the request against the breakers; on the first trip of a streak, suspends the
@@ -570,6 +616,12 @@ impl<A: Authority> Gateway<A> {
             if let Some(ip) = ctx.peer {
                 o2.insert("client_ip".into(), json!(ip.to_string()));
             }
+            if let Some((id, approver)) = &o.approval {
+                o2.insert("approval".into(), json!(id));
+                if let Some(a) = approver {
+                    o2.insert("approver".into(), json!(a));
+                }
+            }
         }
         let p = o.principal;
         self.authority.record(NewEvent {
@@ -602,6 +654,7 @@ impl Outcome<'_> {
             status: StatusCode::FORBIDDEN,
             upstream_status: None,
             txn: None,
+            approval: None,
         }
     }
 }

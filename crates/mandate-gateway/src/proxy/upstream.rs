@@ -42,10 +42,10 @@ pub(super) fn client() -> std::io::Result<Client> {
 /// A fault on the way upstream: answered with `status`, recorded as an allowed request that
 /// failed.
 pub(super) struct Fault {
-    status: StatusCode,
+    pub(super) status: StatusCode,
     code: &'static str,
-    why: String,
-    txn: Option<String>,
+    pub(super) why: String,
+    pub(super) txn: Option<String>,
 }
 
 impl Fault {
@@ -60,12 +60,14 @@ impl Fault {
 }
 
 /// Who and what a forwarded request is, for the Transaction Token and the audit event.
-struct Hop<'a> {
-    ctx: &'a Ctx,
-    p: &'a Principal,
-    up: &'a crate::config::Upstream,
-    action: &'a str,
-    resource: &'a str,
+pub(super) struct Hop<'a> {
+    pub(super) ctx: &'a Ctx,
+    pub(super) p: &'a Principal,
+    pub(super) up: &'a crate::config::Upstream,
+    pub(super) action: &'a str,
+    pub(super) resource: &'a str,
+    /// Who approved it, for a held write.
+    pub(super) approver: Option<&'a str>,
 }
 
 /// The name this gateway gives itself in Transaction Tokens (`req_wl`).
@@ -95,6 +97,7 @@ impl<A: Authority> Gateway<A> {
             up,
             action,
             resource,
+            approver: None,
         };
         let (answer, txn) = match self.send(&hop, path, parts, body).await {
             Ok(a) => a,
@@ -139,7 +142,7 @@ impl<A: Authority> Gateway<A> {
 
     /// Opens the credential, signs the Transaction Token, rewrites the request and sends it;
     /// the answer's head and the transaction id, or the fault.
-    async fn send(
+    pub(super) async fn send(
         &self,
         hop: &Hop<'_>,
         path: &str,
@@ -177,6 +180,7 @@ impl<A: Authority> Gateway<A> {
             gateway: WORKLOAD,
             txn: &txn,
             now: self.authority.now_ms().div_euclid(1000),
+            approver: hop.approver,
         });
         let fault =
             |status, code, why: &str| Fault::new(status, code, why.to_owned(), Some(txn.clone()));

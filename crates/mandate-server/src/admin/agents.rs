@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use mandate_core::agent::{Agent, AgentKey, AgentStatus};
 use mandate_core::approval::Ask;
 use mandate_core::audit::{Decision, NewEvent};
@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 
 use crate::admin::auth::Admin;
 use crate::admin::body::JsonBody;
+use crate::app::RequestId;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -262,6 +263,7 @@ pub async fn show(
 /// yet, and the answer is `202` with the approval. Narrowing applies at once.
 pub async fn update(
     State(state): State<Arc<AppState>>,
+    Extension(rid): Extension<RequestId>,
     admin: Admin,
     Path(id): Path<String>,
     JsonBody(change): JsonBody<AgentChange>,
@@ -294,7 +296,7 @@ pub async fn update(
             justification,
             binding_message,
             payload: serde_json::to_value(&change).map_err(|_| ApiError::server_error())?,
-            request_id: None,
+            request_id: Some(rid.0),
             requested_by: admin.label(),
         };
         let stored = crate::approvals::open(&state, req).await?;
@@ -378,6 +380,23 @@ fn change_message(before: &Agent, after: &Agent) -> String {
         parts.push(format!(
             "max stage `{}` → `{}`",
             before.max_stage, after.max_stage
+        ));
+    }
+    // The rest of the PATCH waits for the same decision: the approver sees all of it.
+    if after.owner != before.owner {
+        parts.push(format!("owner `{}` → `{}`", before.owner, after.owner));
+    }
+    if after.name != before.name {
+        parts.push(format!("name `{}` → `{}`", before.name, after.name));
+    }
+    if after.description != before.description {
+        parts.push("a new description".to_owned());
+    }
+    if after.tags != before.tags {
+        parts.push(format!(
+            "tags `{}` → `{}`",
+            before.tags.join(" "),
+            after.tags.join(" ")
         ));
     }
     format!("agent `{}` changes: {}", before.id, parts.join("; "))

@@ -11,6 +11,7 @@ pub mod credentials;
 pub mod dev;
 pub mod events;
 pub mod gateway_api;
+pub mod gateway_holds;
 pub mod keys;
 pub mod openapi;
 pub mod policies;

@@ -13,6 +13,8 @@ use utoipa::openapi::{
 };
 
 use crate::admin::agents::{AgentChange, NewAgent, NewKey};
+// Approvals
+use crate::admin::approvals::DecisionBody;
 use crate::admin::credentials::CredentialRequest;
 use crate::admin::dev::UserTokenRequest;
 use crate::admin::gateway_api::{GatewayEvent, GatewayEvents, SuspensionRequest};
@@ -62,7 +64,7 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "PATCH",
         path: "/v1/agents/{id}",
-        summary: "change an agent's name, owner, description, ceiling or max stage",
+        summary: "change an agent's name, owner, description, ceiling or max stage; widening the ceiling or raising the max stage needs a human's approval when `approvals.agent_changes` is on (`202` with `{approval, agent}`, nothing changed yet)",
         body: Some("AgentChange"),
         status: "200",
     },
@@ -120,6 +122,35 @@ pub const ROUTES: &[Route] = &[
         path: "/v1/revocations/events",
         summary: "follow revocations as server-sent events (resumable with `Last-Event-ID`)",
         body: None,
+        status: "200",
+    },
+    // Approvals
+    Route {
+        method: "GET",
+        path: "/v1/approvals",
+        summary: "list approvals, newest first (filter by `status` — `pending`, `expired`, `approved`, `denied` —, `agent`, `user`, `kind`; `limit`); an `admin` or `auditor` credential sees all, a human's identity provider token what they may decide or was asked on their behalf",
+        body: None,
+        status: "200",
+    },
+    Route {
+        method: "GET",
+        path: "/v1/approvals/{id}",
+        summary: "show an approval: what is asked, the binding message, its status and decision",
+        body: None,
+        status: "200",
+    },
+    Route {
+        method: "POST",
+        path: "/v1/approvals/{id}/approve",
+        summary: "approve (bearer: the approver's own identity provider token, never an admin credential; the agent's owner or an approver group member, never the user it was asked for; 409 once decided or expired)",
+        body: Some("DecisionBody"),
+        status: "200",
+    },
+    Route {
+        method: "POST",
+        path: "/v1/approvals/{id}/deny",
+        summary: "deny (bearer: the approver's own identity provider token, never an admin credential; 409 once decided or expired)",
+        body: Some("DecisionBody"),
         status: "200",
     },
     Route {
@@ -341,6 +372,8 @@ pub fn document() -> OpenApi {
         .schema_from::<GatewayEvents>()
         .schema_from::<GatewayEvent>()
         .schema_from::<SuspensionRequest>()
+        // Approvals
+        .schema_from::<DecisionBody>()
         .security_scheme(
             "admin",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),

@@ -11,7 +11,7 @@ use crate::oauth::client_auth::AuthenticatedAgent;
 use crate::oauth::exchange::decision_context;
 use crate::oauth::form::Form;
 use crate::oauth::issue::{
-    Issuance, IssuanceRights, Issued, Subject, issue, refuse_if_revoked, resolve_task,
+    Issuance, IssuanceRights, Outcome, Subject, issue, refuse_if_revoked, resolve_task,
 };
 use crate::oauth::request;
 use crate::oauth::token::Attempt;
@@ -25,7 +25,7 @@ pub async fn client_credentials(
     client: &AuthenticatedAgent,
     now: i64,
     attempt: &mut Attempt,
-) -> Result<Issued, OAuthError> {
+) -> Result<Outcome, OAuthError> {
     if form.get("subject_token").is_some() {
         return Err(OAuthError::invalid_request(
             "`subject_token` belongs to token exchange, not `client_credentials`",
@@ -69,6 +69,7 @@ pub async fn client_credentials(
         rights,
         parent: None,
         subject_exp: i64::MAX,
+        subject_iat: now,
         task,
     };
     issue(state, client, &params, issuance, now)

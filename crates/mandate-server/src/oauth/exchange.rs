@@ -14,7 +14,7 @@ use crate::error::OAuthError;
 use crate::oauth::client_auth::{AuthenticatedAgent, agent_keys};
 use crate::oauth::form::Form;
 use crate::oauth::issue::{
-    Issuance, IssuanceRights, Issued, Subject, issue, refuse_if_revoked, resolve_task,
+    Issuance, IssuanceRights, Outcome, Subject, issue, refuse_if_revoked, resolve_task,
 };
 use crate::oauth::request::{self, TokenParams};
 use crate::oauth::token::{Attempt, TYPE_ACCESS_TOKEN, TYPE_JWT};
@@ -32,7 +32,7 @@ pub async fn exchange(
     client: &AuthenticatedAgent,
     now: i64,
     attempt: &mut Attempt,
-) -> Result<Issued, OAuthError> {
+) -> Result<Outcome, OAuthError> {
     let subject = form
         .get("subject_token")
         .ok_or_else(|| OAuthError::invalid_request("`subject_token` is missing"))?;
@@ -93,7 +93,7 @@ async fn first_hop(
     client: &AuthenticatedAgent,
     now: i64,
     attempt: &mut Attempt,
-) -> Result<Issued, OAuthError> {
+) -> Result<Outcome, OAuthError> {
     let (user, user_claims) = state
         .idps
         .verify_user(subject, now, state.config.tokens.leeway)
@@ -154,6 +154,7 @@ async fn first_hop(
         rights,
         parent: None,
         subject_exp: user_exp,
+        subject_iat: user_iat,
         task,
     };
     issue(state, client, params, issuance, now)
@@ -167,7 +168,7 @@ fn next_hop(
     client: &AuthenticatedAgent,
     now: i64,
     attempt: &mut Attempt,
-) -> Result<Issued, OAuthError> {
+) -> Result<Outcome, OAuthError> {
     let live = crate::live::check(state, subject, now)
         .map_err(|e| OAuthError::invalid_grant(format!("subject token refused: {e}")))?;
     let parent = live.claims;
@@ -267,6 +268,7 @@ fn next_hop(
             parent.jti.clone(),
         )),
         subject_exp: parent.exp,
+        subject_iat: parent.iat,
         task: (task, None),
     };
     issue(state, client, params, issuance, now)

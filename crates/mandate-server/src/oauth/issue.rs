@@ -1,14 +1,21 @@
 //! Issuing a token, whichever grant asked for it: the pure issuance decision
 //! (`mandate_core::grant::decide`), then minting the JWT, its lineage record and its audit event.
 //! Nothing is written here: the endpoint commits it all in one unit before answering.
+//!
+//! A request that needs a human first — a stage above the agent's `max_stage` (with
+//! `approvals.escalation` on), or a scope matching `approvals.scopes` — is decided as if the agent
+//! could reach that stage (every other term still applies) and comes back as an [`Escalation`]:
+//! what to ask, and everything needed to mint the token once approved (OpenID CIBA poll mode,
+//! see [`crate::oauth::ciba`]).
 
 use std::collections::BTreeMap;
 
+use mandate_core::approval::Ask;
 use mandate_core::audit::{Decision, NewEvent};
 use mandate_core::chain::DelegationChain;
 use mandate_core::claims::{AccessClaims, Audience, SubProfile};
 use mandate_core::grant::Permits;
-use mandate_core::grant::{self, Grant, GrantRequest, Parent, TtlPolicy};
+use mandate_core::grant::{self, Grant, GrantDenial, GrantRequest, Parent, TtlPolicy};
 use mandate_core::ids::{TaskId, UserPrincipal};
 use mandate_core::revocation::TokenFacts;
 use mandate_core::scope::PatternSet;
@@ -16,7 +23,9 @@ use mandate_core::task::{Task, TaskStatus, TokenRecord};
 use mandate_token::sign::sign_jwt;
 use serde_json::json;
 
+use crate::approvals::Request as ApprovalRequest;
 use crate::error::OAuthError;
+use crate::oauth::ciba::PendingToken;
 use crate::oauth::client_auth::AuthenticatedAgent;
 use crate::oauth::request::TokenParams;
 use crate::oauth::token::{Attempt, TYPE_ACCESS_TOKEN};
@@ -38,7 +47,25 @@ pub struct Issued {
     pub issued_token_type: &'static str,
 }
 
+/// What a token request comes to: a token, or a question for a human first.
+pub enum Outcome {
+    /// Decided and minted.
+    Issued(Box<Issued>),
+    /// Needs a human's approval before anything is issued.
+    Escalate(Box<Escalation>),
+}
+
+/// A token request held for a human's approval (OpenID CIBA poll mode).
+pub struct Escalation {
+    /// The approval to open (`request_id` is filled in by the endpoint). Its payload is a
+    /// [`PendingToken`]: what to mint once approved, never the subject token.
+    pub request: ApprovalRequest,
+    /// Why a human must decide, in words.
+    pub why: String,
+}
+
 /// Who the token is about.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Subject {
     /// `sub`.
     pub sub: String,
@@ -96,6 +123,9 @@ pub struct Issuance<'a> {
     pub parent: Option<(Parent, String)>,
     /// The subject token's expiry.
     pub subject_exp: i64,
+    /// When the subject token was issued (revocations of its user, agents and keys made at or
+    /// after it reach it): checked again before a held request is issued.
+    pub subject_iat: i64,
     /// The task, and whether it must be created.
     pub task: (TaskId, Option<Task>),
 }
@@ -114,7 +144,7 @@ fn ttl_policy(state: &AppState) -> TtlPolicy {
     }
 }
 
-fn denial(d: grant::GrantDenial) -> OAuthError {
+fn denial(d: GrantDenial) -> OAuthError {
     match d.oauth_error() {
         "invalid_scope" => OAuthError::invalid_scope(d.to_string()),
         "invalid_grant" => OAuthError::invalid_grant(d.to_string()),
@@ -135,15 +165,27 @@ pub fn refuse_if_revoked(state: &AppState, facts: &TokenFacts<'_>) -> Result<(),
     }
 }
 
-/// Decides, mints and describes the token. Pure apart from reading the signing key.
+/// The scope patterns that always need a human's approval (`approvals.scopes`; validated at
+/// start).
+fn approval_only(state: &AppState) -> PatternSet {
+    PatternSet::parse(state.config.approvals.scopes.iter().map(String::as_str)).unwrap_or_else(
+        |e| {
+            tracing::error!(error = %e, "`approvals.scopes` does not parse; no scope is gated");
+            PatternSet::default()
+        },
+    )
+}
+
+/// Decides, mints and describes the token — or, when a human must approve first, says what to
+/// ask. Pure apart from reading the signing key.
 pub fn issue(
     state: &AppState,
     client: &AuthenticatedAgent,
     params: &TokenParams,
     iss: Issuance<'_>,
     now: i64,
-) -> Result<Issued, OAuthError> {
-    let g = grant::decide(&GrantRequest {
+) -> Result<Outcome, OAuthError> {
+    let req = GrantRequest {
         requested: &params.scopes,
         aud: &params.aud,
         mode: params.mode,
@@ -157,15 +199,55 @@ pub fn issue(
         now,
         ttl_policy: ttl_policy(state),
         catalog: &state.config.catalog,
-    })
-    .map_err(|d| {
+    };
+    let refuse = |d: GrantDenial| {
         let e = denial(d);
         if iss.subject.profile == SubProfile::Agent {
             e.own_rights()
         } else {
             e
         }
-    })?;
+    };
+    // A stage above the agent's maximum is a question for a human, not a refusal: decide as if
+    // the agent could reach it; anything else that refuses still refuses.
+    let (g, above_max) = match grant::decide(&req) {
+        Ok(g) => (g, None),
+        Err(GrantDenial::StageAboveMax { requested, max }) if state.config.approvals.escalation => {
+            let raised = GrantRequest {
+                max_stage: requested,
+                ..req
+            };
+            (grant::decide(&raised).map_err(refuse)?, Some(max))
+        }
+        Err(d) => return Err(refuse(d)),
+    };
+    let gated = approval_only(state);
+    let gated: Vec<String> = g
+        .scope
+        .iter()
+        .filter(|s| gated.allows(s))
+        .map(|s| s.as_str().to_owned())
+        .collect();
+    if above_max.is_some() || !gated.is_empty() {
+        let mut why = Vec::new();
+        if let Some(max) = above_max {
+            why.push(format!(
+                "stage `{}` is above agent `{}`'s max stage `{max}`",
+                g.stage, client.agent.id
+            ));
+        }
+        if !gated.is_empty() {
+            let list: Vec<String> = gated.iter().map(|s| format!("`{s}`")).collect();
+            why.push(format!(
+                "{} {} a human's approval (`approvals.scopes`)",
+                list.join(", "),
+                if gated.len() == 1 { "needs" } else { "need" }
+            ));
+        }
+        let why = why.join("; ");
+        let esc = escalation(client, params, iss, &g, why, now)?;
+        return Ok(Outcome::Escalate(Box::new(esc)));
+    }
     let parent_jti = iss.parent.map(|(_, jti)| jti);
     let (token, claims, record) = mint(
         state,
@@ -173,7 +255,7 @@ pub fn issue(
         &iss.subject,
         &iss.chain,
         &g,
-        params,
+        &params.aud,
         &iss.task.0,
         parent_jti,
         now,
@@ -185,24 +267,81 @@ pub fn issue(
         record.parent_jti.as_deref(),
         iss.rights.policy_ids(),
     );
-    Ok(Issued {
+    Ok(Outcome::Issued(Box::new(Issued {
         token,
         claims,
         record,
         new_task: iss.task.1,
         event,
         issued_token_type: TYPE_ACCESS_TOKEN,
-    })
+    })))
 }
 
+/// The approval to open for a request held for a human, with what to mint once approved.
+fn escalation(
+    client: &AuthenticatedAgent,
+    params: &TokenParams,
+    iss: Issuance<'_>,
+    g: &Grant,
+    why: String,
+    now: i64,
+) -> Result<Escalation, OAuthError> {
+    let scope = g.scope.to_oauth();
+    let lifetime = g.exp - now;
+    let policy_ids = iss.rights.policy_ids();
+    let subject_exp = iss
+        .parent
+        .as_ref()
+        .map_or(iss.subject_exp, |(p, _)| iss.subject_exp.min(p.exp));
+    let pending = PendingToken {
+        subject: iss.subject,
+        chain: iss.chain.clone(),
+        scope: scope.clone(),
+        stage: g.stage,
+        aud: params.aud.clone(),
+        task: iss.task.0.as_str().to_owned(),
+        new_task: iss.task.1,
+        parent_jti: iss.parent.map(|(_, jti)| jti),
+        lifetime,
+        subject_exp,
+        subject_iat: iss.subject_iat,
+        credential: client.credential.clone(),
+        policy_ids,
+        dropped: serde_json::to_value(&g.dropped).unwrap_or_default(),
+        why: why.clone(),
+    };
+    let user = (pending.subject.profile == SubProfile::User).then(|| pending.subject.sub.clone());
+    let request = ApprovalRequest {
+        ask: Ask::Escalation {
+            scope,
+            stage: g.stage,
+            audience: params.aud.join(" "),
+        },
+        user,
+        chain: iss.chain.agent_ids(),
+        agent: client.agent.id.as_str().to_owned(),
+        task: Some(pending.task.clone()),
+        justification: params.justification.clone().unwrap_or_default(),
+        binding_message: pending.binding_message(),
+        payload: serde_json::to_value(&pending).map_err(|e| {
+            tracing::error!(error = %e, "a held token request could not be recorded");
+            OAuthError::server_error()
+        })?,
+        request_id: None,
+        requested_by: format!("agent:{} ({})", client.agent.id, client.credential),
+    };
+    Ok(Escalation { request, why })
+}
+
+/// Signs the token `g` describes and its lineage record.
 #[allow(clippy::too_many_arguments)]
-fn mint(
+pub fn mint(
     state: &AppState,
     client: &AuthenticatedAgent,
     subject: &Subject,
     chain: &DelegationChain,
     g: &Grant,
-    params: &TokenParams,
+    aud: &[String],
     task: &TaskId,
     parent_jti: Option<String>,
     now: i64,
@@ -215,7 +354,7 @@ fn mint(
         sub_iss: subject.issuer.clone(),
         groups: subject.groups.clone(),
         user_tags: subject.user_tags.clone(),
-        aud: Audience::from_vec(params.aud.clone()),
+        aud: Audience::from_vec(aud.to_vec()),
         client_id: client.agent.id.as_str().to_owned(),
         iat: now,
         nbf: now,
@@ -253,7 +392,7 @@ fn mint(
             .map(|a| a.credential.clone())
             .collect(),
         scope: claims.scope.clone(),
-        aud: params.aud.clone(),
+        aud: aud.to_vec(),
         stage: g.stage.as_str().to_owned(),
         iat: now,
         exp: g.exp,
@@ -262,7 +401,8 @@ fn mint(
     Ok((token, claims, record))
 }
 
-fn allow_event(
+/// The `allow` event of an issued token (kind and request id are filled in by the caller).
+pub fn allow_event(
     claims: &AccessClaims,
     chain: &DelegationChain,
     g: &Grant,

@@ -8,6 +8,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use serde_json::{Value, json};
 
+use crate::oauth::ciba::CIBA;
 use crate::oauth::token::{TOKEN_EXCHANGE, TYPE_ACCESS_TOKEN, TYPE_JWT};
 use crate::state::AppState;
 
@@ -20,7 +21,8 @@ pub fn metadata_document(state: &AppState) -> Value {
         "jwks_uri": format!("{i}/.well-known/jwks.json"),
         "introspection_endpoint": format!("{i}/oauth2/introspect"),
         "revocation_endpoint": format!("{i}/oauth2/revoke"),
-        "grant_types_supported": [TOKEN_EXCHANGE, "client_credentials"],
+        "grant_types_supported": [TOKEN_EXCHANGE, "client_credentials", CIBA],
+        "backchannel_token_delivery_modes_supported": ["poll"],
         "token_endpoint_auth_methods_supported": ["private_key_jwt"],
         "token_endpoint_auth_signing_alg_values_supported": ["EdDSA", "ES256", "ES384", "RS256", "PS256"],
         "introspection_endpoint_auth_methods_supported": ["private_key_jwt", "bearer"],

@@ -1,5 +1,7 @@
-//! The OAuth surface (SPEC §3): metadata, JWKS, token, introspection, revocation.
+//! The OAuth surface (SPEC §3, §6): metadata, JWKS, token (with CIBA polls for escalations),
+//! introspection, revocation.
 
+pub mod ciba;
 pub mod client_auth;
 pub mod client_credentials;
 pub mod exchange;

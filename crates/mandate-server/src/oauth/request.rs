@@ -1,5 +1,6 @@
 //! What a token request asks for, parsed from the form: audiences (RFC 8707 `resource`, RFC 8693
-//! `audience`), scopes and scope mode, stage, lifetime, task.
+//! `audience`), scopes and scope mode, stage, lifetime, task, and the justification shown to an
+//! approver.
 
 use mandate_core::grant::ScopeMode;
 use mandate_core::ids::TaskId;
@@ -29,10 +30,16 @@ pub struct TokenParams {
     pub purpose: Option<String>,
     /// The input that triggered the task (`task_input`), stored when the task is created.
     pub input: Option<String>,
+    /// Why the agent needs it (`justification`), shown to the approver when the request needs
+    /// a human's approval.
+    pub justification: Option<String>,
 }
 
 /// The most bytes of `task_input`.
 pub const MAX_TASK_INPUT_BYTES: usize = 4096;
+
+/// The most bytes of `justification`.
+pub const MAX_JUSTIFICATION_BYTES: usize = crate::approvals::MAX_REASON_BYTES;
 
 /// Target audiences from `resource` (RFC 8707) and `audience` (RFC 8693).
 pub fn audiences(state: &AppState, form: &Form) -> Result<Vec<String>, OAuthError> {
@@ -123,6 +130,15 @@ pub fn parse(state: &AppState, form: &Form) -> Result<TokenParams, OAuthError> {
             "`task_input` must be at most {MAX_TASK_INPUT_BYTES} bytes"
         )));
     }
+    let justification = form.get("justification").map(str::to_owned);
+    if justification
+        .as_ref()
+        .is_some_and(|j| j.len() > MAX_JUSTIFICATION_BYTES)
+    {
+        return Err(OAuthError::invalid_request(format!(
+            "`justification` must be at most {MAX_JUSTIFICATION_BYTES} bytes"
+        )));
+    }
     Ok(TokenParams {
         scopes,
         mode,
@@ -132,5 +148,6 @@ pub fn parse(state: &AppState, form: &Form) -> Result<TokenParams, OAuthError> {
         task,
         purpose,
         input,
+        justification,
     })
 }

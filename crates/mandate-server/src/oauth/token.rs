@@ -1,4 +1,5 @@
-//! `POST /oauth2/token`: token exchange (RFC 8693) and client credentials, issuing RFC 9068 JWTs.
+//! `POST /oauth2/token`: token exchange (RFC 8693) and client credentials, issuing RFC 9068 JWTs,
+//! and OpenID CIBA polls for requests held for a human's approval ([`crate::oauth::ciba`]).
 //!
 //! Every answer — token or error — is preceded by a durable audit event. The client assertion's
 //! `jti` is burned in the same commit, so a replay loses even when it races the original.
@@ -11,15 +12,18 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use mandate_core::audit::{Decision, NewEvent};
+use mandate_core::claims::AccessClaims;
 use mandate_store::{Op, StoreError};
 use serde_json::json;
 
 use crate::app::RequestId;
 use crate::error::OAuthError;
+use crate::oauth::ciba::{self, CIBA};
 use crate::oauth::client_auth::authenticate;
 use crate::oauth::client_credentials::client_credentials;
 use crate::oauth::exchange::exchange;
 use crate::oauth::form::read_form;
+use crate::oauth::issue::Outcome;
 use crate::state::AppState;
 
 /// RFC 8693 grant type.
@@ -52,7 +56,14 @@ pub struct Attempt {
 }
 
 impl Attempt {
-    fn event(&self, kind: &str, decision: Decision, reason: String, rid: &RequestId) -> NewEvent {
+    /// The event of this request, as known so far.
+    pub fn event(
+        &self,
+        kind: &str,
+        decision: Decision,
+        reason: String,
+        rid: &RequestId,
+    ) -> NewEvent {
         NewEvent {
             kind: kind.to_owned(),
             user: self.user.clone(),
@@ -74,8 +85,9 @@ impl Attempt {
     }
 }
 
-/// Writes a deny event (burning the assertion if there was one) and answers with `error`.
-async fn deny(
+/// Writes a deny event (with `burn`, e.g. the op burning the assertion, in the same unit) and
+/// answers with `error`.
+pub async fn deny(
     state: &AppState,
     rid: &RequestId,
     kind: &str,
@@ -111,7 +123,8 @@ async fn deny(
     }
 }
 
-fn store_failure(e: StoreError) -> Response {
+/// The answer when the store fails: `server_error`, logged.
+pub fn store_failure(e: StoreError) -> Response {
     tracing::error!(error = %e, "audit write failed; answering server_error");
     OAuthError::server_error().into_response()
 }
@@ -133,6 +146,7 @@ pub async fn token(
     let kind = match grant_type {
         Some(TOKEN_EXCHANGE) => "token.exchange",
         Some("client_credentials") => "token.client_credentials",
+        Some(CIBA) => "token.ciba",
         _ => "token.request",
     };
     attempt.scope = form.get("scope").map(|s| s.chars().take(500).collect());
@@ -167,6 +181,9 @@ pub async fn token(
         );
         return deny(&state, &rid, kind, &attempt, Some(client.use_once()), e).await;
     }
+    if grant_type == Some(CIBA) {
+        return ciba::poll(&state, &rid, &form, &client, now, attempt).await;
+    }
     let result = match grant_type {
         Some(TOKEN_EXCHANGE) => exchange(&state, &form, &client, now, &mut attempt).await,
         Some("client_credentials") => {
@@ -179,7 +196,10 @@ pub async fn token(
         ))),
     };
     let issued = match result {
-        Ok(i) => i,
+        Ok(Outcome::Issued(i)) => *i,
+        Ok(Outcome::Escalate(esc)) => {
+            return ciba::hold(&state, &rid, kind, &client, *esc, &attempt, now).await;
+        }
         Err(e) => return deny(&state, &rid, kind, &attempt, Some(client.use_once()), e).await,
     };
     let mut event = issued.event;
@@ -215,7 +235,24 @@ pub async fn token(
         }
         Err(e) => return store_failure(e),
     }
-    let c = &issued.claims;
+    token_response(
+        &state,
+        &issued.token,
+        issued.issued_token_type,
+        &issued.claims,
+        now,
+    )
+}
+
+/// The successful token response (after its records are durable); counts the issuance in the
+/// usage windows.
+pub fn token_response(
+    state: &AppState,
+    token: &str,
+    issued_token_type: &str,
+    c: &AccessClaims,
+    now: i64,
+) -> Response {
     for scope in c.scope.split(' ') {
         state
             .usage
@@ -227,8 +264,8 @@ pub async fn token(
         }
     }
     let mut resp = axum::Json(json!({
-        "access_token": issued.token,
-        "issued_token_type": issued.issued_token_type,
+        "access_token": token,
+        "issued_token_type": issued_token_type,
         "token_type": "Bearer",
         "expires_in": c.exp - now,
         "scope": c.scope,

@@ -323,14 +323,17 @@ async fn lifetime_and_stage_only_narrow() {
         "crm.customers:read",
         &[("stage", "execute")],
     );
+    // A stage above the agent's max stage is not issued: it waits for a human's approval (OpenID
+    // CIBA, see ciba.rs; with `approvals.escalation = false` it is refused with `invalid_scope`).
     let r = srv.token_as(&support, form).await;
-    r.expect_oauth_error(400, "invalid_scope");
+    r.expect_oauth_error(400, "authorization_pending");
     assert!(r.description().contains("execute"), "{}", r.body);
+    assert!(r.body.get("access_token").is_none());
     let bob = srv.user_token(BOB, &["finance"], 3600);
     let form = exchange_form(&bob, TYPE_JWT, "crm.customers:read", &[("stage", "draft")]);
-    srv.token_as(&analytics, form)
-        .await
-        .expect_oauth_error(400, "invalid_scope");
+    let r = srv.token_as(&analytics, form).await;
+    r.expect_oauth_error(400, "authorization_pending");
+    assert!(r.body.get("access_token").is_none());
 
     // A hop from a draft token by an observe-only agent is an observe token.
     let form = exchange_form(&draft, TYPE_ACCESS_TOKEN, "crm.customers:read", &[]);

@@ -136,6 +136,8 @@ async fn garbage_never_gets_a_5xx_and_the_server_keeps_answering() {
         (Method::POST, "/ssf/poll/no-such-stream"),
         (Method::POST, "/access/v1/evaluation"),
         (Method::POST, "/access/v1/evaluations"),
+        (Method::POST, "/v1/approvals/no-such-approval/approve"),
+        (Method::POST, "/v1/approvals/no-such-approval/deny"),
     ] {
         for (what, ct, body) in &bodies {
             let mut req = srv.admin_req(method.clone(), path).body(body.clone());
@@ -163,6 +165,96 @@ async fn garbage_never_gets_a_5xx_and_the_server_keeps_answering() {
         )
         .await;
     refuse("PATCH garbage".into(), r);
+
+    // Approvals: garbage bodies, ids and queries from the human who may decide.
+    let approval = mandate_server::approvals::open(
+        &srv.running().state,
+        mandate_server::approvals::Request {
+            ask: mandate_core::approval::Ask::Escalation {
+                scope: "tickets:create".into(),
+                stage: mandate_core::stage::Stage::Execute,
+                audience: CRM.into(),
+            },
+            user: Some(ALICE.into()),
+            chain: vec!["support-v2".into()],
+            agent: "support-v2".into(),
+            task: None,
+            justification: "garbage test".into(),
+            binding_message: "support-v2 will get `tickets:create` for alice".into(),
+            payload: json!({}),
+            request_id: None,
+            requested_by: "agent:support-v2".into(),
+        },
+    )
+    .await
+    .unwrap()
+    .approval
+    .id;
+    let carol = srv.user_token(CAROL, &["support", "approver"], 600);
+    let long_reason = json!({"reason": "r".repeat(5000)}).to_string().into_bytes();
+    let odd_reason = json!({"reason": 5}).to_string().into_bytes();
+    let unknown_field = json!({"reason": "ok", "approved": false})
+        .to_string()
+        .into_bytes();
+    for verb in ["approve", "deny"] {
+        let path = format!("/v1/approvals/{approval}/{verb}");
+        for (what, ct, body) in bodies.iter().chain(&[
+            ("long reason", Some("application/json"), long_reason.clone()),
+            (
+                "reason is a number",
+                Some("application/json"),
+                odd_reason.clone(),
+            ),
+            (
+                "unknown field",
+                Some("application/json"),
+                unknown_field.clone(),
+            ),
+        ]) {
+            if *what == "no content type" {
+                continue;
+            }
+            let mut req = srv
+                .http
+                .post(srv.at(&path))
+                .bearer_auth(&carol)
+                .body(body.clone());
+            if let Some(ct) = ct {
+                req = req.header("content-type", *ct);
+            }
+            refuse(format!("POST {path} {what}"), srv.send(req).await);
+            tried += 1;
+        }
+    }
+    for path in [
+        "/v1/approvals?status=sideways",
+        "/v1/approvals?status=",
+        "/v1/approvals?kind=coffee",
+        "/v1/approvals?limit=-1",
+        "/v1/approvals?limit=99999999999",
+        "/v1/approvals?colour=blue",
+        "/v1/approvals/%00%ff",
+        "/v1/approvals/no-such-approval",
+    ] {
+        refuse(format!("GET {path}"), srv.admin_get(path).await);
+        tried += 1;
+    }
+    let long_approval = format!("/v1/approvals/{}", "x".repeat(8000));
+    refuse(
+        "GET long approval id".into(),
+        srv.admin_get(&long_approval).await,
+    );
+    let r = srv
+        .send(
+            srv.http
+                .post(srv.at(&format!("{long_approval}/approve")))
+                .bearer_auth(&carol),
+        )
+        .await;
+    refuse("POST long approval id".into(), r);
+    let shown = srv.admin_get(&format!("/v1/approvals/{approval}")).await;
+    shown.expect(200);
+    assert_eq!(shown.body["status"], "pending", "garbage decided nothing");
 
     // Odd admin queries and paths.
     for path in [
@@ -224,6 +316,8 @@ async fn garbage_never_gets_a_5xx_and_the_server_keeps_answering() {
         for (method, path) in [
             (Method::POST, "/v1/tasks/garbage-task/steps"),
             (Method::GET, "/v1/revocations/events"),
+            (Method::GET, "/v1/approvals"),
+            (Method::POST, "/v1/approvals/no-such-approval/approve"),
         ]
         .into_iter()
         .filter(|_| sendable)

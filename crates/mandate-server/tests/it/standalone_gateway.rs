@@ -25,19 +25,11 @@ fn route(path: &str) -> RouteConfig {
     }
 }
 
-async fn eventually<T>(mut f: impl AsyncFnMut() -> Option<T>) -> T {
-    for _ in 0..200 {
-        if let Some(v) = f().await {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("not within 5 s");
-}
-
-#[tokio::test]
-async fn a_standalone_gateway_follows_mandate_over_the_network() {
-    let s = Server::start().await;
+/// A sample CRM upstream whose key `crm-key-1` is Mandate's secret `crm-key`, and a credential
+/// of role `gateway` for a standalone gateway in front of it.
+pub(super) async fn sample_upstream_and_credential(
+    s: &Server,
+) -> (mandate_server::sample::SampleHandle, String) {
     let upstream = mandate_server::sample::Sample::new("crm-key-1", None)
         .serve(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap())
         .await
@@ -52,7 +44,23 @@ async fn a_standalone_gateway_follows_mandate_over_the_network() {
         .admin_post("/v1/credentials", &json!({"id": "gw1", "role": "gateway"}))
         .await;
     cred.expect(201);
-    let credential = cred.body["secret"].as_str().unwrap().to_owned();
+    (upstream, cred.body["secret"].as_str().unwrap().to_owned())
+}
+
+async fn eventually<T>(mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    for _ in 0..200 {
+        if let Some(v) = f().await {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("not within 5 s");
+}
+
+#[tokio::test]
+async fn a_standalone_gateway_follows_mandate_over_the_network() {
+    let s = Server::start().await;
+    let (upstream, credential) = sample_upstream_and_credential(&s).await;
     let config = GatewayConfig {
         upstreams: vec![UpstreamConfig {
             name: "crm".into(),

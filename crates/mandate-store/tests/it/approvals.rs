@@ -19,6 +19,7 @@ fn held(id: &str, agent: &str, user: &str, at: i64) -> StoredApproval {
             user: Some(user.to_owned()),
             chain: vec![agent.to_owned()],
             agent: agent.to_owned(),
+            task: None,
             justification: String::new(),
             binding_message: "POST /tickets".into(),
             created_at: at,
