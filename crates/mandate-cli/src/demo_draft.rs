@@ -1,6 +1,7 @@
-//! The demo's draft-stage chapter: support-v2's write is held at the gateway until a human who
-//! may approve for it says yes; the user herself may not; once approved it is sent once and the
-//! agent fetches the CRM's answer.
+//! The demo's approvals chapter: support-v2 asks for a stage above its own and waits for a human
+//! (OpenID CIBA poll mode); then its `draft` write is held at the gateway until a human who may
+//! approve for it says yes — the user herself may not — and is sent once, the agent fetching the
+//! CRM's answer.
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::{Value, json};
@@ -39,6 +40,90 @@ async fn approve(
     Ok((status, resp.json().await.unwrap_or(Value::Null)))
 }
 
+/// `POST /oauth2/token` with `form`: the status and answer, errors included.
+async fn token(
+    http: &reqwest::Client,
+    base: &str,
+    form: &[(&str, String)],
+) -> Result<(u16, Value)> {
+    let resp = http
+        .post(format!("{base}/oauth2/token"))
+        .form(form)
+        .send()
+        .await
+        .context("mandate answers")?;
+    let status = resp.status().as_u16();
+    Ok((status, resp.json().await.unwrap_or(Value::Null)))
+}
+
+/// support-v2 (max stage `draft`) asks for an `execute` token: a human must approve first.
+async fn escalation(
+    http: &reqwest::Client,
+    admin: &Client,
+    support: &AgentKey,
+    alice: &str,
+    carol: &str,
+    gateway: &str,
+) -> Result<()> {
+    let mut form = support.auth_fields(&admin.url)?;
+    form.extend([
+        (
+            "grant_type",
+            "urn:ietf:params:oauth:grant-type:token-exchange".to_owned(),
+        ),
+        ("subject_token", alice.to_owned()),
+        (
+            "subject_token_type",
+            "urn:ietf:params:oauth:token-type:jwt".to_owned(),
+        ),
+        ("scope", "tickets:create".to_owned()),
+        ("stage", "execute".to_owned()),
+        ("resource", gateway.to_owned()),
+        ("task", TASK.to_owned()),
+        (
+            "justification",
+            "the customer is waiting on the phone".to_owned(),
+        ),
+    ]);
+    let (status, asked) = token(http, &admin.url, &form).await?;
+    let id = asked["auth_req_id"].as_str().unwrap_or_default().to_owned();
+    if id.is_empty() {
+        bail!(
+            "the escalation was not held for approval: {status} {}",
+            asked["error_description"].as_str().unwrap_or_default()
+        );
+    }
+    println!(
+        "   support-v2 (max stage `draft`) asks for an `execute` token → {status} {}, auth_req_id {id}",
+        asked["error"].as_str().unwrap_or_default()
+    );
+    let poll = || -> Result<Vec<(&'static str, String)>> {
+        let mut f = support.auth_fields(&admin.url)?;
+        f.extend([
+            ("grant_type", "urn:openid:params:grant-type:ciba".to_owned()),
+            ("auth_req_id", id.clone()),
+        ]);
+        Ok(f)
+    };
+    let (_, first) = token(http, &admin.url, &poll()?).await?;
+    let (_, second) = token(http, &admin.url, &poll()?).await?;
+    println!(
+        "   it polls (CIBA): {}; polls again at once: {} (interval now {} s)",
+        first["error"].as_str().unwrap_or("?"),
+        second["error"].as_str().unwrap_or("?"),
+        second["interval"]
+    );
+    let (status, _) = approve(http, &admin.url, &id, carol).await?;
+    println!("   carol approves → {status}");
+    let (status, issued) = token(http, &admin.url, &poll()?).await?;
+    println!(
+        "   ✓ the next poll → {status}: a token at stage `{}` for {} s",
+        issued["stage"].as_str().unwrap_or("?"),
+        issued["expires_in"]
+    );
+    Ok(())
+}
+
 /// Runs the chapter against the running server's gateway.
 pub async fn chapter(
     admin: &Client,
@@ -52,8 +137,11 @@ pub async fn chapter(
         bail!("the demo server runs no sample CRM");
     };
     let gw = gw.url.clone();
-    println!("\n7. Draft stage: a write waits for a human");
+    println!("\n7. Human approval: a higher stage, and a write held in draft stage");
     let alice = user_token(admin, "alice@example.com").await?;
+    let carol = user_token(admin, "carol@example.com").await?;
+    let http = reqwest::Client::builder().no_proxy().build()?;
+    escalation(&http, admin, support, &alice, &carol, &gw).await?;
     let mut form = support.auth_fields(&admin.url)?;
     form.extend([
         (
@@ -73,7 +161,6 @@ pub async fn chapter(
     let issued = admin.oauth("/oauth2/token", &form).await?;
     let token = issued["access_token"].as_str().unwrap_or_default();
     println!("   support-v2 (max stage `draft`) gets a `draft` token for tickets:create");
-    let http = reqwest::Client::builder().no_proxy().build()?;
     let before = sample.sample().tickets().len();
     let resp = http
         .post(format!("{gw}/tickets"))
@@ -100,7 +187,6 @@ pub async fn chapter(
         "   ✓ alice approves her own request → {status}: {}",
         body["message"].as_str().unwrap_or_default()
     );
-    let carol = user_token(admin, "carol@example.com").await?;
     let (status, _) = approve(&http, &admin.url, &id, &carol).await?;
     println!("   carol (support-v2's owner, group `approver`) approves → {status}");
     let mut answer = (0u16, Value::Null);

@@ -299,6 +299,17 @@ fn the_demo_tells_the_whole_story() {
         "through the gateway support-v2 sees [\"lookup_customer\"]",
         "✓ tools/call delete_customer → 403 insufficient_scope",
         "gateway.request crm.customers:read customers/9821 allow",
+        "7. Human approval: a higher stage, and a write held in draft stage",
+        "asks for an `execute` token → 400 authorization_pending, auth_req_id ap-",
+        "polls again at once: slow_down (interval now 10 s)",
+        "✓ the next poll → 200: a token at stage `execute`",
+        "POST /tickets → 202: held as proposal ap-",
+        "the CRM has 0 new tickets",
+        "✓ alice approves her own request → 403",
+        "support-v2 polls its proposal → 201 ticket",
+        "(sent once; the CRM now has 1 new ticket)",
+        "already approved",
+        "gateway.request tickets:create tickets allow approver:carol@example.com",
     ] {
         assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
     }

@@ -271,8 +271,7 @@ pub async fn update(
     admin.require_admin()?;
     let before = get_agent(&state, &id)?;
     let after = changed(&state, &before, &change)?;
-    let widens = widens(&before, &after);
-    if widens && state.config.approvals.agent_changes.unwrap_or(true) {
+    if needs_approval(&before, &after) && state.config.approvals.agent_changes.unwrap_or(true) {
         let justification =
             text(change.justification.as_deref(), "justification", 1000)?.unwrap_or_default();
         let ask = Ask::AgentChange {
@@ -354,14 +353,18 @@ fn changed(state: &AppState, before: &Agent, change: &AgentChange) -> Result<Age
     Ok(after)
 }
 
-/// Whether `after` may do something `before` could not: a ceiling pattern not within an old
-/// one, or a higher `max_stage`.
-fn widens(before: &Agent, after: &Agent) -> bool {
+/// Whether the change is one a human must approve: `after` may do something `before` could not
+/// (a ceiling pattern not within an old one, a higher `max_stage`), its tags change (policies
+/// grant by tag), or its owner changes (the owner approves for it, so a new owner would approve
+/// the next widening).
+fn needs_approval(before: &Agent, after: &Agent) -> bool {
     after.max_stage > before.max_stage
         || after
             .ceiling
             .iter()
             .any(|new| !before.ceiling.iter().any(|old| new.is_subset_of(old)))
+        || after.tags != before.tags
+        || after.owner != before.owner
 }
 
 fn change_message(before: &Agent, after: &Agent) -> String {

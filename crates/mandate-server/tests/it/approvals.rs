@@ -331,6 +331,20 @@ async fn a_change_that_waits_shows_the_approver_all_of_it() {
         "{message}"
     );
     assert!(message.contains("name"), "{message}");
+    // An owner or tags change alone waits too: the owner approves for the agent, and policies
+    // may grant by tag.
+    let (_, alone) = patch_waits(
+        &srv,
+        "analytics-v1",
+        &json!({"owner": "mallory@example.com"}),
+    )
+    .await;
+    assert_eq!(alone["status"], "pending");
+    let (_, tagged) = patch_waits(&srv, "analytics-v1", &json!({"tags": ["pii"]})).await;
+    assert_eq!(tagged["status"], "pending");
+    let still = agent(&srv, "analytics-v1").await;
+    assert_eq!(still["owner"], BOB);
+    assert_eq!(still["tags"], json!([]));
     // The owner now, not the owner asked for, decides.
     let id = approval["id"].as_str().unwrap();
     let mallory = srv.user_token("mallory@example.com", &[], 600);
