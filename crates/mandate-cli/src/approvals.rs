@@ -349,6 +349,22 @@ fn details(a: &Value, now: i64) -> String {
     field("agent", s(a, "agent"));
     field("user", s(a, "user"));
     field("chain", chain(a));
+    field("task", s(a, "task"));
+    let ap = &a["approvers"];
+    let groups: Vec<&str> = ap["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let mut who = format!("owner {}", s(ap, "owner"));
+    if !groups.is_empty() {
+        who.push_str(&format!(" or a member of {}", groups.join(", ")));
+    }
+    if let Some(never) = ap["never"].as_str() {
+        who.push_str(&format!("; never {never}"));
+    }
+    field("approvers", who);
     let justification = a["justification"].as_str().unwrap_or_default();
     field(
         "justification",

@@ -344,8 +344,9 @@ pub async fn refuse_credential(
 }
 
 /// The JSON an approval is shown as (admin API, CLI, console).
-pub fn view(s: &StoredApproval, now: i64) -> Value {
+pub fn view(state: &AppState, s: &StoredApproval, now: i64) -> Value {
     let a = &s.approval;
+    let rule = rule_for(state, state.directory.get(&a.agent).as_deref());
     let status = match a.status() {
         Status::Pending if a.is_expired(now) => "expired",
         other => other.as_str(),
@@ -362,6 +363,9 @@ pub fn view(s: &StoredApproval, now: i64) -> Value {
         "user": a.user,
         "chain": a.chain,
         "agent": a.agent,
+        "task": a.task,
+        "approvers": {"owner": rule.owner, "groups": rule.groups,
+                      "never": a.user},
         "justification": a.justification,
         "binding_message": a.binding_message,
         "created_at": a.created_at,
@@ -403,7 +407,7 @@ fn notify(state: &AppState, stored: &StoredApproval) {
     let a = &stored.approval;
     let payload = json!({
         "text": headline(a),
-        "approval": view(stored, a.created_at),
+        "approval": view(state, stored, a.created_at),
         "links": {"self": format!("{}/v1/approvals/{}", state.issuer, a.id)},
     });
     let http = state.approvals.http.clone();

@@ -299,7 +299,7 @@ pub async fn update(
             requested_by: admin.label(),
         };
         let stored = crate::approvals::open(&state, req).await?;
-        let view = crate::approvals::view(&stored, state.clock.now());
+        let view = crate::approvals::view(&state, &stored, state.clock.now());
         return Ok((
             StatusCode::ACCEPTED,
             Json(json!({"approval": view, "agent": before.as_ref()})),

@@ -226,7 +226,7 @@ pub async fn list(
         .filter(|s| expired.is_none_or(|e| s.approval.is_expired(now) == e))
         .filter(|s| viewer.may_see(&state, &s.approval))
         .take(usize::try_from(limit).unwrap_or(usize::MAX))
-        .map(|s| approvals::view(s, now))
+        .map(|s| approvals::view(&state, s, now))
         .collect();
     Ok(Json(json!({ "approvals": shown })))
 }
@@ -247,7 +247,7 @@ pub async fn show(
     if !viewer.may_see(&state, &stored.approval) {
         return Err(not_found());
     }
-    Ok(Json(approvals::view(&stored, state.clock.now())))
+    Ok(Json(approvals::view(&state, &stored, state.clock.now())))
 }
 
 /// Body of `POST /v1/approvals/{id}/approve` and `…/deny`.
@@ -316,7 +316,7 @@ async fn decide(
         request_id: Some(rid.0.clone()),
     };
     let stored = approvals::decide(state, id, &who, ruling).await?;
-    Ok(Json(approvals::view(&stored, state.clock.now())))
+    Ok(Json(approvals::view(&state, &stored, state.clock.now())))
 }
 
 /// `POST /v1/approvals/{id}/approve`.

@@ -131,6 +131,11 @@ async fn a_draft_write_is_held_approved_by_the_owner_sent_once_and_fetched() {
     assert_eq!(shown.body["status"], "pending");
     assert_eq!(shown.body["user"], ALICE);
     assert_eq!(shown.body["chain"], json!(["support-v2"]));
+    assert_eq!(shown.body["task"], "ticket-12847");
+    assert_eq!(
+        shown.body["approvers"],
+        json!({"owner": CAROL, "groups": ["approver"], "never": ALICE})
+    );
     let message = shown.body["binding_message"].as_str().unwrap();
     for part in [
         "POST /tickets",
