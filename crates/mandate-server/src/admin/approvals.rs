@@ -316,7 +316,7 @@ async fn decide(
         request_id: Some(rid.0.clone()),
     };
     let stored = approvals::decide(state, id, &who, ruling).await?;
-    Ok(Json(approvals::view(&state, &stored, state.clock.now())))
+    Ok(Json(approvals::view(state, &stored, state.clock.now())))
 }
 
 /// `POST /v1/approvals/{id}/approve`.
