@@ -1,6 +1,8 @@
 //! `mandate audit who` ("who read customers/9821 on March 14?") and `mandate audit export`
 //! (the log as JSON lines or OCSF for a SIEM). Both read `GET /v1/audit` page by page with
-//! `after=<last seq>`, so a large log is never held in memory.
+//! `after=<last seq>`, so a large log is never held in memory. Audit retention: `mandate audit
+//! archive`, `mandate audit segments`, and the offline checks behind `mandate audit verify
+//! --data` and `--segment`.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -312,6 +314,287 @@ pub async fn export(args: ExportArgs, url: &str, token: Option<String>) -> Resul
         eprintln!("{count} events written to `{}`", path.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+// Audit retention
+
+/// `mandate audit archive`.
+#[derive(Args, Debug)]
+#[group(required = true, multiple = false)]
+pub struct ArchiveArgs {
+    /// Archive every event older than this (RFC 3339 or `YYYY-MM-DD`).
+    #[arg(long)]
+    before: Option<String>,
+    /// Archive the events through this `seq` (it must be before the chain head).
+    #[arg(long)]
+    through_seq: Option<i64>,
+}
+
+/// `mandate audit archive`: `POST /v1/audit/archive`, then each new segment and its SHA-256.
+pub async fn archive(
+    args: ArchiveArgs,
+    url: &str,
+    token: Option<String>,
+    json_out: bool,
+) -> Result<ExitCode> {
+    let client = crate::client::Client::new(url, token)?;
+    let body = match (&args.before, args.through_seq) {
+        (Some(before), _) => json!({ "before": before }),
+        (None, Some(n)) => json!({ "through_seq": n }),
+        (None, None) => bail!("give `--before DATE` or `--through-seq N`"),
+    };
+    let v = client.post("/v1/audit/archive", &body).await?;
+    if json_out {
+        output::json(&v);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for seg in v["segments"].as_array().into_iter().flatten() {
+        println!(
+            "archived seq {}–{} ({} events) to {}",
+            s(seg, "first_seq"),
+            s(seg, "last_seq"),
+            s(seg, "count"),
+            s(seg, "path")
+        );
+        println!("  sha256    {}", s(seg, "sha256"));
+        println!("  manifest  {}", s(seg, "manifest"));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `mandate audit segments`: `GET /v1/audit/segments` as a table.
+pub async fn segments(url: &str, token: Option<String>, json_out: bool) -> Result<ExitCode> {
+    let v = crate::client::Client::new(url, token)?
+        .get("/v1/audit/segments")
+        .await?;
+    if json_out {
+        output::json(&v);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = v["segments"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            vec![
+                s(r, "first_seq"),
+                s(r, "last_seq"),
+                s(r, "count"),
+                s(r, "file"),
+                s(r, "sha256"),
+                r["archived_at"]
+                    .as_i64()
+                    .map(|t| mandate_core::time::rfc3339_millis(t.saturating_mul(1000)))
+                    .unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        println!("no archived segments");
+    } else {
+        output::table(
+            &["first", "last", "events", "file", "sha256", "archived"],
+            &rows,
+        );
+        println!("in {}", s(&v, "dir"));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The keys of a JWKS file.
+fn jwks_file(file: &std::path::Path) -> Result<mandate_token::verify::KeySet> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read `{}`", file.display()))?;
+    let doc: Value =
+        serde_json::from_str(&text).with_context(|| format!("`{}` is not JSON", file.display()))?;
+    let (set, errors) = mandate_token::verify::KeySet::from_jwks(&doc);
+    for e in errors {
+        eprintln!("warning: `{}`: {e}", file.display());
+    }
+    Ok(set)
+}
+
+/// Opens `<dir>/mandate.db` read-only.
+async fn open_data(dir: &std::path::Path) -> Result<mandate_store::SqliteStore> {
+    let path = dir.join("mandate.db");
+    mandate_store::SqliteStore::open_read_only(&path)
+        .await
+        .with_context(|| format!("cannot open `{}`", path.display()))
+}
+
+/// The keys to trust: `jwks`, else those stored in the database.
+async fn trusted_keys(
+    store: &mandate_store::SqliteStore,
+    jwks: Option<&std::path::Path>,
+) -> Result<mandate_token::verify::KeySet> {
+    use mandate_store::Store;
+    match jwks {
+        Some(file) => jwks_file(file),
+        None => Ok(mandate_server::admin::audit::stored_key_set(
+            &store.signing_keys().await?,
+        )),
+    }
+}
+
+/// The report of `mandate audit verify --data DIR [--jwks FILE]` (the same shape as
+/// `GET /v1/audit/verify`).
+pub async fn offline_report(
+    dir: &std::path::Path,
+    jwks: Option<&std::path::Path>,
+) -> Result<Value> {
+    use mandate_server::admin::audit as a;
+    let store = open_data(dir).await?;
+    let keys = trusted_keys(&store, jwks).await?;
+    let (r, latest, archived) = a::verify_store_archived(&store, &keys).await?;
+    store.close().await;
+    let mut report = a::report_json(&r, latest.as_ref());
+    report["archived"] = json!(archived);
+    Ok(report)
+}
+
+/// `mandate audit verify --segment FILE… [--data DIR] [--jwks FILE]`: the segment files offline,
+/// and with `--data` their continuity with the database and the database's own report.
+pub async fn verify_segments(
+    files: &[PathBuf],
+    data: Option<PathBuf>,
+    jwks: Option<PathBuf>,
+    json_out: bool,
+) -> Result<ExitCode> {
+    use mandate_server::admin::audit as a;
+    use mandate_server::archive::{self, DbView};
+    use mandate_store::Store;
+    let files = &segment_files(files)?;
+    let (report, db_report) = match &data {
+        Some(dir) => {
+            let store = open_data(dir).await?;
+            let keys = trusted_keys(&store, jwks.as_deref()).await?;
+            let (r, latest, archived) = a::verify_store_archived(&store, &keys).await?;
+            let view = DbView {
+                records: store.audit_segments().await?,
+                first_event: store.audit_after(0, 1).await?.into_iter().next(),
+                checkpoints: a::check_signatures(&store.checkpoints().await?, &keys).0,
+            };
+            store.close().await;
+            let mut db = a::report_json(&r, latest.as_ref());
+            db["archived"] = json!(archived);
+            (
+                archive::verify_segments(files, &keys, Some(&view)),
+                Some(db),
+            )
+        }
+        None => {
+            let Some(file) = &jwks else {
+                bail!(
+                    "`--segment` needs the keys that signed the segments: `--jwks FILE` (a JWKS \
+                     kept apart from the server) or `--data DIR`"
+                );
+            };
+            (
+                archive::verify_segments(files, &jwks_file(file)?, None),
+                None,
+            )
+        }
+    };
+    let db_ok = db_report
+        .as_ref()
+        .is_none_or(|d| d["ok"].as_bool().unwrap_or(false));
+    if json_out {
+        let mut v = json!({ "ok": report.ok && db_ok, "segments": report });
+        if let Some(db) = &db_report {
+            v["database"] = db.clone();
+        }
+        output::json(&v);
+    } else {
+        print_segment_report(&report);
+        if let Some(db) = &db_report {
+            println!("database:");
+            crate::commands::print_report(db, false);
+        }
+    }
+    Ok(if report.ok && db_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
+/// The segment files given: a directory stands for every `audit-*.jsonl` in it.
+fn segment_files(given: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for path in given {
+        if !path.is_dir() {
+            out.push(path.clone());
+            continue;
+        }
+        let entries = std::fs::read_dir(path)
+            .with_context(|| format!("cannot read the directory `{}`", path.display()))?;
+        let mut found: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("audit-") && n.ends_with(".jsonl"))
+            })
+            .collect();
+        if found.is_empty() {
+            bail!(
+                "`{}` holds no segment file (`audit-*.jsonl`)",
+                path.display()
+            );
+        }
+        found.sort();
+        out.extend(found);
+    }
+    Ok(out)
+}
+
+/// The human form of a segment check.
+fn print_segment_report(r: &mandate_server::archive::SegmentReport) {
+    let seq = |x: Option<i64>| x.map_or_else(|| "?".to_owned(), |n| n.to_string());
+    for seg in &r.segments {
+        println!(
+            "segment {}: seq {}–{}, {} events, checkpoint {}, sha256 {}",
+            seg.file,
+            seq(seg.first_seq),
+            seq(seg.last_seq),
+            seg.events,
+            if seg.signed {
+                "verified"
+            } else {
+                "NOT verified"
+            },
+            seg.sha256
+        );
+    }
+    if r.ok {
+        println!(
+            "segments intact: {} files, {} events verified",
+            r.segments.len(),
+            r.events_checked
+        );
+    } else {
+        println!(
+            "segments BROKEN: {} problem{}",
+            r.findings.len(),
+            if r.findings.len() == 1 { "" } else { "s" }
+        );
+        for f in &r.findings {
+            let mut place = f.file.clone();
+            if let Some(line) = f.line {
+                place.push_str(&format!(" line {line}"));
+            }
+            if let Some(seq) = f.seq {
+                place.push_str(&format!(" (seq {seq})"));
+            }
+            println!("  {place}: {}", f.problem);
+        }
+    }
+    if !r.not_given.is_empty() {
+        println!(
+            "segments the database records but not given: {}",
+            r.not_given.join(", ")
+        );
+    }
 }
 
 #[cfg(test)]

@@ -65,6 +65,10 @@ pub enum AgentsCommand {
         /// Tags policies can test (comma-separated).
         #[arg(long, value_delimiter = ',')]
         tags: Vec<String>,
+        /// Why it needs a ceiling pattern, as `PATTERN=WHY` (repeat for several); a write
+        /// scope without one is a posture finding.
+        #[arg(long = "justify", value_name = "PATTERN=WHY")]
+        justify: Vec<String>,
     },
     /// Change an agent.
     Update {
@@ -91,6 +95,10 @@ pub enum AgentsCommand {
         /// Why: recorded with the approval when the change widens what the agent may do.
         #[arg(long)]
         justification: Option<String>,
+        /// Record why it needs a ceiling pattern, as `PATTERN=WHY` (repeat for several);
+        /// `PATTERN=` forgets it.
+        #[arg(long = "justify", value_name = "PATTERN=WHY")]
+        justify: Vec<String>,
     },
     /// Suspend an agent: its tokens stop working until it is resumed.
     Suspend {
@@ -164,16 +172,28 @@ pub enum AuditCommand {
     /// (`--format ocsf`), page by page, to standard output or `--out FILE`.
     Export(crate::audit_cmds::ExportArgs),
     /// Verify the hash chain and the signed checkpoints: through the server, or offline from a
-    /// data directory.
+    /// data directory; with `--segment`, archived segment files offline.
     Verify {
         /// Verify `<DIR>/mandate.db` directly (read-only), without a server.
         #[arg(long)]
         data: Option<PathBuf>,
-        /// With `--data`: check checkpoint signatures with this JWKS (kept apart from the
+        /// With `--data` or `--segment`: check signatures with this JWKS (kept apart from the
         /// database) instead of the public keys stored in it.
-        #[arg(long, requires = "data")]
+        #[arg(long)]
         jwks: Option<PathBuf>,
+        /// Verify archived segment files offline (`audit-<first>-<last>.jsonl`, each with its
+        /// `.manifest.json` beside it, in any order; a directory means all of its segments):
+        /// every line, the chain inside and between them, the SHA-256 and the signed checkpoint;
+        /// with `--data`, also their continuity with the database. Needs `--jwks` or `--data`
+        /// for the keys.
+        #[arg(long = "segment", value_name = "FILE", num_args = 1..)]
+        segments: Vec<PathBuf>,
     },
+    /// Archive the oldest events to a segment file under `<data>/audit-archive/` that still
+    /// verifies (`--before DATE` or `--through-seq N`); the newest event always stays.
+    Archive(crate::audit_cmds::ArchiveArgs),
+    /// List the archived segments.
+    Segments,
 }
 
 /// `mandate keys …`.
@@ -321,6 +341,25 @@ fn split_scopes(items: Vec<String>) -> Vec<String> {
         .collect()
 }
 
+/// `--justify PATTERN=WHY` values as the `justifications` object; an empty `WHY` is `null`
+/// (forget it) when `forget` allows, else refused.
+fn justifications(items: &[String], forget: bool) -> Result<serde_json::Map<String, Value>> {
+    let mut map = serde_json::Map::new();
+    for item in items {
+        let Some((pattern, why)) = item.split_once('=') else {
+            bail!("`--justify` takes `PATTERN=WHY`, not `{item}`");
+        };
+        let why = why.trim();
+        let value = match (why.is_empty(), forget) {
+            (false, _) => json!(why),
+            (true, true) => Value::Null,
+            (true, false) => bail!("`--justify {item}` gives no reason after `=`"),
+        };
+        map.insert(pattern.trim().to_owned(), value);
+    }
+    Ok(map)
+}
+
 fn read_json(path: &PathBuf) -> Result<Value> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read `{}`", path.display()))?;
@@ -373,13 +412,15 @@ pub async fn agents(
             max_stage,
             keys,
             tags,
+            justify,
         } => {
             let mut jwks = Vec::new();
             for k in &keys {
                 jwks.push(read_json(k)?);
             }
             let body = json!({"id": id, "owner": owner, "name": name, "description": description,
-                "ceiling": split_scopes(ceiling), "max_stage": max_stage, "keys": jwks, "tags": tags});
+                "ceiling": split_scopes(ceiling), "max_stage": max_stage, "keys": jwks, "tags": tags,
+                "justifications": justifications(&justify, false)?});
             client.post("/v1/agents", &body).await?
         }
         AgentsCommand::Update {
@@ -391,8 +432,12 @@ pub async fn agents(
             max_stage,
             tags,
             justification,
+            justify,
         } => {
             let mut body = json!({});
+            if !justify.is_empty() {
+                body["justifications"] = Value::Object(justifications(&justify, true)?);
+            }
             for (k, v) in [
                 ("owner", owner),
                 ("name", name),
@@ -527,7 +572,7 @@ fn print_events(v: &Value, json_out: bool) {
     }
 }
 
-fn print_report(report: &Value, json_out: bool) -> ExitCode {
+pub(crate) fn print_report(report: &Value, json_out: bool) -> ExitCode {
     if json_out {
         output::json(report);
     }
@@ -566,6 +611,18 @@ fn print_report(report: &Value, json_out: bool) -> ExitCode {
         }
         if let Some(n) = report["checkpoints_checked"].as_u64() {
             println!("{n} signed checkpoints checked");
+        }
+        let archived = &report["archived"];
+        if archived["segments"].as_u64().is_some_and(|n| n > 0) {
+            println!(
+                "{} events through seq {} are archived in {} segment file(s); the chain was \
+                 checked from there ({} checkpoints name archived events): verify the files with \
+                 `mandate audit verify --segment`",
+                s(archived, "events"),
+                s(archived, "through_seq"),
+                s(archived, "segments"),
+                s(archived, "checkpoints_archived")
+            );
         }
     }
     if ok {
@@ -606,36 +663,28 @@ pub async fn audit(
             return crate::audit_cmds::who(args, url, token, json_out).await;
         }
         AuditCommand::Export(args) => return crate::audit_cmds::export(args, url, token).await,
-        AuditCommand::Verify { data, jwks } => {
+        AuditCommand::Verify {
+            data,
+            jwks,
+            segments,
+        } => {
+            if !segments.is_empty() {
+                return crate::audit_cmds::verify_segments(&segments, data, jwks, json_out).await;
+            }
             let report = match data {
-                Some(dir) => {
-                    use mandate_server::admin::audit as a;
-                    use mandate_store::Store;
-                    let path = dir.join("mandate.db");
-                    let store = mandate_store::SqliteStore::open_read_only(&path)
-                        .await
-                        .with_context(|| format!("cannot open `{}`", path.display()))?;
-                    let keys = match &jwks {
-                        Some(file) => {
-                            let text = std::fs::read_to_string(file)
-                                .with_context(|| format!("cannot read `{}`", file.display()))?;
-                            let doc: Value = serde_json::from_str(&text)
-                                .with_context(|| format!("`{}` is not JSON", file.display()))?;
-                            let (set, errors) = mandate_token::verify::KeySet::from_jwks(&doc);
-                            for e in errors {
-                                eprintln!("warning: `{}`: {e}", file.display());
-                            }
-                            set
-                        }
-                        None => a::stored_key_set(&store.signing_keys().await?),
-                    };
-                    let (r, latest) = a::verify_store(&store, &keys).await?;
-                    store.close().await;
-                    a::report_json(&r, latest.as_ref())
+                Some(dir) => crate::audit_cmds::offline_report(&dir, jwks.as_deref()).await?,
+                None if jwks.is_some() => {
+                    bail!("`--jwks` is for offline checks: give `--data DIR` or `--segment FILE`")
                 }
                 None => Client::new(url, token)?.get("/v1/audit/verify").await?,
             };
             return Ok(print_report(&report, json_out));
+        }
+        AuditCommand::Archive(args) => {
+            return crate::audit_cmds::archive(args, url, token, json_out).await;
+        }
+        AuditCommand::Segments => {
+            return crate::audit_cmds::segments(url, token, json_out).await;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -6,12 +6,14 @@ mod approvals;
 mod audit_cmds;
 mod client;
 mod commands;
+mod compliance;
 mod demo;
 mod demo_draft;
 mod demo_gateway;
 mod gateway;
 mod output;
 mod policy;
+mod posture;
 mod secrets;
 mod serve;
 mod tasks;
@@ -69,6 +71,18 @@ enum Command {
     /// Read and verify the audit log.
     #[command(subcommand)]
     Audit(commands::AuditCommand),
+    /// The compliance report: SOC 2 CC6.1–CC6.3, HIPAA §164.312(a)(1), (a)(2)(i), (b), (d),
+    /// OWASP LLM06:2025 and EU AI Act Art. 12 — per control, what Mandate does, this
+    /// deployment's evidence and its gaps (Markdown, HTML or JSON).
+    Compliance(compliance::ComplianceArgs),
+    /// The posture report: every agent with its owner, credentials, ceiling and stage; findings
+    /// with severity and fix; each agent's blast radius. Exits 2 when a finding is at least as
+    /// severe as `--fail-on` (default `high`).
+    Posture(posture::PostureArgs),
+    /// Access reviews: start a round (one item per agent for its owner), list, and — as the
+    /// owner, with your own identity provider token — attest or remove scopes.
+    #[command(subcommand)]
+    Review(posture::ReviewCommand),
     /// Signing keys.
     #[command(subcommand)]
     Keys(commands::KeysCommand),
@@ -122,6 +136,9 @@ fn main() -> ExitCode {
             Command::Revocations => commands::revocations(&cli.url, token, cli.json).await,
             Command::Approvals(c) => approvals::run(c, &cli.url, token, cli.json).await,
             Command::Audit(c) => commands::audit(c, &cli.url, token, cli.json).await,
+            Command::Compliance(a) => compliance::run(a, &cli.url, token, cli.json).await,
+            Command::Posture(a) => posture::posture(a, &cli.url, token, cli.json).await,
+            Command::Review(c) => posture::review(c, &cli.url, token, cli.json).await,
             Command::Keys(c) => commands::keys(c, &cli.url, token, cli.json).await,
             Command::Credentials(c) => commands::credentials(c, &cli.url, token, cli.json).await,
             Command::Secret(c) => secrets::run(c, &cli.url, token, cli.json).await,

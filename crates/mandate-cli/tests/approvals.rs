@@ -3,106 +3,32 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
+use common::*;
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_mandate");
-
-/// A `mandate serve` child process, killed on drop.
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(data: &Path, env: &[(&str, &str)]) -> Server {
-    let mut cmd = Command::new(BIN);
-    cmd.args(["serve", "--dev", "--data"])
-        .arg(data)
-        .args(["--listen", "127.0.0.1:0"])
-        .env_remove("MANDATE_URL")
-        .env_remove("MANDATE_TOKEN")
-        .env_remove("MANDATE_USER_TOKEN")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("start mandate serve");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut url = None;
-    loop {
-        assert!(Instant::now() < deadline, "server did not print its banner");
-        let line = lines.next().expect("server exited early").unwrap();
-        if let Some(rest) = line.strip_prefix("Mandate is listening on ") {
-            url = Some(rest.trim().to_owned());
-        }
-        if line.starts_with("Press Ctrl-C to stop") {
-            break;
-        }
-    }
-    // Keep draining stdout so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Server {
-        child,
-        url: url.unwrap(),
-    }
-}
-
-/// Runs `mandate ARGS` against `server` with only the given `MANDATE_*` credentials set.
-fn mandate(server: &Server, env: &[(&str, &str)], args: &[&str]) -> Output {
-    let mut cmd = Command::new(BIN);
-    cmd.env("MANDATE_URL", &server.url)
-        .env_remove("MANDATE_TOKEN")
-        .env_remove("MANDATE_USER_TOKEN");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.args(args).output().expect("run mandate")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn json(o: &Output) -> Value {
-    assert!(o.status.success(), "{o:?}");
-    serde_json::from_slice(&o.stdout).unwrap()
-}
 
 #[test]
 fn an_agent_change_waits_for_its_owner_and_nobody_else() {
     let dir = tempfile::tempdir().unwrap();
-    let server = serve(dir.path(), &[("MANDATE_APPROVALS__AGENT_CHANGES", "true")]);
+    let server = serve_with(
+        dir.path(),
+        &["--dev"],
+        &[("MANDATE_APPROVALS__AGENT_CHANGES", "true")],
+    );
     let admin = std::fs::read_to_string(dir.path().join("admin.token"))
         .unwrap()
         .trim()
         .to_owned();
     let as_admin = [("MANDATE_TOKEN", admin.as_str())];
     let user_token = |sub: &str| {
-        let o = mandate(&server, &as_admin, &["dev", "user-token", sub]);
+        let o = mandate_env(&server, &as_admin, &["dev", "user-token", sub]);
         assert!(o.status.success(), "{o:?}");
         stdout(&o).trim().to_owned()
     };
 
     // Raising the max stage is held: nothing changes yet.
-    let held = mandate(
+    let held = mandate_env(
         &server,
         &as_admin,
         &[
@@ -124,7 +50,7 @@ fn an_agent_change_waits_for_its_owner_and_nobody_else() {
         "{text}"
     );
     assert!(text.contains("mandate approvals approve ap-"), "{text}");
-    let agent = json(&mandate(
+    let agent = json(&mandate_env(
         &server,
         &as_admin,
         &["--json", "agents", "show", "support-v2"],
@@ -132,7 +58,7 @@ fn an_agent_change_waits_for_its_owner_and_nobody_else() {
     assert_eq!(agent["max_stage"], "draft");
 
     // The admin sees it, as a table and as JSON.
-    let list = mandate(&server, &as_admin, &["approvals", "list"]);
+    let list = mandate_env(&server, &as_admin, &["approvals", "list"]);
     assert!(list.status.success(), "{list:?}");
     let table = stdout(&list);
     let mut lines = table.lines();
@@ -153,7 +79,7 @@ fn an_agent_change_waits_for_its_owner_and_nobody_else() {
         assert!(row.contains(cell), "{table}");
     }
     assert!(row.contains("14m") || row.contains("15m"), "{table}");
-    let listed = json(&mandate(
+    let listed = json(&mandate_env(
         &server,
         &as_admin,
         &[
@@ -173,7 +99,7 @@ fn an_agent_change_waits_for_its_owner_and_nobody_else() {
     let id = approvals[0]["id"].as_str().unwrap().to_owned();
     assert_eq!(approvals[0]["ask"]["max_stage"], "execute");
 
-    let shown = mandate(&server, &as_admin, &["approvals", "show", &id]);
+    let shown = mandate_env(&server, &as_admin, &["approvals", "show", &id]);
     assert!(shown.status.success(), "{shown:?}");
     let text = stdout(&shown);
     for want in [
@@ -186,7 +112,7 @@ fn an_agent_change_waits_for_its_owner_and_nobody_else() {
     }
 
     // A bad filter is the server's message, and a non-zero exit.
-    let bad = mandate(
+    let bad = mandate_env(
         &server,
         &as_admin,
         &["approvals", "list", "--status", "maybe"],
@@ -201,7 +127,7 @@ fn an_agent_change_waits_for_its_owner_and_nobody_else() {
     );
 
     // Deciding needs a human's own token: none given is refused before any call…
-    let none = mandate(&server, &as_admin, &["approvals", "approve", &id]);
+    let none = mandate_env(&server, &as_admin, &["approvals", "approve", &id]);
     assert!(!none.status.success());
     let err = stderr(&none);
     assert!(
@@ -210,7 +136,7 @@ fn an_agent_change_waits_for_its_owner_and_nobody_else() {
     );
     assert!(err.contains("an admin credential cannot decide"), "{err}");
     // …and the admin credential passed as one is refused by the server.
-    let admin_as_user = mandate(
+    let admin_as_user = mandate_env(
         &server,
         &[],
         &["approvals", "approve", &id, "--as-token", &admin],
@@ -229,7 +155,7 @@ fn an_agent_change_waits_for_its_owner_and_nobody_else() {
 
     // Bob is neither support-v2's owner nor an approver.
     let bob = user_token("bob@example.com");
-    let refused = mandate(
+    let refused = mandate_env(
         &server,
         &[],
         &["approvals", "approve", &id, "--as-token", &bob],
@@ -243,7 +169,7 @@ fn an_agent_change_waits_for_its_owner_and_nobody_else() {
         stderr(&refused)
     );
     // Bob, looking with his own token, does not even see it.
-    let bob_list = json(&mandate(
+    let bob_list = json(&mandate_env(
         &server,
         &[],
         &["approvals", "list", "--json", "--as-token", &bob],
@@ -252,13 +178,13 @@ fn an_agent_change_waits_for_its_owner_and_nobody_else() {
 
     // Carol owns support-v2: she approves, and the change is applied.
     let carol = user_token("carol@example.com");
-    let carol_list = mandate(
+    let carol_list = mandate_env(
         &server,
         &[("MANDATE_USER_TOKEN", carol.as_str())],
         &["approvals", "list", "--status", "pending"],
     );
     assert!(stdout(&carol_list).contains(&id), "{carol_list:?}");
-    let approved = mandate(
+    let approved = mandate_env(
         &server,
         &[],
         &[
@@ -285,7 +211,7 @@ fn an_agent_change_waits_for_its_owner_and_nobody_else() {
         text.contains("the change is applied to the agent"),
         "{text}"
     );
-    let agent = json(&mandate(
+    let agent = json(&mandate_env(
         &server,
         &as_admin,
         &["--json", "agents", "show", "support-v2"],
@@ -293,7 +219,7 @@ fn an_agent_change_waits_for_its_owner_and_nobody_else() {
     assert_eq!(agent["max_stage"], "execute");
 
     // Decided once: a second decision is refused.
-    let again = mandate(
+    let again = mandate_env(
         &server,
         &[],
         &["approvals", "deny", &id, "--as-token", &carol],
@@ -304,7 +230,7 @@ fn an_agent_change_waits_for_its_owner_and_nobody_else() {
         "{}",
         stderr(&again)
     );
-    let shown = json(&mandate(
+    let shown = json(&mandate_env(
         &server,
         &as_admin,
         &["--json", "approvals", "show", &id],
@@ -313,7 +239,7 @@ fn an_agent_change_waits_for_its_owner_and_nobody_else() {
     assert_eq!(shown["decided"]["by"], "carol@example.com");
 
     // A widened ceiling, denied by Carol with her token from `MANDATE_USER_TOKEN`.
-    let held = mandate(
+    let held = mandate_env(
         &server,
         &as_admin,
         &[
@@ -326,7 +252,7 @@ fn an_agent_change_waits_for_its_owner_and_nobody_else() {
         ],
     );
     let second = json(&held)["approval"]["id"].as_str().unwrap().to_owned();
-    let denied = mandate(
+    let denied = mandate_env(
         &server,
         &[("MANDATE_USER_TOKEN", carol.as_str())],
         &["approvals", "deny", &second, "--reason", "no billing"],
@@ -337,7 +263,7 @@ fn an_agent_change_waits_for_its_owner_and_nobody_else() {
         "{}",
         stdout(&denied)
     );
-    let agent = json(&mandate(
+    let agent = json(&mandate_env(
         &server,
         &as_admin,
         &["--json", "agents", "show", "support-v2"],
@@ -351,7 +277,7 @@ fn an_agent_change_waits_for_its_owner_and_nobody_else() {
     assert!(!ceiling.contains(&"billing.invoices:read"), "{agent}");
 
     // Every step is in the audit log.
-    let tail = mandate(&server, &as_admin, &["audit", "tail", "-n", "50"]);
+    let tail = mandate_env(&server, &as_admin, &["audit", "tail", "-n", "50"]);
     let log = stdout(&tail);
     for kind in [
         "approval.requested",
@@ -361,7 +287,7 @@ fn an_agent_change_waits_for_its_owner_and_nobody_else() {
     ] {
         assert!(log.contains(kind), "{kind}\n{log}");
     }
-    let decided = json(&mandate(
+    let decided = json(&mandate_env(
         &server,
         &as_admin,
         &["approvals", "list", "--json", "--status", "denied"],

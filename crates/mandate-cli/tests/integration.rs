@@ -2,103 +2,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::*;
 use std::io::{BufRead, BufReader};
-use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_mandate");
-
-/// A `mandate serve` child process, killed on drop.
-struct Server {
-    child: Child,
-    url: String,
-    /// The admin credential the server printed at start.
-    printed_credential: Option<String>,
-    /// In `--dev`: the gateway's URL, as printed.
-    gateway: Option<String>,
-    /// In `--dev`: the sample CRM's URL, as printed.
-    sample: Option<String>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(data: &Path, extra: &[&str]) -> Server {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--data"])
-        .arg(data)
-        .args(["--listen", "127.0.0.1:0"])
-        .args(extra)
-        .env_remove("MANDATE_URL")
-        .env_remove("MANDATE_TOKEN")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start mandate serve");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut url = None;
-    let mut printed_credential = None;
-    let mut gateway = None;
-    let mut sample = None;
-    loop {
-        assert!(Instant::now() < deadline, "server did not print its banner");
-        let line = lines.next().expect("server exited early").unwrap();
-        if let Some(rest) = line.strip_prefix("Mandate is listening on ") {
-            url = Some(rest.trim().to_owned());
-        }
-        if let Some(rest) = line.strip_prefix("Gateway is listening on ") {
-            gateway = rest.split_whitespace().next().map(str::to_owned);
-        }
-        if let Some(rest) = line.trim().strip_prefix("the sample CRM itself: ") {
-            sample = rest.split_whitespace().next().map(str::to_owned);
-        }
-        if let Some((_, cred)) = line.split_once("credential")
-            && let Some(t) = cred
-                .split_whitespace()
-                .find(|w| w.starts_with("mnd_admin_"))
-        {
-            printed_credential = Some(t.to_owned());
-        }
-        if line.starts_with("Press Ctrl-C to stop") {
-            break;
-        }
-    }
-    // Keep draining stdout so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Server {
-        child,
-        url: url.unwrap(),
-        printed_credential,
-        gateway,
-        sample,
-    }
-}
-
-fn mandate(server: &Server, token: Option<&str>, args: &[&str]) -> Output {
-    let mut cmd = Command::new(BIN);
-    cmd.env("MANDATE_URL", &server.url)
-        .env_remove("MANDATE_TOKEN");
-    if let Some(t) = token {
-        cmd.env("MANDATE_TOKEN", t);
-    }
-    cmd.args(args).output().expect("run mandate")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 #[test]
 fn dev_server_writes_the_admin_credential_and_the_cli_drives_it() {
     let dir = tempfile::tempdir().unwrap();
-    let server = serve(dir.path(), &["--dev"]);
+    let server = serve_with(dir.path(), &["--dev"], &[]);
     let token_file = dir.path().join("admin.token");
     let token = std::fs::read_to_string(&token_file).unwrap();
     #[cfg(unix)]
@@ -194,7 +108,7 @@ fn dev_server_writes_the_admin_credential_and_the_cli_drives_it() {
 #[test]
 fn outside_dev_the_bootstrap_credential_is_shown_once_and_user_tokens_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let server = serve(dir.path(), &[]);
+    let server = serve_with(dir.path(), &[], &[]);
     assert!(
         !dir.path().join("admin.token").exists(),
         "only --dev writes the credential file"
@@ -226,7 +140,7 @@ fn outside_dev_the_bootstrap_credential_is_shown_once_and_user_tokens_are_refuse
     );
     drop(server);
     // Second start on the same data: the credential is not shown again, and still works.
-    let again = serve(dir.path(), &[]);
+    let again = serve_with(dir.path(), &[], &[]);
     assert!(again.printed_credential.is_none());
     let list = mandate(&again, Some(&token), &["agents", "list"]);
     assert!(list.status.success(), "{list:?}");
@@ -236,7 +150,7 @@ fn outside_dev_the_bootstrap_credential_is_shown_once_and_user_tokens_are_refuse
 fn audit_verify_offline_names_the_altered_row() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let server = serve(dir.path(), &["--dev"]);
+        let server = serve_with(dir.path(), &["--dev"], &[]);
         let token = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
         for sub in ["alice@example.com", "bob@example.com", "carol@example.com"] {
             let o = mandate(&server, Some(&token), &["dev", "user-token", sub]);
@@ -407,7 +321,7 @@ fn policy_files_are_validated_and_tested_offline() {
 #[test]
 fn a_dev_user_token_carries_claims_that_policies_read() {
     let dir = tempfile::tempdir().unwrap();
-    let server = serve(dir.path(), &["--dev"]);
+    let server = serve_with(dir.path(), &["--dev"], &[]);
     let token = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
     let explain = |claims: &[&str]| {
         let mut args = vec![
@@ -460,7 +374,7 @@ fn a_dev_user_token_carries_claims_that_policies_read() {
 #[test]
 fn a_task_is_created_worked_on_completed_and_shown_as_one_timeline() {
     let dir = tempfile::tempdir().unwrap();
-    let server = serve(dir.path(), &["--dev"]);
+    let server = serve_with(dir.path(), &["--dev"], &[]);
     let token = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
     let run = |args: &[&str]| {
         let out = mandate(&server, Some(&token), args);
@@ -608,7 +522,7 @@ fn mandate_with_stdin(server: &Server, token: &str, args: &[&str], input: &str) 
 #[test]
 fn a_secret_is_set_from_stdin_listed_without_its_value_and_removed() {
     let dir = tempfile::tempdir().unwrap();
-    let server = serve(dir.path(), &["--dev"]);
+    let server = serve_with(dir.path(), &["--dev"], &[]);
     let token = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
     let token = token.trim();
     let value = "sk_cli_Rq7vX2mN9pL4kT8wZ3yB";
@@ -668,7 +582,7 @@ fn a_secret_is_set_from_stdin_listed_without_its_value_and_removed() {
 #[test]
 fn audit_who_answers_who_read_a_resource_on_a_day_and_export_writes_the_lines() {
     let dir = tempfile::tempdir().unwrap();
-    let server = serve(dir.path(), &["--dev"]);
+    let server = serve_with(dir.path(), &["--dev"], &[]);
     let token = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
     let key = dir.path().join("agents/support-v2.jwk");
     let crm = "https://crm.example.com";
@@ -800,7 +714,7 @@ fn audit_verify_offline_names_a_cut_tail_through_the_signed_checkpoint() {
     let jwks_file = dir.path().join("kept-jwks.json");
     let rt = tokio::runtime::Runtime::new().unwrap();
     let cp = {
-        let server = serve(dir.path(), &["--dev"]);
+        let server = serve_with(dir.path(), &["--dev"], &[]);
         let token = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
         let http = reqwest::Client::new();
         let (cp, jwks) = rt.block_on(async {
@@ -940,7 +854,7 @@ fn echo_upstream() -> String {
 #[test]
 fn a_standalone_gateway_follows_the_server() {
     let dir = tempfile::tempdir().unwrap();
-    let server = serve(dir.path(), &["--dev"]);
+    let server = serve_with(dir.path(), &["--dev"], &[]);
     assert!(server.gateway.is_some(), "--dev prints its gateway");
     assert!(server.sample.is_some(), "--dev prints the sample CRM");
     // The standalone gateway fronts its own upstream, with the key `--dev` stored as `crm-api`.

@@ -286,6 +286,22 @@ impl ChainVerifier {
         }
     }
 
+    /// A verifier for a log whose events through `seq` were archived (audit retention): the
+    /// first event it is fed must be `seq + 1` and link to `hash`, the archived segment's last
+    /// hash. `checkpoints` are those of events after `seq`, signatures already checked.
+    pub fn after_anchor(seq: i64, hash: String, checkpoints: Vec<Checkpoint>) -> ChainVerifier {
+        ChainVerifier {
+            prev: hash,
+            expected_seq: seq.saturating_add(1),
+            checkpoints,
+            facts: LogFacts {
+                last_seq: seq,
+                ..LogFacts::default()
+            },
+            ..ChainVerifier::default()
+        }
+    }
+
     /// Checks the next event. After the first break, further events only tell where the log
     /// ends and what it holds at checkpointed places.
     pub fn push(&mut self, e: &AuditEvent) {
@@ -491,6 +507,27 @@ mod tests {
         let r = verify_with(&cut, vec![cp]);
         assert_eq!(r.first_break.as_ref().unwrap().seq, 4);
         assert_eq!(r.checkpoint_findings[0].kind, "missing");
+    }
+
+    #[test]
+    fn a_verifier_can_start_after_an_archived_anchor() {
+        let c = chain(6);
+        let mut v = ChainVerifier::after_anchor(3, c[2].hash.clone(), vec![checkpoint_of(&c[4])]);
+        for e in &c[3..] {
+            v.push(e);
+        }
+        let r = v.report();
+        assert!(r.is_ok(), "{r:?}");
+        assert_eq!((r.checked, r.head.as_str()), (3, c[5].hash.as_str()));
+        // A log that does not continue from the anchor is named at its first event.
+        let mut v = ChainVerifier::after_anchor(2, c[2].hash.clone(), Vec::new());
+        v.push(&c[3]);
+        assert_eq!(v.report().first_break.unwrap().seq, 3);
+        let mut v = ChainVerifier::after_anchor(3, c[1].hash.clone(), Vec::new());
+        v.push(&c[3]);
+        let b = v.report().first_break.unwrap();
+        assert_eq!(b.seq, 4);
+        assert!(b.problem.contains("prev_hash"));
     }
 
     #[test]

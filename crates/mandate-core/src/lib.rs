@@ -12,10 +12,14 @@
 //! * [`approval`] — human approval gates: what is asked, separation of duties, held writes
 //!   sent once, OpenID CIBA poll answers;
 //! * [`grant`] — the issuance decision: effective rights, stage, lifetime;
+//! * [`posture`] — the inventory of agents, findings with their fixes, blast radius, access
+//!   reviews (SPEC §8);
 //! * [`revocation`] — what was revoked and whether a token is still alive;
 //! * [`task`] — tasks and issued-token records;
 //! * [`time`] — RFC 3339 formatting;
-//! * [`audit`] — audit events and their hash chain.
+//! * [`audit`] — audit events and their hash chain;
+//! * [`compliance`] — the compliance controls (SOC 2, HIPAA, OWASP LLM06, EU AI Act Art. 12),
+//!   a deployment's evidence for them, and their assessment.
 
 pub mod agent;
 pub mod approval;
@@ -23,8 +27,10 @@ pub mod audit;
 pub mod chain;
 pub mod checkpoint;
 pub mod claims;
+pub mod compliance;
 pub mod grant;
 pub mod ids;
+pub mod posture;
 pub mod revocation;
 pub mod scope;
 pub mod stage;

@@ -114,6 +114,18 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/audit", get(admin::audit::query))
         .route("/audit/verify", get(admin::audit::verify))
         .route("/audit/checkpoint", post(admin::audit::checkpoint))
+        // Audit retention
+        .route("/audit/archive", post(admin::audit::archive))
+        .route("/audit/segments", get(admin::audit::segments))
+        // Posture and access reviews
+        .route("/posture", get(admin::posture::report))
+        .route(
+            "/reviews",
+            get(admin::posture::list).post(admin::posture::start),
+        )
+        .route("/reviews/{id}/attest", post(admin::posture::attest))
+        .route("/reviews/{id}/remove", post(admin::posture::remove))
+        .route("/compliance", get(admin::compliance::show))
         // Task steps and outcomes
         .route("/tasks", get(admin::tasks::list).post(admin::tasks::create))
         .route("/tasks/{id}", get(admin::tasks::show))

@@ -81,6 +81,10 @@ pub struct Config {
     /// head moved); 0 turns the periodic checkpoint off (shutdown and `POST
     /// /v1/audit/checkpoint` still write one).
     pub audit_checkpoint_secs: u64,
+    /// Days audit events stay in the database: older ones (from the UTC midnight before) are
+    /// archived to segment files under `<data_dir>/audit-archive/` (checked at most once an
+    /// hour; the newest event always stays). 0 keeps them forever.
+    pub audit_retention_days: u64,
     /// The gateway (SPEC §6): listener, upstreams, routes, MCP servers, breakers.
     pub gateway: mandate_gateway::GatewayConfig,
     /// Human approvals (SPEC §6): who may approve, how long a request waits, what needs one.
@@ -246,6 +250,7 @@ impl Default for Config {
             audiences: Vec::new(),
             catalog: mandate_core::scope::ActionCatalog::default(),
             audit_checkpoint_secs: 60,
+            audit_retention_days: 0,
             gateway: mandate_gateway::GatewayConfig::default(),
             approvals: Approvals::default(),
         }
@@ -362,6 +367,12 @@ impl Config {
             return Err("`tokens.max_chain_depth` must be between 1 and 16".into());
         }
         validate_carry_claims(&t.carry_claims)?;
+        if self.audit_retention_days > 36_500 {
+            return Err(format!(
+                "`audit_retention_days` must be between 0 (keep forever) and 36500, not `{}`",
+                self.audit_retention_days
+            ));
+        }
         let a = &self.approvals;
         if a.ttl <= 0 || a.ttl > 30 * 86_400 {
             return Err("`approvals.ttl` must be between 1 second and 30 days".into());

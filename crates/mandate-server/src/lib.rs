@@ -10,20 +10,26 @@
 //! * [`app`] — the router and its layers;
 //! * [`oauth`] — metadata, JWKS, token, introspection, revocation;
 //! * [`admin`] — agents, revocations, audit, keys, credentials, dev tokens, OpenAPI;
+//! * [`archive`] — audit retention: archived segment files that still verify;
 //! * [`live`] — is a Mandate token still alive;
 //! * [`revocation`] — making a revocation;
 //! * [`policy`] — the Cedar policy decision point, reloaded on change;
 //! * [`authzen`] — the OpenID AuthZEN Authorization API over that decision point;
 //! * [`gateway`] — the gateway (`mandate-gateway`) run inside the server, asking it directly;
 //! * [`ssf`] — the OpenID Shared Signals transmitter: revocations as Security Event Tokens;
+//! * [`compliance`] — the compliance report (SOC 2, HIPAA, OWASP LLM06, EU AI Act Art. 12) from
+//!   this deployment's own configuration and audit log;
+//! * [`posture`] — posture (inventory, findings with fixes, blast radius) and access reviews;
 //! * [`sample`] — the built-in sample upstream (a CRM REST API and MCP server) for `--dev` and tests;
 //! * [`state`], [`keyring`], [`idp`], [`clock`], [`dev`] — what handlers share.
 
 pub mod admin;
 pub mod app;
 pub mod approvals;
+pub mod archive;
 pub mod authzen;
 pub mod clock;
+pub mod compliance;
 pub mod config;
 pub mod dev;
 pub mod error;
@@ -36,6 +42,7 @@ pub mod keyring;
 pub mod live;
 pub mod oauth;
 pub mod policy;
+pub mod posture;
 pub mod ratelimit;
 pub mod revocation;
 pub mod sample;

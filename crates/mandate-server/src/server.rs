@@ -239,6 +239,7 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
     });
     spawn_housekeeping(Arc::downgrade(&state));
     spawn_checkpoints(Arc::downgrade(&state)).await;
+    crate::archive::spawn_retention(Arc::downgrade(&state));
     let ssf = crate::ssf::dispatcher::spawn(state.clone());
     spawn_policy_watch(Arc::downgrade(&state));
     let app = crate::app::router(state.clone());

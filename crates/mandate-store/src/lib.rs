@@ -13,6 +13,7 @@ use mandate_core::agent::{Agent, AgentKey, AgentStatus};
 use mandate_core::approval::{Approval, Decided, Dispatch, Status};
 use mandate_core::audit::{AuditEvent, NewEvent};
 pub use mandate_core::checkpoint::Checkpoint;
+pub use mandate_core::posture::{Justification, Review, ReviewStatus, Usage};
 use mandate_core::revocation::RevocationRecord;
 pub use mandate_core::revocation::{RevocationEntry, RevokedToken};
 use mandate_core::task::{Task, TaskStatus, TaskStep, TokenRecord};
@@ -59,6 +60,20 @@ pub enum StoreError {
         /// The approval id.
         id: String,
         /// `approved` or `denied`.
+        status: String,
+    },
+    // Audit retention
+    /// An audit archive ([`Op::ArchiveAudit`]) was refused: the range is empty, already
+    /// archived, reaches the chain head, or does not match the log. Nothing was deleted.
+    #[error("{0}")]
+    ArchiveRefused(String),
+    // Posture and access reviews
+    /// The access review was already answered.
+    #[error("access review `{id}` was already {status}")]
+    ReviewClosed {
+        /// The review id.
+        id: String,
+        /// `attested` or `narrowed`.
         status: String,
     },
 }
@@ -231,6 +246,23 @@ pub struct StoredApproval {
     pub poll_interval: i64,
 }
 
+// Posture and access reviews
+
+/// Filters for access review listings; all optional, combined with AND.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReviewFilter {
+    /// The status equals.
+    pub status: Option<ReviewStatus>,
+    /// The agent equals.
+    pub agent: Option<String>,
+    /// The owner equals.
+    pub owner: Option<String>,
+    /// The campaign equals.
+    pub campaign: Option<String>,
+    /// At most this many (default 100, capped at 1 000).
+    pub limit: Option<u32>,
+}
+
 /// Filters for approval listings; all optional, combined with AND.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApprovalFilter {
@@ -246,6 +278,32 @@ pub struct ApprovalFilter {
     pub undispatched: bool,
     /// At most this many (default 100, capped at 1 000).
     pub limit: Option<u32>,
+}
+
+// Audit retention
+
+/// An archived segment of the audit log: events `first_seq..=last_seq` left the database for a
+/// file, and this record is the anchor the rest of the chain continues from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentRecord {
+    /// The `seq` of its first event.
+    pub first_seq: i64,
+    /// The `seq` of its last event.
+    pub last_seq: i64,
+    /// The `prev_hash` of its first event (64 zeros for the first segment).
+    pub first_prev_hash: String,
+    /// The `hash` of its last event: the `prev_hash` of event `last_seq + 1`.
+    pub last_hash: String,
+    /// How many events it holds (`last_seq - first_seq + 1`).
+    pub count: i64,
+    /// Hex SHA-256 of the segment file.
+    pub sha256: String,
+    /// The segment file's name (e.g. `audit-1-5000.jsonl`).
+    pub file_name: String,
+    /// The signed checkpoint (compact JWS) of `last_seq`/`last_hash` and the segment's facts.
+    pub checkpoint: String,
+    /// When it was archived, seconds since the epoch.
+    pub archived_at: i64,
 }
 
 /// One write. A request's writes are a `Vec<Op>` given to [`Store::commit`].
@@ -431,6 +489,21 @@ pub enum Op {
     /// Store a signed checkpoint of the audit chain's head.
     Checkpoint(Checkpoint),
 
+    // Audit retention
+    /// Delete the audit events `segment.first_seq..=through_seq` (and their agent index rows)
+    /// and record `segment` as the anchor the chain continues from. Refused with
+    /// [`StoreError::ArchiveRefused`] (nothing deleted) unless `through_seq` is before the
+    /// chain head (the newest event always stays), `segment.first_seq` is the first event not
+    /// yet archived, `segment.last_seq` is `through_seq`, `segment.count` is the number of
+    /// events deleted, and the hashes `segment.first_prev_hash`/`segment.last_hash` are those of
+    /// the stored events (and link to the previous segment).
+    ArchiveAudit {
+        /// The last `seq` to archive.
+        through_seq: i64,
+        /// What was archived and where.
+        segment: Box<SegmentRecord>,
+    },
+
     // Approvals
     /// Record a new approval. [`StoreError::Conflict`] if its id exists.
     InsertApproval(Box<StoredApproval>),
@@ -467,6 +540,41 @@ pub enum Op {
         at: i64,
         /// The interval, seconds.
         interval: i64,
+    },
+
+    // Posture and access reviews
+    /// Record (or replace) why an agent's ceiling holds `pattern`; with `text: None`, forget it.
+    /// The agent must exist.
+    SetJustification {
+        /// Agent id.
+        agent: String,
+        /// The ceiling pattern, as written.
+        pattern: String,
+        /// Why; `None` deletes the record.
+        text: Option<String>,
+        /// Who (`admin:<id>`).
+        by: String,
+        /// When.
+        at: i64,
+    },
+    /// Record a new access review item. [`StoreError::Conflict`] if its id exists.
+    InsertReview(Box<Review>),
+    /// Record the owner's answer to an open review. [`StoreError::NotFound`] if absent,
+    /// [`StoreError::ReviewClosed`] if it was answered already: of two racing answers, exactly
+    /// one lands.
+    DecideReview {
+        /// The review id.
+        id: String,
+        /// `attested` or `narrowed`.
+        status: ReviewStatus,
+        /// The owner who answered.
+        by: String,
+        /// When.
+        at: i64,
+        /// The patterns removed from the ceiling.
+        removed: Vec<String>,
+        /// The owner's note.
+        note: Option<String>,
     },
 }
 
@@ -614,9 +722,45 @@ pub trait Store: Send + Sync + 'static {
     /// Every audit checkpoint, in the order they were written.
     async fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError>;
 
+    // Audit retention
+    /// Every archived segment of the audit log, oldest first (empty when nothing was archived).
+    async fn audit_segments(&self) -> Result<Vec<SegmentRecord>, StoreError>;
+    /// The `seq` of the newest stored audit event whose `time` is before `time` (RFC 3339, as
+    /// stored), found through the time index; `None` when no stored event is that old.
+    async fn audit_seq_before(&self, time: &str) -> Result<Option<i64>, StoreError>;
+
     // Approvals
     /// One approval.
     async fn approval(&self, id: &str) -> Result<Option<StoredApproval>, StoreError>;
     /// Approvals matching `filter`, newest first.
     async fn approvals(&self, filter: &ApprovalFilter) -> Result<Vec<StoredApproval>, StoreError>;
+
+    // Posture and access reviews
+    /// What was used when, aggregated by the database from the issued-token records: the last
+    /// use of each (agent, credential) and of each (agent, scope set) over all time, and each
+    /// agent's busiest minute since `since`. Only the current actor of a token (the last agent
+    /// of its chain) is counted as using it.
+    async fn usage(&self, since: i64) -> Result<Usage, StoreError>;
+    /// Every recorded justification, by agent and pattern.
+    async fn justifications(&self) -> Result<Vec<Justification>, StoreError>;
+    /// One access review.
+    async fn review(&self, id: &str) -> Result<Option<Review>, StoreError>;
+    /// Access reviews matching `filter`, newest first.
+    async fn reviews(&self, filter: &ReviewFilter) -> Result<Vec<Review>, StoreError>;
+
+    // Compliance reports (aggregate reads)
+    /// Audit events with `time` ≥ `since` (RFC 3339, as stored) counted by kind, decision and
+    /// refusal code, with the distinct users and agents they name, and the extent of the whole
+    /// log. Counted by the database, not by reading the events.
+    async fn audit_counts(
+        &self,
+        since: &str,
+    ) -> Result<mandate_core::compliance::AuditCounts, StoreError>;
+    /// Approvals created at or after `since` (seconds) counted by kind and status; pending ones
+    /// past their expiry at `now` count as `expired`.
+    async fn approval_counts(
+        &self,
+        since: i64,
+        now: i64,
+    ) -> Result<Vec<mandate_core::compliance::ApprovalCount>, StoreError>;
 }

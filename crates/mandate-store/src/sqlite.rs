@@ -31,11 +31,18 @@ use crate::{
 use crate::TaskFilter;
 // Approvals
 use crate::{ApprovalFilter, StoredApproval};
+// Posture and access reviews
+use crate::{Justification, Review, ReviewFilter, Usage};
+// Audit retention
+use crate::SegmentRecord;
 use mandate_core::task::TaskStep;
 
 mod migrations;
 mod ops;
+// Posture and access reviews
+mod posture;
 mod rows;
+mod stats;
 mod writer;
 
 use writer::{Unit, Writer};
@@ -511,6 +518,36 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    // Audit retention
+    async fn audit_segments(&self) -> Result<Vec<SegmentRecord>, StoreError> {
+        // A database from before retention, opened read-only, is not migrated: it has none.
+        let exists = sqlx::query(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit_segments'",
+        )
+        .fetch_optional(&self.read)
+        .await?
+        .is_some();
+        if !exists {
+            return Ok(Vec::new());
+        }
+        sqlx::query("SELECT * FROM audit_segments ORDER BY first_seq")
+            .fetch_all(&self.read)
+            .await?
+            .iter()
+            .map(rows::segment)
+            .collect()
+    }
+
+    async fn audit_seq_before(&self, time: &str) -> Result<Option<i64>, StoreError> {
+        // Times never go backwards along the chain, so the newest by time is the newest by seq.
+        Ok(sqlx::query_scalar(
+            "SELECT seq FROM audit_events WHERE time < ? ORDER BY time DESC, seq DESC LIMIT 1",
+        )
+        .bind(time)
+        .fetch_optional(&self.read)
+        .await?)
+    }
+
     // Approvals
     async fn approval(&self, id: &str) -> Result<Option<StoredApproval>, StoreError> {
         let row = sqlx::query("SELECT * FROM approvals WHERE id = ?")
@@ -550,6 +587,39 @@ impl Store for SqliteStore {
             .map(rows::approval)
             .collect()
     }
+
+    // Posture and access reviews
+    async fn usage(&self, since: i64) -> Result<Usage, StoreError> {
+        posture::usage(&self.read, since).await
+    }
+
+    async fn justifications(&self) -> Result<Vec<Justification>, StoreError> {
+        posture::justifications(&self.read).await
+    }
+
+    async fn review(&self, id: &str) -> Result<Option<Review>, StoreError> {
+        posture::review(&self.read, id).await
+    }
+
+    async fn reviews(&self, filter: &ReviewFilter) -> Result<Vec<Review>, StoreError> {
+        posture::reviews(&self.read, filter).await
+    }
+
+    // Compliance reports (aggregate reads)
+    async fn audit_counts(
+        &self,
+        since: &str,
+    ) -> Result<mandate_core::compliance::AuditCounts, StoreError> {
+        stats::audit_counts(&self.read, since).await
+    }
+
+    async fn approval_counts(
+        &self,
+        since: i64,
+        now: i64,
+    ) -> Result<Vec<mandate_core::compliance::ApprovalCount>, StoreError> {
+        stats::approval_counts(&self.read, since, now).await
+    }
 }
 
 /// The SQL of an audit query. Only fixed fragments are written into the text; every value is a
@@ -574,8 +644,22 @@ fn audit_query(filter: &AuditFilter) -> QueryBuilder<Sqlite> {
     }
     if let Some(agent) = &filter.agent {
         q.push(" AND seq IN (SELECT seq FROM audit_event_agents WHERE agent = ")
-            .push_bind(agent.clone())
-            .push(")");
+            .push_bind(agent.clone());
+        // An agent appears in a large share of the log: walk only the seqs of the time range.
+        // The writer never stamps an event earlier than the one before it, so times are ordered
+        // by seq and a time range is a seq range, found with one step into the time index each
+        // (`ORDER BY time, seq LIMIT 1`: `MIN(seq) … WHERE time >= ?` would scan the range).
+        if let Some(since) = &filter.since {
+            q.push(" AND seq >= IFNULL((SELECT seq FROM audit_events WHERE time >= ")
+                .push_bind(since.clone())
+                .push(" ORDER BY time, seq LIMIT 1), 9223372036854775807)");
+        }
+        if let Some(until) = &filter.until {
+            q.push(" AND seq < IFNULL((SELECT seq FROM audit_events WHERE time >= ")
+                .push_bind(until.clone())
+                .push(" ORDER BY time, seq LIMIT 1), 9223372036854775807)");
+        }
+        q.push(")");
     }
     if let Some(since) = &filter.since {
         q.push(" AND time >= ").push_bind(since.clone());

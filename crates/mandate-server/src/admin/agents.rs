@@ -1,5 +1,6 @@
 //! `/v1/agents`: register, list, show, update, suspend, resume, retire; add and remove keys.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
@@ -51,6 +52,11 @@ pub struct NewAgent {
     #[serde(default)]
     #[schema(value_type = Vec<Object>)]
     pub keys: Vec<Value>,
+    /// Why the agent needs ceiling patterns, by pattern (`{"tickets:*": "files tickets for
+    /// customers"}`). A write-class pattern without one is a posture finding.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub justifications: BTreeMap<String, String>,
 }
 
 /// Body of `PATCH /v1/agents/{id}`: the fields to change.
@@ -78,6 +84,12 @@ pub struct AgentChange {
     /// Why (recorded with the approval when the change needs one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub justification: Option<String>,
+    /// Why the agent needs ceiling patterns, merged into what is recorded: a text records or
+    /// replaces a pattern's justification, `null` or `""` forgets it. Each pattern must be one of
+    /// the ceiling's (after this change). Never needs an approval by itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub justifications: Option<BTreeMap<String, Option<String>>>,
 }
 
 /// Body of `POST /v1/agents/{id}/keys`.
@@ -161,6 +173,51 @@ pub fn agent_key(jwk: &Value, expires_at: Option<i64>, now: i64) -> Result<Agent
     })
 }
 
+/// Most justifications one request may record.
+const MAX_JUSTIFICATIONS: usize = 256;
+/// Longest justification, bytes.
+const MAX_JUSTIFICATION_BYTES: usize = 1000;
+
+/// The writes recording `changes` (pattern → why; `None` or blank forgets it) for `agent`, each
+/// pattern checked to be one of its ceiling's.
+fn justification_ops(
+    agent: &Agent,
+    changes: &BTreeMap<String, Option<String>>,
+    by: &str,
+    at: i64,
+) -> Result<Vec<Op>, ApiError> {
+    if changes.len() > MAX_JUSTIFICATIONS {
+        return Err(ApiError::bad_request(format!(
+            "`justifications` holds more than {MAX_JUSTIFICATIONS} patterns"
+        )));
+    }
+    let mut ops = Vec::new();
+    for (pattern, text) in changes {
+        if !agent.ceiling.iter().any(|p| p.as_str() == pattern) {
+            let shown: String = pattern.chars().take(64).collect();
+            return Err(ApiError::bad_request(format!(
+                "`justifications` names `{shown}`, which is not a pattern of the ceiling of \
+                 agent `{}`",
+                agent.id
+            )));
+        }
+        let text = text.as_deref().map(str::trim).filter(|t| !t.is_empty());
+        if text.is_some_and(|t| t.len() > MAX_JUSTIFICATION_BYTES) {
+            return Err(ApiError::bad_request(format!(
+                "the justification of `{pattern}` is longer than {MAX_JUSTIFICATION_BYTES} bytes"
+            )));
+        }
+        ops.push(Op::SetJustification {
+            agent: agent.id.as_str().to_owned(),
+            pattern: pattern.clone(),
+            text: text.map(str::to_owned),
+            by: by.to_owned(),
+            at,
+        });
+    }
+    Ok(ops)
+}
+
 fn event(kind: &str, by: &str, agent: &str, detail: Value) -> NewEvent {
     NewEvent {
         kind: kind.into(),
@@ -207,20 +264,28 @@ pub async fn create(
         updated_at: now,
         id,
     };
-    let detail = json!({"owner": agent.owner, "ceiling": agent.ceiling, "max_stage": agent.max_stage,
+    let justified: BTreeMap<String, Option<String>> = body
+        .justifications
+        .iter()
+        .map(|(p, t)| (p.clone(), Some(t.clone())))
+        .collect();
+    let justify = justification_ops(&agent, &justified, &admin.label(), now)?;
+    let mut detail = json!({"owner": agent.owner, "ceiling": agent.ceiling, "max_stage": agent.max_stage,
         "keys": agent.keys.iter().map(|k| &k.kid).collect::<Vec<_>>()});
+    if !body.justifications.is_empty() {
+        detail["justifications"] = json!(body.justifications);
+    }
     let ev = event("agent.register", &admin.label(), agent.id.as_str(), detail);
     let id = agent.id.as_str().to_owned();
-    state
-        .store
-        .commit(vec![Op::InsertAgent(agent), Op::Audit(ev)])
-        .await
-        .map_err(|e| match e {
-            mandate_store::StoreError::Conflict(_) => {
-                ApiError::conflict(format!("agent `{id}` already exists"))
-            }
-            other => other.into(),
-        })?;
+    let mut ops = vec![Op::InsertAgent(agent)];
+    ops.extend(justify);
+    ops.push(Op::Audit(ev));
+    state.store.commit(ops).await.map_err(|e| match e {
+        mandate_store::StoreError::Conflict(_) => {
+            ApiError::conflict(format!("agent `{id}` already exists"))
+        }
+        other => other.into(),
+    })?;
     let agent = state
         .directory
         .refresh(state.store.as_ref(), &id)
@@ -271,6 +336,11 @@ pub async fn update(
     admin.require_admin()?;
     let before = get_agent(&state, &id)?;
     let after = changed(&state, &before, &change)?;
+    // Checked now, so a bad one is refused before anything waits for an approval.
+    let justify = match &change.justifications {
+        Some(j) => justification_ops(&after, j, &admin.label(), after.updated_at)?,
+        None => Vec::new(),
+    };
     if needs_approval(&before, &after) && state.config.approvals.agent_changes.unwrap_or(true) {
         let justification =
             text(change.justification.as_deref(), "justification", 1000)?.unwrap_or_default();
@@ -306,16 +376,15 @@ pub async fn update(
         )
             .into_response());
     }
-    let ev = event(
-        "agent.update",
-        &admin.label(),
-        &id,
-        update_detail(&before, &after),
-    );
-    state
-        .store
-        .commit(vec![Op::UpdateAgent(after), Op::Audit(ev)])
-        .await?;
+    let mut detail = update_detail(&before, &after);
+    if let Some(j) = &change.justifications {
+        detail["justifications"] = json!(j);
+    }
+    let ev = event("agent.update", &admin.label(), &id, detail);
+    let mut ops = vec![Op::UpdateAgent(after)];
+    ops.extend(justify);
+    ops.push(Op::Audit(ev));
+    state.store.commit(ops).await?;
     let agent = state
         .directory
         .refresh(state.store.as_ref(), &id)
@@ -431,27 +500,80 @@ pub async fn apply_approved_change(
     let mut detail = update_detail(&before, &after);
     detail["approval"] = json!(stored.approval.id);
     detail["approver"] = json!(approver);
-    let ev = event(
-        "agent.update",
-        &format!("approval {} (approved by {approver})", stored.approval.id),
-        &id,
-        detail,
-    );
+    let by = format!("approval {} (approved by {approver})", stored.approval.id);
+    let justify = match &change.justifications {
+        Some(j) => {
+            detail["justifications"] = json!(j);
+            justification_ops(&after, j, &by, now)?
+        }
+        None => Vec::new(),
+    };
+    let ev = event("agent.update", &by, &id, detail);
     let outcome = json!({"applied_at": now, "agent": id}).to_string();
-    Ok((
-        vec![
-            Op::UpdateAgent(after),
-            Op::Audit(ev),
-            Op::ClaimApproval {
-                id: stored.approval.id.clone(),
-            },
-            Op::FinishApproval {
-                id: stored.approval.id.clone(),
-                outcome,
-            },
-        ],
-        id,
-    ))
+    let mut ops = vec![Op::UpdateAgent(after)];
+    ops.extend(justify);
+    ops.extend([
+        Op::Audit(ev),
+        Op::ClaimApproval {
+            id: stored.approval.id.clone(),
+        },
+        Op::FinishApproval {
+            id: stored.approval.id.clone(),
+            outcome,
+        },
+    ]);
+    Ok((ops, id))
+}
+
+/// The writes that take `remove` (patterns of its ceiling, as written) out of agent `id`'s
+/// ceiling — the `PATCH` path of a narrowing change, which applies at once and never waits for an
+/// approval — with its `agent.update` event by `by` (`detail` is merged into the event's
+/// detail). For the caller's own unit; returns them and the agent as it will be. The caller
+/// refreshes the directory after committing.
+pub fn narrowing(
+    state: &AppState,
+    id: &str,
+    remove: &[String],
+    by: &str,
+    detail: Value,
+) -> Result<(Vec<Op>, Agent), ApiError> {
+    let before = get_agent(state, id)?;
+    for r in remove {
+        if !before.ceiling.iter().any(|p| p.as_str() == r) {
+            let shown: String = r.chars().take(64).collect();
+            return Err(ApiError::bad_request(format!(
+                "`{shown}` is not a pattern of the ceiling of agent `{id}`"
+            )));
+        }
+    }
+    let remaining: Vec<String> = before
+        .ceiling
+        .iter()
+        .map(|p| p.as_str().to_owned())
+        .filter(|p| !remove.contains(p))
+        .collect();
+    let change = AgentChange {
+        name: None,
+        owner: None,
+        description: None,
+        ceiling: Some(remaining),
+        max_stage: None,
+        tags: None,
+        justification: None,
+        justifications: None,
+    };
+    let after = changed(state, &before, &change)?;
+    if needs_approval(&before, &after) {
+        // Unreachable by construction (the remaining patterns are the agent's own), but a
+        // widening must never slip through here.
+        return Err(ApiError::server_error());
+    }
+    let mut d = update_detail(&before, &after);
+    if let (Some(d), Value::Object(extra)) = (d.as_object_mut(), detail) {
+        d.extend(extra);
+    }
+    let ev = event("agent.update", by, id, d);
+    Ok((vec![Op::UpdateAgent(after.clone()), Op::Audit(ev)], after))
 }
 
 async fn set_status(

@@ -1,5 +1,6 @@
 //! `GET /v1/audit` (query), `GET /v1/audit/verify` (walk and check the whole hash chain and
-//! the signed checkpoints) and `POST /v1/audit/checkpoint` (sign the chain head now).
+//! the signed checkpoints), `POST /v1/audit/checkpoint` (sign the chain head now), and audit
+//! retention: `POST /v1/audit/archive` and `GET /v1/audit/segments` (see [`crate::archive`]).
 
 use std::sync::Arc;
 
@@ -16,6 +17,8 @@ use serde_json::{Value, json};
 
 use crate::admin::audit_export::{self, Format};
 use crate::admin::auth::Admin;
+use crate::admin::body::JsonBody;
+use crate::archive::{self, ArchiveSummary, Through};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -144,18 +147,40 @@ pub async fn query(
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
 }
 
-/// Walks the whole chain from `seq` 1 through `store`, and compares it with the stored
-/// checkpoints whose signatures verify with `keys` (those that do not are findings). Returns the
-/// report and the latest stored checkpoint.
+/// Walks the whole chain in `store` — from `seq` 1, or from the last archived segment's anchor
+/// when events were archived — and compares it with the stored checkpoints whose signatures
+/// verify with `keys` (those that do not are findings). Returns the report and the latest stored
+/// checkpoint.
 pub async fn verify_store(
     store: &dyn mandate_store::Store,
     keys: &KeySet,
 ) -> Result<(ChainReport, Option<Checkpoint>), mandate_store::StoreError> {
+    let (report, latest, _) = verify_store_archived(store, keys).await?;
+    Ok((report, latest))
+}
+
+/// [`verify_store`], also returning what was archived. The archive records are checked too
+/// (contiguous from seq 1, each one's signed checkpoint: `segment` findings), checkpoints of a
+/// segment's last event are compared with its record, and those of other archived events are
+/// only counted (the segment files confirm them: `mandate audit verify --segment`).
+pub async fn verify_store_archived(
+    store: &dyn mandate_store::Store,
+    keys: &KeySet,
+) -> Result<(ChainReport, Option<Checkpoint>, ArchiveSummary), mandate_store::StoreError> {
     let stored = store.checkpoints().await?;
     let latest = stored.last().cloned();
-    let (trusted, bad) = check_signatures(&stored, keys);
-    let mut v = ChainVerifier::with_checkpoints(trusted);
-    let mut after = 0;
+    let records = store.audit_segments().await?;
+    let (trusted, mut bad) = check_signatures(&stored, keys);
+    bad.extend(archive::check_records(&records, keys));
+    let split = archive::split_checkpoints(trusted, &records);
+    bad.extend(split.findings);
+    let (mut v, mut after) = match records.last() {
+        Some(a) => (
+            ChainVerifier::after_anchor(a.last_seq, a.last_hash.clone(), split.live),
+            a.last_seq,
+        ),
+        None => (ChainVerifier::with_checkpoints(split.live), 0),
+    };
     loop {
         // The whole log is walked even past a break: checkpoints need to know where it ends.
         let page = store.audit_after(after, 5000).await?;
@@ -166,8 +191,9 @@ pub async fn verify_store(
         }
     }
     let mut report = v.report();
+    report.checkpoints_checked += split.checked;
     report.checkpoint_findings.splice(0..0, bad);
-    Ok((report, latest))
+    Ok((report, latest, ArchiveSummary::of(&records, split.archived)))
 }
 
 /// The answer of `GET /v1/audit/verify` (and of `mandate audit verify --data`).
@@ -306,6 +332,79 @@ pub async fn verify(
     _admin: Admin,
 ) -> Result<Json<Value>, ApiError> {
     let stored = state.store.signing_keys().await?;
-    let (report, latest) = verify_store(state.store.as_ref(), &stored_key_set(&stored)).await?;
-    Ok(Json(report_json(&report, latest.as_ref())))
+    let (report, latest, archived) =
+        verify_store_archived(state.store.as_ref(), &stored_key_set(&stored)).await?;
+    let mut body = report_json(&report, latest.as_ref());
+    body["archived"] = json!(archived);
+    Ok(Json(body))
+}
+
+// Audit retention
+
+/// Body of `POST /v1/audit/archive`: exactly one of `before` and `through_seq`.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveRequest {
+    /// Archive every event older than this time (RFC 3339, or a date `YYYY-MM-DD`), except the
+    /// newest event, which always stays.
+    pub before: Option<String>,
+    /// Archive the events through this `seq` (it must be before the chain head).
+    pub through_seq: Option<i64>,
+}
+
+/// `POST /v1/audit/archive` (admin): moves the oldest events to segment files under
+/// `<data_dir>/audit-archive/` and answers the new segments.
+pub async fn archive(
+    State(state): State<Arc<AppState>>,
+    admin: Admin,
+    JsonBody(req): JsonBody<ArchiveRequest>,
+) -> Result<Json<Value>, ApiError> {
+    admin.require_admin()?;
+    let through = match (req.before, req.through_seq) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "give `before` or `through_seq`, not both",
+            ));
+        }
+        (None, None) => {
+            return Err(ApiError::bad_request(
+                "give `before` (a time) or `through_seq` (a seq): what to archive",
+            ));
+        }
+        (Some(before), None) => Through::Before(parse_time(&before, "before")?),
+        (None, Some(n)) if n < 1 => {
+            return Err(ApiError::bad_request(format!(
+                "`through_seq` must be at least 1, not `{n}`"
+            )));
+        }
+        (None, Some(n)) => Through::Seq(n),
+    };
+    // In its own task: a client that gives up (or the request timeout) must not stop an archive
+    // between writing its files and committing.
+    let why = format!("by {}", admin.label());
+    let worker = state.clone();
+    let made = tokio::spawn(async move { archive::archive(&worker, through, &why).await })
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "audit archive task failed");
+            ApiError::server_error()
+        })??;
+    let dir = &state.config.data_dir;
+    Ok(Json(json!({
+        "segments": made.iter().map(|r| archive::segment_json(dir, r)).collect::<Vec<_>>(),
+        "archived": made.iter().map(|r| r.count).sum::<i64>(),
+    })))
+}
+
+/// `GET /v1/audit/segments`: the archived segments, oldest first.
+pub async fn segments(
+    State(state): State<Arc<AppState>>,
+    _admin: Admin,
+) -> Result<Json<Value>, ApiError> {
+    let records = state.store.audit_segments().await?;
+    let dir = &state.config.data_dir;
+    Ok(Json(json!({
+        "segments": records.iter().map(|r| archive::segment_json(dir, r)).collect::<Vec<_>>(),
+        "dir": dir.join(archive::ARCHIVE_DIR),
+    })))
 }

@@ -15,9 +15,13 @@ use utoipa::openapi::{
 use crate::admin::agents::{AgentChange, NewAgent, NewKey};
 // Approvals
 use crate::admin::approvals::DecisionBody;
+// Audit retention
+use crate::admin::audit::ArchiveRequest;
 use crate::admin::credentials::CredentialRequest;
+// Posture and access reviews
 use crate::admin::dev::UserTokenRequest;
 use crate::admin::gateway_api::{GatewayEvent, GatewayEvents, SuspensionRequest};
+use crate::admin::posture::{ReviewAttestation, ReviewRemoval, ReviewRound};
 use crate::admin::revocations::NewRevocation;
 // Gateway secrets
 use crate::admin::secrets::SecretRequest;
@@ -172,6 +176,64 @@ pub const ROUTES: &[Route] = &[
         path: "/v1/audit/checkpoint",
         summary: "sign and store a checkpoint of the audit chain's head now",
         body: None,
+        status: "200",
+    },
+    // Audit retention
+    Route {
+        method: "POST",
+        path: "/v1/audit/archive",
+        summary: "archive the oldest audit events (`before` a time, or `through_seq`) to segment files under `<data_dir>/audit-archive/` that still verify; the newest event always stays (admin)",
+        body: Some("ArchiveRequest"),
+        status: "200",
+    },
+    Route {
+        method: "GET",
+        path: "/v1/audit/segments",
+        summary: "list the archived audit segments, oldest first",
+        body: None,
+        status: "200",
+    },
+    Route {
+        method: "GET",
+        path: "/v1/compliance",
+        summary: "the compliance report (SOC 2 CC6.1–CC6.3, HIPAA §164.312(a)(1), (a)(2)(i), (b), (d), OWASP LLM06:2025, EU AI Act Art. 12): per control, what Mandate does, this deployment's evidence and gaps; `format=json|md|html`, `window_days` (1–3650, default 30), `verify=false` skips walking the hash chain (admin or auditor)",
+        body: None,
+        status: "200",
+    },
+    // Posture and access reviews
+    Route {
+        method: "GET",
+        path: "/v1/posture",
+        summary: "the posture report: inventory of every agent (owner, status, ceiling with each pattern's class, justification and last use, max stage, credentials with age, expiry and last use), findings with severity and fix, each agent's blast radius (scope weight × velocity × detection window, each term shown) and open access reviews; `unused_days` (1–3650, default 30), `key_age_days` (1–3650, default 90) (admin or auditor)",
+        body: None,
+        status: "200",
+    },
+    Route {
+        method: "POST",
+        path: "/v1/reviews",
+        summary: "start an access review round: one review item per active agent for its owner, due in `due_days` (default 14); agents with an open review or no owner are skipped and listed",
+        body: Some("ReviewRound"),
+        status: "201",
+    },
+    Route {
+        method: "GET",
+        path: "/v1/reviews",
+        summary: "list access reviews, newest first (filter by `status` — `open`, `overdue`, `attested`, `narrowed` —, `agent`, `owner`, `campaign`; `limit`); an `admin` or `auditor` credential sees all, a human's identity provider token the reviews they are asked to answer",
+        body: None,
+        status: "200",
+    },
+    Route {
+        method: "POST",
+        path: "/v1/reviews/{id}/attest",
+        summary: "the owner attests the agent still needs its whole ceiling (bearer: the agent owner's own identity provider token, never an admin credential; 409 once answered)",
+        body: Some("ReviewAttestation"),
+        status: "200",
+    },
+    Route {
+        method: "POST",
+        path: "/v1/reviews/{id}/remove",
+        summary: "the owner removes `scopes` from the agent's ceiling, which narrows at once (bearer: the agent owner's own identity provider token, never an admin credential; 409 once answered)",
+        body: Some("ReviewRemoval"),
         status: "200",
     },
     // Task steps and outcomes
@@ -374,6 +436,12 @@ pub fn document() -> OpenApi {
         .schema_from::<SuspensionRequest>()
         // Approvals
         .schema_from::<DecisionBody>()
+        // Posture and access reviews
+        .schema_from::<ReviewRound>()
+        .schema_from::<ReviewAttestation>()
+        .schema_from::<ReviewRemoval>()
+        // Audit retention
+        .schema_from::<ArchiveRequest>()
         .security_scheme(
             "admin",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),

@@ -138,6 +138,9 @@ async fn garbage_never_gets_a_5xx_and_the_server_keeps_answering() {
         (Method::POST, "/access/v1/evaluations"),
         (Method::POST, "/v1/approvals/no-such-approval/approve"),
         (Method::POST, "/v1/approvals/no-such-approval/deny"),
+        (Method::POST, "/v1/reviews"),
+        (Method::POST, "/v1/reviews/no-such-review/attest"),
+        (Method::POST, "/v1/reviews/no-such-review/remove"),
     ] {
         for (what, ct, body) in &bodies {
             let mut req = srv.admin_req(method.clone(), path).body(body.clone());
@@ -145,11 +148,13 @@ async fn garbage_never_gets_a_5xx_and_the_server_keeps_answering() {
                 req = req.header("content-type", *ct);
             }
             let r = srv.send(req).await;
-            // `{}` is a complete stream configuration (every member is optional in SSF), and
-            // AuthZEN answers an incomplete request with a reasoned `decision: false`.
-            let lenient =
-                (path == "/ssf/streams" && method == Method::POST && *what == "no content type")
-                    || path.starts_with("/access/");
+            // `{}` is a complete stream configuration (every member is optional in SSF) and a
+            // complete review round (every member is optional), and AuthZEN answers an
+            // incomplete request with a reasoned `decision: false`.
+            let lenient = (matches!(path, "/ssf/streams" | "/v1/reviews")
+                && method == Method::POST
+                && *what == "no content type")
+                || path.starts_with("/access/");
             if lenient {
                 check(format!("{method} {path} {what}"), r);
             } else {

@@ -51,6 +51,16 @@ const MIGRATIONS: &[Migration] = &[
         version: 8,
         sql: include_str!("../../migrations/sqlite/0008_approvals.sql"),
     },
+    // Audit retention: archived segments
+    Migration {
+        version: 9,
+        sql: include_str!("../../migrations/sqlite/0009_audit_segments.sql"),
+    },
+    // Posture and access reviews
+    Migration {
+        version: 10,
+        sql: include_str!("../../migrations/sqlite/0010_posture.sql"),
+    },
 ];
 
 /// The schema version this build writes.

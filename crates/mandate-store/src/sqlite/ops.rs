@@ -168,6 +168,13 @@ pub(crate) async fn apply(
         }
         // Audit checkpoints
         Op::Checkpoint(cp) => insert_checkpoint(conn, &cp).await.map(done),
+        // Audit retention
+        Op::ArchiveAudit {
+            through_seq,
+            segment,
+        } => archive_audit(conn, head, through_seq, &segment)
+            .await
+            .map(done),
         // Approvals
         Op::InsertApproval(a) => insert_approval(conn, &a).await.map(done),
         Op::DecideApproval { id, decided } => decide_approval(conn, &id, decided).await.map(done),
@@ -189,6 +196,36 @@ pub(crate) async fn apply(
                     .execute(&mut *conn)
                     .await?;
             found(r.rows_affected(), || format!("approval `{id}`"))
+        }
+        // Posture and access reviews
+        Op::SetJustification {
+            agent,
+            pattern,
+            text,
+            by,
+            at,
+        } => {
+            super::posture::set_justification(conn, &agent, &pattern, text.as_deref(), &by, at)
+                .await
+        }
+        Op::InsertReview(r) => super::posture::insert_review(conn, &r).await,
+        Op::DecideReview {
+            id,
+            status,
+            by,
+            at,
+            removed,
+            note,
+        } => {
+            let answer = super::posture::Answer {
+                id: &id,
+                status,
+                by: &by,
+                at,
+                removed: &removed,
+                note: note.as_deref(),
+            };
+            super::posture::decide_review(conn, answer).await
         }
     }
 }
@@ -842,6 +879,153 @@ async fn insert_checkpoint(conn: &mut SqliteConnection, cp: &Checkpoint) -> Resu
         .bind(&cp.hash)
         .bind(&cp.time)
         .bind(&cp.jws)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+// Audit retention
+
+fn refuse(why: String) -> StoreError {
+    StoreError::ArchiveRefused(why)
+}
+
+/// Deletes events `segment.first_seq..=through_seq` and records the segment, after checking
+/// that the segment is exactly the next stretch of the stored chain. The chain head is never
+/// archived, so the writer's head (and a restart's, read from the last stored event) stays.
+async fn archive_audit(
+    conn: &mut SqliteConnection,
+    head: &ChainHead,
+    through_seq: i64,
+    seg: &crate::SegmentRecord,
+) -> Result<(), StoreError> {
+    if through_seq >= head.seq {
+        return Err(refuse(if head.seq == 0 {
+            "the audit log is empty: there is nothing to archive".to_owned()
+        } else {
+            format!(
+                "seq {through_seq} is not before the chain head (seq {}): the newest event always \
+                 stays in the database",
+                head.seq
+            )
+        }));
+    }
+    let prev = sqlx::query(
+        "SELECT last_seq, last_hash FROM audit_segments ORDER BY last_seq DESC LIMIT 1",
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    let (start, link) = match prev {
+        Some(r) => (
+            r.try_get::<i64, _>("last_seq")?.saturating_add(1),
+            r.try_get::<String, _>("last_hash")?,
+        ),
+        None => (1, mandate_core::audit::GENESIS_HASH.to_owned()),
+    };
+    if through_seq < start {
+        return Err(refuse(if start == 1 {
+            format!("seq {through_seq} is before the first event: there is nothing to archive")
+        } else {
+            format!(
+                "events through seq {through_seq} are already archived: the archive ends at seq {}",
+                start - 1
+            )
+        }));
+    }
+    if seg.first_seq != start || seg.last_seq != through_seq {
+        return Err(refuse(format!(
+            "the segment covers seq {}–{}, but the next events to archive are seq {start}–{through_seq}",
+            seg.first_seq, seg.last_seq
+        )));
+    }
+    if seg.first_prev_hash != link {
+        return Err(refuse(format!(
+            "the segment's first prev_hash does not continue the archive: seq {start} must link \
+             to {link}"
+        )));
+    }
+    let first_prev: Option<String> =
+        sqlx::query_scalar("SELECT prev_hash FROM audit_events WHERE seq = ?")
+            .bind(start)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let last: Option<String> = sqlx::query_scalar("SELECT hash FROM audit_events WHERE seq = ?")
+        .bind(through_seq)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if first_prev.as_deref() != Some(seg.first_prev_hash.as_str())
+        || last.as_deref() != Some(seg.last_hash.as_str())
+    {
+        return Err(refuse(format!(
+            "the segment's hashes do not match the stored events seq {start} and {through_seq}"
+        )));
+    }
+    // The agent index, by (agent, seq) key: only the agents the archived events name.
+    let by_key = sqlx::query(
+        "DELETE FROM audit_event_agents
+         WHERE agent IN (SELECT DISTINCT j.value FROM audit_events e, json_each(e.chain) j
+                         WHERE e.seq BETWEEN ?1 AND ?2)
+           AND seq BETWEEN ?1 AND ?2",
+    )
+    .bind(start)
+    .bind(through_seq)
+    .execute(&mut *conn)
+    .await;
+    if let Err(e) = by_key {
+        tracing::warn!(error = %e, "archiving: the agent index is cleared by a full scan");
+        clear_agent_index(conn, start, through_seq).await?;
+    }
+    let delete_events = || {
+        sqlx::query("DELETE FROM audit_events WHERE seq BETWEEN ? AND ?")
+            .bind(start)
+            .bind(through_seq)
+    };
+    let deleted = match delete_events().execute(&mut *conn).await {
+        Ok(r) => r.rows_affected(),
+        // An index row that names an agent its event does not (an edited database): clear the
+        // range the slow way, then delete again.
+        Err(sqlx::Error::Database(db)) if db.is_foreign_key_violation() => {
+            clear_agent_index(conn, start, through_seq).await?;
+            delete_events().execute(&mut *conn).await?.rows_affected()
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let expected = through_seq - start + 1;
+    if i64::try_from(deleted).ok() != Some(expected) || seg.count != expected {
+        return Err(refuse(format!(
+            "seq {start}–{through_seq} should hold {expected} events, the log has {deleted} and \
+             the segment counts {}: events are missing",
+            seg.count
+        )));
+    }
+    sqlx::query(
+        "INSERT INTO audit_segments (first_seq, last_seq, first_prev_hash, last_hash, count,
+            sha256, file_name, checkpoint, archived_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(seg.first_seq)
+    .bind(seg.last_seq)
+    .bind(&seg.first_prev_hash)
+    .bind(&seg.last_hash)
+    .bind(seg.count)
+    .bind(&seg.sha256)
+    .bind(&seg.file_name)
+    .bind(&seg.checkpoint)
+    .bind(seg.archived_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Deletes the agent index rows of `seq` `from..=to` by scanning the whole index.
+async fn clear_agent_index(
+    conn: &mut SqliteConnection,
+    from: i64,
+    to: i64,
+) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM audit_event_agents WHERE seq BETWEEN ? AND ?")
+        .bind(from)
+        .bind(to)
         .execute(&mut *conn)
         .await?;
     Ok(())

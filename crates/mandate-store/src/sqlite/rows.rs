@@ -272,6 +272,23 @@ pub(crate) fn checkpoint(row: &SqliteRow) -> Result<Checkpoint, StoreError> {
     })
 }
 
+// Audit retention
+
+/// An archived segment row.
+pub(crate) fn segment(row: &SqliteRow) -> Result<crate::SegmentRecord, StoreError> {
+    Ok(crate::SegmentRecord {
+        first_seq: row.try_get("first_seq")?,
+        last_seq: row.try_get("last_seq")?,
+        first_prev_hash: row.try_get("first_prev_hash")?,
+        last_hash: row.try_get("last_hash")?,
+        count: row.try_get("count")?,
+        sha256: row.try_get("sha256")?,
+        file_name: row.try_get("file_name")?,
+        checkpoint: row.try_get("checkpoint")?,
+        archived_at: row.try_get("archived_at")?,
+    })
+}
+
 // Approvals
 
 /// An approval row.

@@ -153,6 +153,49 @@ async fn filters_select_the_right_events() {
         ..f()
     };
     assert_eq!(seqs(&store, window).await, [2, 3]);
+    // An agent within a window (the agent's events are walked as a seq range).
+    let agent_in = |a: &str, since: Option<usize>, until: Option<usize>| AuditFilter {
+        agent: Some(a.to_owned()),
+        since: since.map(|i| sealed[i].time.clone()),
+        until: until.map(|i| sealed[i].time.clone()),
+        ..f()
+    };
+    assert_eq!(
+        seqs(&store, agent_in("support-v2", Some(1), Some(3))).await,
+        [2, 3]
+    );
+    assert_eq!(
+        seqs(&store, agent_in("support-v2", Some(2), None)).await,
+        [3]
+    );
+    assert_eq!(
+        seqs(&store, agent_in("support-v2", None, Some(1))).await,
+        [1]
+    );
+    assert_eq!(
+        seqs(&store, agent_in("analytics-v1", Some(0), Some(1))).await,
+        Vec::<i64>::new()
+    );
+    // A window after the last event, and one before the first.
+    let later = AuditFilter {
+        agent: Some("support-v2".to_owned()),
+        since: Some("2999-01-01T00:00:00.000Z".to_owned()),
+        ..f()
+    };
+    assert_eq!(seqs(&store, later).await, Vec::<i64>::new());
+    let earlier = AuditFilter {
+        agent: Some("support-v2".to_owned()),
+        until: Some("2000-01-01T00:00:00.000Z".to_owned()),
+        ..f()
+    };
+    assert_eq!(seqs(&store, earlier).await, Vec::<i64>::new());
+    let open_end = AuditFilter {
+        agent: Some("support-v2".to_owned()),
+        since: Some("2000-01-01T00:00:00.000Z".to_owned()),
+        until: Some("2999-01-01T00:00:00.000Z".to_owned()),
+        ..f()
+    };
+    assert_eq!(seqs(&store, open_end).await, [1, 2, 3]);
     let after = AuditFilter {
         after_seq: Some(2),
         ..f()

@@ -2,8 +2,10 @@
 
 mod agents;
 mod approvals;
+mod archive;
 mod audit;
 mod lifecycle;
+mod posture;
 mod records;
 mod revocation;
 mod secrets;
