@@ -61,6 +61,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 10,
         sql: include_str!("../../migrations/sqlite/0010_posture.sql"),
     },
+    // Audit queries by user and time
+    Migration {
+        version: 11,
+        sql: include_str!("../../migrations/sqlite/0011_audit_user_time.sql"),
+    },
 ];
 
 /// The schema version this build writes.

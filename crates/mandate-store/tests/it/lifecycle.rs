@@ -48,7 +48,7 @@ async fn migrations_apply_once_and_data_and_chain_survive_reopen() {
     let versions: Vec<i64> = rows.iter().map(|r| r.get("version")).collect();
     assert_eq!(
         versions,
-        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
+        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11],
         "each migration applied exactly once"
     );
     let mode: String = sqlx::query("PRAGMA journal_mode")
