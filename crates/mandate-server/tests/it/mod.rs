@@ -5,6 +5,7 @@ mod approvals;
 mod audit;
 mod audit_archive;
 mod audit_export;
+mod audit_who;
 mod authzen;
 mod ciba;
 mod client_credentials;
