@@ -419,8 +419,9 @@ async fn story(running: &mandate_server::Running) -> Result<ExitCode> {
     completion(running, &admin, &support).await?;
     crate::demo_gateway::chapter(&admin, &support, running).await?;
     crate::demo_draft::chapter(&admin, &support, running).await?;
+    crate::demo_posture::chapter(&admin).await?;
 
-    println!("\n8. The audit trail: one hash-chained line per decision");
+    println!("\n9. The audit trail: one hash-chained line per decision");
     let events = admin
         .get_query("/v1/audit", &[("limit", "200".into())])
         .await?;

@@ -10,6 +10,7 @@ mod compliance;
 mod demo;
 mod demo_draft;
 mod demo_gateway;
+mod demo_posture;
 mod gateway;
 mod output;
 mod policy;

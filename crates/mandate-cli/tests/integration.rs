@@ -224,6 +224,11 @@ fn the_demo_tells_the_whole_story() {
         "(sent once; the CRM now has 1 new ticket)",
         "already approved",
         "gateway.request tickets:create tickets allow approver:carol@example.com",
+        "8. Posture and compliance: what is wrong today, and the evidence",
+        "key-never-expires: key `support-v2-k1`",
+        "blast radius of support-v2: ",
+        "mandate compliance: 9 controls",
+        "9. The audit trail",
     ] {
         assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
     }

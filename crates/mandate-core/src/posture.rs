@@ -1211,7 +1211,8 @@ pub fn blast_radius(
         "{total} (scope weight) × {} per minute (velocity) × {} min (detection window) = {}",
         fmt_num(per_minute),
         fmt_num(round2(detection_window.minutes)),
-        fmt_num(round2(score))
+        // Whole units: the window's milliseconds of revocation latency are not worth a decimal.
+        fmt_num(score.round())
     );
     BlastRadius {
         agent: id.to_owned(),
