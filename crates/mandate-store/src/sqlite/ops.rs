@@ -251,6 +251,81 @@ fn conflict(what: impl FnOnce() -> String) -> impl FnOnce(sqlx::Error) -> StoreE
     }
 }
 
+/// Rows per multi-row `INSERT` of audit events (17 parameters each, well under SQLite's limit).
+const AUDIT_ROWS_PER_INSERT: usize = 50;
+
+/// Seals `events` one after another onto the head and stores them with a few multi-row
+/// statements instead of two per event: each statement is a hand-off to sqlx's connection thread,
+/// which is most of an append's cost. The writer uses it for a unit's consecutive audit events
+/// (the gateway's batches); the outputs are the sealed events, in order.
+pub(crate) async fn append_audits(
+    conn: &mut SqliteConnection,
+    head: &mut ChainHead,
+    events: Vec<NewEvent>,
+) -> Result<Vec<AuditEvent>, StoreError> {
+    let now = rfc3339_millis(unix_now_ms());
+    let mut sealed = Vec::with_capacity(events.len());
+    for new in events {
+        let time = if now < head.time {
+            head.time.clone()
+        } else {
+            now.clone()
+        };
+        let e = AuditEvent::seal(new, head.seq + 1, time, head.hash.clone());
+        head.seq = e.seq;
+        head.hash = e.hash.clone();
+        head.time = e.time.clone();
+        sealed.push(e);
+    }
+    for chunk in sealed.chunks(AUDIT_ROWS_PER_INSERT) {
+        let mut rows = Vec::with_capacity(chunk.len());
+        for e in chunk {
+            rows.push((e, json(&e.chain)?, json(&e.policy_ids)?));
+        }
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO audit_events (seq, time, kind, user, chain, task, action, resource, \
+             decision, reason, policy_ids, request_id, credential, jti, detail, prev_hash, hash) ",
+        );
+        q.push_values(&rows, |mut b, (e, chain, policy_ids)| {
+            b.push_bind(e.seq)
+                .push_bind(&e.time)
+                .push_bind(&e.kind)
+                .push_bind(&e.user)
+                .push_bind(chain)
+                .push_bind(&e.task)
+                .push_bind(&e.action)
+                .push_bind(&e.resource)
+                .push_bind(e.decision.as_str())
+                .push_bind(&e.reason)
+                .push_bind(policy_ids)
+                .push_bind(&e.request_id)
+                .push_bind(&e.credential)
+                .push_bind(&e.jti)
+                .push_bind(&e.detail)
+                .push_bind(&e.prev_hash)
+                .push_bind(&e.hash);
+        });
+        q.build().execute(&mut *conn).await?;
+        let pairs: Vec<(&str, i64)> = chunk
+            .iter()
+            .flat_map(|e| {
+                let agents: BTreeSet<&str> = e.chain.iter().map(String::as_str).collect();
+                agents.into_iter().map(move |a| (a, e.seq))
+            })
+            .collect();
+        if !pairs.is_empty() {
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO audit_event_agents (agent, seq) ",
+            );
+            q.push_values(pairs, |mut b, (agent, seq)| {
+                b.push_bind(agent).push_bind(seq);
+            });
+            q.build().execute(&mut *conn).await?;
+        }
+    }
+    Ok(sealed)
+}
+
 /// Seals `new` after the head, stores it, and advances the head.
 async fn append_audit(
     conn: &mut SqliteConnection,
@@ -290,13 +365,16 @@ async fn append_audit(
     .bind(&e.hash)
     .execute(&mut *conn)
     .await?;
+    // Every agent of the chain in one statement: each statement is a hand-off to sqlx's
+    // connection thread, which is most of an append's cost.
     let agents: BTreeSet<&str> = e.chain.iter().map(String::as_str).collect();
-    for agent in agents {
-        sqlx::query("INSERT INTO audit_event_agents (agent, seq) VALUES (?, ?)")
-            .bind(agent)
-            .bind(e.seq)
-            .execute(&mut *conn)
-            .await?;
+    if !agents.is_empty() {
+        let mut q =
+            sqlx::QueryBuilder::<sqlx::Sqlite>::new("INSERT INTO audit_event_agents (agent, seq) ");
+        q.push_values(agents, |mut b, agent| {
+            b.push_bind(agent).push_bind(e.seq);
+        });
+        q.build().execute(&mut *conn).await?;
     }
     head.seq = e.seq;
     head.hash = e.hash.clone();

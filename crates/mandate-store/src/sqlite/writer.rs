@@ -178,7 +178,25 @@ impl Writer {
         let before = self.head.clone();
         let mut outputs = Vec::with_capacity(unit_ops.len());
         let mut failure = None;
-        for op in unit_ops {
+        let mut pending = unit_ops.into_iter().peekable();
+        while let Some(op) = pending.next() {
+            // Consecutive audit events (a gateway's batch) are stored together.
+            if let Op::Audit(first) = op {
+                let mut batch = vec![first];
+                while let Some(Op::Audit(_)) = pending.peek() {
+                    if let Some(Op::Audit(next)) = pending.next() {
+                        batch.push(next);
+                    }
+                }
+                match ops::append_audits(&mut self.conn, &mut self.head, batch).await {
+                    Ok(events) => outputs.extend(events.into_iter().map(OpOutput::Audit)),
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+                continue;
+            }
             match ops::apply(&mut self.conn, &mut self.head, op).await {
                 Ok(out) => outputs.push(out),
                 Err(e) => {

@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use mandate_core::audit::{AuditEvent, Decision, NewEvent, verify_chain};
-use mandate_store::{AuditFilter, Op, SqliteStore, Store};
+use mandate_store::{AuditFilter, Op, OpOutput, SqliteStore, Store};
 
-use super::{append, fresh};
+use super::{all_events, append, event, fresh};
 
 fn ev(
     kind: &str,
@@ -248,4 +248,66 @@ async fn the_default_limit_is_one_hundred() {
         walked.extend(next);
     }
     assert_eq!(walked, more);
+}
+
+#[tokio::test]
+async fn a_units_many_audit_events_chain_like_single_ones() {
+    let (_dir, path, store) = fresh().await;
+    append(&store, event("before")).await;
+    // 120 events (several multi-row statements), then another op, then more events: one unit.
+    let mut ops: Vec<Op> = (0..120)
+        .map(|i| {
+            let mut e = event(&format!("batch-{i}"));
+            e.chain = vec![format!("agent-{}", i % 7), "relay".into()];
+            Op::Audit(e)
+        })
+        .collect();
+    ops.push(Op::UseOnce {
+        key: "batch|jti".into(),
+        exp: i64::MAX,
+    });
+    ops.extend((0..3).map(|i| Op::Audit(event(&format!("after-{i}")))));
+    let out = store.commit(ops).await.unwrap();
+    assert_eq!(out.len(), 124);
+    let seqs: Vec<i64> = out
+        .iter()
+        .filter_map(|o| match o {
+            OpOutput::Audit(e) => Some(e.seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(seqs, (2..=124).collect::<Vec<_>>());
+    let all = all_events(&store).await;
+    assert_eq!(all.len(), 124);
+    assert!(verify_chain(all.clone()).is_ok());
+    let relay = AuditFilter {
+        agent: Some("relay".into()),
+        limit: Some(1000),
+        ..Default::default()
+    };
+    assert_eq!(store.audit(&relay).await.unwrap().len(), 120);
+    let one = AuditFilter {
+        agent: Some("agent-3".into()),
+        limit: Some(1000),
+        ..Default::default()
+    };
+    assert_eq!(store.audit(&one).await.unwrap().len(), 17);
+
+    // A unit that fails after its events leaves nothing behind, and the chain goes on.
+    let failing = vec![
+        Op::Audit(event("lost-1")),
+        Op::Audit(event("lost-2")),
+        Op::UseOnce {
+            key: "batch|jti".into(),
+            exp: i64::MAX,
+        },
+    ];
+    assert!(store.commit(failing).await.is_err());
+    let next = append(&store, event("next")).await;
+    assert_eq!(next.seq, 125);
+    store.close().await;
+    let store = SqliteStore::open(&path).await.unwrap();
+    let all = all_events(&store).await;
+    assert_eq!(all.len(), 125);
+    assert!(verify_chain(all).is_ok());
 }
