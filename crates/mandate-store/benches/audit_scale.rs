@@ -55,6 +55,9 @@ const DAYS: u64 = 90;
 /// 2026-01-01T00:00:00Z.
 const START: i64 = 1_767_225_600;
 
+/// A question: its name, how many times it is asked, and how to make one.
+type Question = (&'static str, usize, fn(&mut Rng) -> AuditFilter);
+
 /// A small deterministic generator (xorshift64*), so runs are comparable.
 struct Rng(u64);
 
@@ -320,79 +323,53 @@ async fn main() {
     }
     let store = SqliteStore::open_read_only(&path).await.unwrap();
 
-    // 3. Queries.
+    // 3. Queries: each question asked `n` times with random values (the same ones every run).
     let mut rng = Rng(42);
-    let (mut times, mut rows) = (Vec::new(), 0);
-    for _ in 0..200 {
-        let d = rng.below(DAYS);
-        let (t, n) = query(
-            &store,
+    let questions: [Question; 4] = [
+        ("resource + day", 200, |rng| {
+            let d = rng.below(DAYS);
             AuditFilter {
                 resource: Some(format!("customers/{}", rng.below(RESOURCES))),
                 since: Some(day(d)),
                 until: Some(day(d + 1)),
-                limit: Some(1_000),
                 ..Default::default()
-            },
-        )
-        .await;
-        times.push(t);
-        rows += n;
-    }
-    report("resource + day", times, rows);
-
-    let (mut times, mut rows) = (Vec::new(), 0);
-    for _ in 0..200 {
-        let d = rng.below(DAYS - 7);
-        let (t, n) = query(
-            &store,
+            }
+        }),
+        ("user + week", 200, |rng| {
+            let d = rng.below(DAYS - 7);
             AuditFilter {
                 user: Some(format!("user-{}@example.com", rng.below(USERS))),
                 since: Some(day(d)),
                 until: Some(day(d + 7)),
-                limit: Some(1_000),
                 ..Default::default()
-            },
-        )
-        .await;
-        times.push(t);
-        rows += n;
-    }
-    report("user + week", times, rows);
-
-    let (mut times, mut rows) = (Vec::new(), 0);
-    for _ in 0..50 {
-        let d = rng.below(DAYS);
-        let (t, n) = query(
-            &store,
+            }
+        }),
+        ("agent (in chain) + day", 50, |rng| {
+            let d = rng.below(DAYS);
             AuditFilter {
                 agent: Some(format!("agent-{}", rng.below(AGENTS))),
                 since: Some(day(d)),
                 until: Some(day(d + 1)),
-                limit: Some(1_000),
                 ..Default::default()
-            },
-        )
-        .await;
-        times.push(t);
-        rows += n;
-    }
-    report("agent (in chain) + day", times, rows);
-
-    let (mut times, mut rows) = (Vec::new(), 0);
-    for _ in 0..50 {
-        let (t, n) = query(
-            &store,
-            AuditFilter {
-                resource: Some(format!("customers/{}", rng.below(RESOURCES))),
+            }
+        }),
+        ("resource, all time", 50, |rng| AuditFilter {
+            resource: Some(format!("customers/{}", rng.below(RESOURCES))),
+            ..Default::default()
+        }),
+    ];
+    for (name, n, make) in questions {
+        let (mut times, mut rows) = (Vec::new(), 0);
+        for _ in 0..n {
+            let filter = AuditFilter {
                 limit: Some(1_000),
-                ..Default::default()
-            },
-        )
-        .await;
-        times.push(t);
-        rows += n;
+                ..make(&mut rng)
+            };
+            let (t, found) = query(&store, filter).await;
+            times.push(t);
+            rows += found;
+        }
+        report(name, times, rows);
     }
-    report("resource, all time", times, rows);
     store.close().await;
 }
