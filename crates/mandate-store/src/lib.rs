@@ -732,7 +732,8 @@ pub trait Store: Send + Sync + 'static {
     // Approvals
     /// One approval.
     async fn approval(&self, id: &str) -> Result<Option<StoredApproval>, StoreError>;
-    /// Approvals matching `filter`, newest first.
+    /// Approvals matching `filter`, newest first, each without its payload (empty: a held
+    /// write's payload is its whole request; read it with [`Store::approval`]).
     async fn approvals(&self, filter: &ApprovalFilter) -> Result<Vec<StoredApproval>, StoreError>;
 
     // Posture and access reviews

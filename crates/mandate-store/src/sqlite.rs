@@ -558,7 +558,12 @@ impl Store for SqliteStore {
     }
 
     async fn approvals(&self, filter: &ApprovalFilter) -> Result<Vec<StoredApproval>, StoreError> {
-        let mut q = QueryBuilder::<Sqlite>::new("SELECT * FROM approvals WHERE 1 = 1");
+        // Not the payload: a held write's is its whole request, body included.
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT id, kind, agent, user, status, created_at, expires_at, record, '' AS payload,
+                    dispatch, outcome, last_poll, poll_interval
+             FROM approvals WHERE 1 = 1",
+        );
         if let Some(status) = filter.status {
             q.push(" AND status = ").push_bind(status.as_str());
         }

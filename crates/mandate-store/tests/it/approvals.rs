@@ -188,6 +188,11 @@ async fn listing_filters_and_polls_survive_a_reopen() {
         },
     )
     .await;
+    let listed = store.approvals(&ApprovalFilter::default()).await.unwrap();
+    assert!(
+        listed.iter().all(|a| a.payload.is_empty()),
+        "a listing leaves the payloads out"
+    );
     let ids = |v: Vec<StoredApproval>| v.into_iter().map(|a| a.approval.id).collect::<Vec<_>>();
     assert_eq!(
         ids(store.approvals(&ApprovalFilter::default()).await.unwrap()),
