@@ -414,20 +414,55 @@ fn jwks_file(file: &std::path::Path) -> Result<mandate_token::verify::KeySet> {
     Ok(set)
 }
 
-/// Opens `<dir>/mandate.db` read-only.
-async fn open_data(dir: &std::path::Path) -> Result<mandate_store::SqliteStore> {
-    let path = dir.join("mandate.db");
-    mandate_store::SqliteStore::open_read_only(&path)
-        .await
-        .with_context(|| format!("cannot open `{}`", path.display()))
+/// Where an offline check reads the audit log: a data directory's SQLite file, or a PostgreSQL
+/// database.
+#[derive(Debug, Clone)]
+pub enum Offline {
+    /// `--data DIR`: `<DIR>/mandate.db`.
+    Data(PathBuf),
+    /// `--database-url URL`.
+    Database(String),
+}
+
+impl Offline {
+    /// The source named by `--data` or `--database-url` (not both), if any.
+    pub fn from_args(
+        data: Option<PathBuf>,
+        database_url: Option<String>,
+    ) -> Result<Option<Offline>> {
+        match (data, database_url) {
+            (Some(_), Some(_)) => bail!("give `--data DIR` or `--database-url URL`, not both"),
+            (Some(dir), None) => Ok(Some(Offline::Data(dir))),
+            (None, Some(url)) => Ok(Some(Offline::Database(url))),
+            (None, None) => Ok(None),
+        }
+    }
+}
+
+/// Opens the offline source read-only.
+async fn open_offline(src: &Offline) -> Result<Box<dyn mandate_store::Store>> {
+    match src {
+        Offline::Data(dir) => {
+            let path = dir.join("mandate.db");
+            let store = mandate_store::SqliteStore::open_read_only(&path)
+                .await
+                .with_context(|| format!("cannot open `{}`", path.display()))?;
+            Ok(Box::new(store))
+        }
+        Offline::Database(url) => {
+            let store = mandate_store::PostgresStore::connect_read_only(url)
+                .await
+                .context("cannot open the PostgreSQL database")?;
+            Ok(Box::new(store))
+        }
+    }
 }
 
 /// The keys to trust: `jwks`, else those stored in the database.
 async fn trusted_keys(
-    store: &mandate_store::SqliteStore,
+    store: &dyn mandate_store::Store,
     jwks: Option<&std::path::Path>,
 ) -> Result<mandate_token::verify::KeySet> {
-    use mandate_store::Store;
     match jwks {
         Some(file) => jwks_file(file),
         None => Ok(mandate_server::admin::audit::stored_key_set(
@@ -436,39 +471,35 @@ async fn trusted_keys(
     }
 }
 
-/// The report of `mandate audit verify --data DIR [--jwks FILE]` (the same shape as
-/// `GET /v1/audit/verify`).
-pub async fn offline_report(
-    dir: &std::path::Path,
-    jwks: Option<&std::path::Path>,
-) -> Result<Value> {
+/// The report of `mandate audit verify --data DIR | --database-url URL [--jwks FILE]` (the same
+/// shape as `GET /v1/audit/verify`).
+pub async fn offline_report(src: &Offline, jwks: Option<&std::path::Path>) -> Result<Value> {
     use mandate_server::admin::audit as a;
-    let store = open_data(dir).await?;
-    let keys = trusted_keys(&store, jwks).await?;
-    let (r, latest, archived) = a::verify_store_archived(&store, &keys).await?;
+    let store = open_offline(src).await?;
+    let keys = trusted_keys(store.as_ref(), jwks).await?;
+    let (r, latest, archived) = a::verify_store_archived(store.as_ref(), &keys).await?;
     store.close().await;
     let mut report = a::report_json(&r, latest.as_ref());
     report["archived"] = json!(archived);
     Ok(report)
 }
 
-/// `mandate audit verify --segment FILE… [--data DIR] [--jwks FILE]`: the segment files offline,
-/// and with `--data` their continuity with the database and the database's own report.
+/// `mandate audit verify --segment FILE… [--data DIR | --database-url URL] [--jwks FILE]`: the
+/// segment files offline, and with a database their continuity with it and its own report.
 pub async fn verify_segments(
     files: &[PathBuf],
-    data: Option<PathBuf>,
+    data: Option<Offline>,
     jwks: Option<PathBuf>,
     json_out: bool,
 ) -> Result<ExitCode> {
     use mandate_server::admin::audit as a;
     use mandate_server::archive::{self, DbView};
-    use mandate_store::Store;
     let files = &segment_files(files)?;
     let (report, db_report) = match &data {
-        Some(dir) => {
-            let store = open_data(dir).await?;
-            let keys = trusted_keys(&store, jwks.as_deref()).await?;
-            let (r, latest, archived) = a::verify_store_archived(&store, &keys).await?;
+        Some(src) => {
+            let store = open_offline(src).await?;
+            let keys = trusted_keys(store.as_ref(), jwks.as_deref()).await?;
+            let (r, latest, archived) = a::verify_store_archived(store.as_ref(), &keys).await?;
             let view = DbView {
                 records: store.audit_segments().await?,
                 first_event: store.audit_after(0, 1).await?.into_iter().next(),

@@ -177,7 +177,11 @@ pub enum AuditCommand {
         /// Verify `<DIR>/mandate.db` directly (read-only), without a server.
         #[arg(long)]
         data: Option<PathBuf>,
-        /// With `--data` or `--segment`: check signatures with this JWKS (kept apart from the
+        /// Verify a PostgreSQL database directly (read-only), without a server: the URL the
+        /// nodes use (`postgres://…`).
+        #[arg(long, value_name = "URL")]
+        database_url: Option<String>,
+        /// With `--data`, `--database-url` or `--segment`: check signatures with this JWKS (kept apart from the
         /// database) instead of the public keys stored in it.
         #[arg(long)]
         jwks: Option<PathBuf>,
@@ -665,16 +669,22 @@ pub async fn audit(
         AuditCommand::Export(args) => return crate::audit_cmds::export(args, url, token).await,
         AuditCommand::Verify {
             data,
+            database_url,
             jwks,
             segments,
         } => {
+            let offline = crate::audit_cmds::Offline::from_args(data, database_url)?;
             if !segments.is_empty() {
-                return crate::audit_cmds::verify_segments(&segments, data, jwks, json_out).await;
+                return crate::audit_cmds::verify_segments(&segments, offline, jwks, json_out)
+                    .await;
             }
-            let report = match data {
-                Some(dir) => crate::audit_cmds::offline_report(&dir, jwks.as_deref()).await?,
+            let report = match offline {
+                Some(src) => crate::audit_cmds::offline_report(&src, jwks.as_deref()).await?,
                 None if jwks.is_some() => {
-                    bail!("`--jwks` is for offline checks: give `--data DIR` or `--segment FILE`")
+                    bail!(
+                        "`--jwks` is for offline checks: give `--data DIR`, `--database-url URL` \
+                         or `--segment FILE`"
+                    )
                 }
                 None => Client::new(url, token)?.get("/v1/audit/verify").await?,
             };

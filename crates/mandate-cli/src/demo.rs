@@ -152,12 +152,28 @@ fn now() -> i64 {
         .unwrap_or(0)
 }
 
+/// Arguments of `mandate demo`.
+#[derive(clap::Args, Debug, Default)]
+pub struct DemoArgs {
+    /// Run on this PostgreSQL database instead of SQLite, and start a second node on it
+    /// (chapter 10). It must be empty: the demo makes its own world there and leaves it.
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+}
+
 /// Runs the demo.
-pub async fn run() -> Result<ExitCode> {
+pub async fn run(args: DemoArgs) -> Result<ExitCode> {
+    if let Some(url) = &args.database_url {
+        crate::demo_cluster::check_empty(url).await?;
+    }
     let dir = tempfile::tempdir().context("cannot make a temporary directory")?;
     let config = Config {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         data_dir: dir.path().to_owned(),
+        database_url: args
+            .database_url
+            .clone()
+            .map(mandate_server::config::DatabaseUrl),
         ..Config::default()
     };
     let mut opts = Options::new(config, true);
@@ -165,12 +181,12 @@ pub async fn run() -> Result<ExitCode> {
     let running = mandate_server::start(opts)
         .await
         .context("cannot start the demo server")?;
-    let result = story(&running).await;
+    let result = story(&running, args.database_url.as_deref()).await;
     running.shutdown().await;
     result
 }
 
-async fn story(running: &mandate_server::Running) -> Result<ExitCode> {
+async fn story(running: &mandate_server::Running, database_url: Option<&str>) -> Result<ExitCode> {
     let admin = Client::new(&running.url, running.admin_token.clone())?;
     let agents = running.data_dir.join("agents");
     let support = AgentKey::load("support-v2", &agents.join("support-v2.jwk"))?;
@@ -178,8 +194,12 @@ async fn story(running: &mandate_server::Running) -> Result<ExitCode> {
     let jwt = "urn:ietf:params:oauth:token-type:jwt";
     let at = "urn:ietf:params:oauth:token-type:access_token";
 
+    let storage = match database_url {
+        Some(_) => "PostgreSQL at the `--database-url` given",
+        None => "SQLite in a temporary directory",
+    };
     println!(
-        "Mandate demo: a throwaway server at {} (SQLite in a temporary directory)\n",
+        "Mandate demo: a throwaway server at {} ({storage})\n",
         running.url
     );
     println!("1. A user and the agent acting for her");
@@ -442,6 +462,10 @@ async fn story(running: &mandate_server::Running) -> Result<ExitCode> {
         report["ok"],
         report["head"].as_str().unwrap_or("?")
     );
+    match database_url {
+        Some(url) => crate::demo_cluster::chapter(running, &admin, &support, url).await?,
+        None => crate::demo_cluster::skipped(),
+    }
     println!("\nRun it yourself: `mandate serve --dev`, then `mandate --help`.");
     Ok(ExitCode::SUCCESS)
 }

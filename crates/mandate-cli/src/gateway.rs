@@ -22,6 +22,10 @@ pub struct GatewayArgs {
     /// Mandate's URL (overrides `gateway.mandate_url`).
     #[arg(long)]
     mandate_url: Option<String>,
+    /// The `iss` of Mandate's tokens when it is not `--mandate-url`: the load balancer's URL
+    /// when this gateway follows one of several nodes (overrides `gateway.mandate_issuer`).
+    #[arg(long)]
+    issuer: Option<String>,
 }
 
 /// Runs the standalone gateway until Ctrl-C or SIGTERM.
@@ -32,7 +36,11 @@ pub async fn run(args: GatewayArgs) -> Result<ExitCode> {
     });
     let config = Config::load(path.as_deref(), std::env::vars())?;
     init_logging(&config.log_format);
-    let gw = &config.gateway;
+    let mut gw = config.gateway.clone();
+    if args.issuer.is_some() {
+        gw.mandate_issuer = args.issuer;
+    }
+    let gw = &gw;
     let listen = args
         .listen
         .or(gw.listen)
@@ -70,6 +78,9 @@ pub async fn run(args: GatewayArgs) -> Result<ExitCode> {
         running.url
     );
     println!("  following Mandate at {mandate_url}");
+    if let Some(iss) = &gw.mandate_issuer {
+        println!("  accepting tokens issued by {iss}");
+    }
     println!(
         "  transaction tokens are signed by {0} (keys at {0}/.well-known/jwks.json)",
         running.url

@@ -8,6 +8,7 @@ mod client;
 mod commands;
 mod compliance;
 mod demo;
+mod demo_cluster;
 mod demo_draft;
 mod demo_gateway;
 mod demo_posture;
@@ -54,7 +55,7 @@ enum Command {
     Gateway(gateway::GatewayArgs),
     /// Run the whole story on this machine and print it: a user, two agents, a delegation
     /// chain, a refused over-reach, a revocation mid-task, and the audit trail.
-    Demo,
+    Demo(demo::DemoArgs),
     /// Helpers for a `--dev` server.
     #[command(subcommand)]
     Dev(commands::DevCommand),
@@ -130,7 +131,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
             Command::Gateway(args) => gateway::run(args).await,
-            Command::Demo => demo::run().await,
+            Command::Demo(a) => demo::run(a).await,
             Command::Dev(c) => commands::dev(c, &cli.url, token, cli.json).await,
             Command::Agents(c) => commands::agents(c, &cli.url, token, cli.json).await,
             Command::Revoke(a) => commands::revoke(a, &cli.url, token, cli.json).await,

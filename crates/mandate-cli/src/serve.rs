@@ -103,6 +103,12 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         running.url
     );
     println!("  data:     {}", running.data_dir.display());
+    let node = format!("http://{}", running.addr);
+    if node != running.url {
+        // Several nodes behind a balancer share the issuer URL; this is where this one is.
+        println!("  this node: {node}");
+    }
+    println!("  database: {}", running.state.store.backend());
     if let Some(gw) = &running.gateway {
         println!(
             "Gateway is listening on {} (tokens need this audience)",

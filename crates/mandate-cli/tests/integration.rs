@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
 #[test]
@@ -138,9 +138,10 @@ fn outside_dev_the_bootstrap_credential_is_shown_once_and_user_tokens_are_refuse
         String::from_utf8_lossy(&bad.stderr).contains("401"),
         "{bad:?}"
     );
+    let storage = server.storage().clone();
     drop(server);
     // Second start on the same data: the credential is not shown again, and still works.
-    let again = serve_with(dir.path(), &[], &[]);
+    let again = serve_on(&storage, &[], &[]);
     assert!(again.printed_credential.is_none());
     let list = mandate(&again, Some(&token), &["agents", "list"]);
     assert!(list.status.success(), "{list:?}");
@@ -149,8 +150,9 @@ fn outside_dev_the_bootstrap_credential_is_shown_once_and_user_tokens_are_refuse
 #[test]
 fn audit_verify_offline_names_the_altered_row() {
     let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::new(dir.path());
     {
-        let server = serve_with(dir.path(), &["--dev"], &[]);
+        let server = serve_on(&storage, &["--dev"], &[]);
         let token = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
         for sub in ["alice@example.com", "bob@example.com", "carol@example.com"] {
             let o = mandate(&server, Some(&token), &["dev", "user-token", sub]);
@@ -160,27 +162,19 @@ fn audit_verify_offline_names_the_altered_row() {
         assert!(ok.status.success(), "{ok:?}");
         assert!(stdout(&ok).contains("audit chain intact"));
     }
-    // Server gone: verify offline, then tamper with one row and verify again.
-    let offline = Command::new(BIN)
-        .args(["audit", "verify", "--data"])
-        .arg(dir.path())
+    // Server gone: verify offline (`--data DIR`, or `--database-url URL` on PostgreSQL), then
+    // tamper with one row and verify again.
+    let offline = command()
+        .args(["audit", "verify"])
+        .args(storage.offline_args())
         .output()
         .unwrap();
     assert!(offline.status.success(), "{offline:?}");
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        use sqlx::ConnectOptions;
-        let opts =
-            sqlx::sqlite::SqliteConnectOptions::new().filename(dir.path().join("mandate.db"));
-        let mut conn = opts.connect().await.unwrap();
-        sqlx::query("UPDATE audit_events SET reason = 'nothing to see' WHERE seq = 3")
-            .execute(&mut conn)
-            .await
-            .unwrap();
-    });
-    let broken = Command::new(BIN)
-        .args(["audit", "verify", "--data"])
-        .arg(dir.path())
+    let changed = storage.sql("UPDATE audit_events SET reason = 'nothing to see' WHERE seq = 3");
+    assert_eq!(changed, 1);
+    let broken = command()
+        .args(["audit", "verify"])
+        .args(storage.offline_args())
         .output()
         .unwrap();
     assert_eq!(broken.status.code(), Some(2), "{broken:?}");
@@ -190,7 +184,9 @@ fn audit_verify_offline_names_the_altered_row() {
 
 #[test]
 fn the_demo_tells_the_whole_story() {
-    let out = Command::new(BIN).arg("demo").output().unwrap();
+    // `mandate demo` starts its own server in-process on a temporary data directory and reads
+    // no `MANDATE_DATABASE_URL`: it runs on SQLite on a PostgreSQL run too.
+    let out = command().arg("demo").output().unwrap();
     assert!(out.status.success(), "{out:?}");
     let text = stdout(&out);
     for expected in [
@@ -243,7 +239,7 @@ fn a_typo_in_the_configuration_is_named() {
         "listen = \"127.0.0.1:0\"\n[tokens]\ndefault_tll = 5\n",
     )
     .unwrap();
-    let out = Command::new(BIN)
+    let out = command()
         .args(["serve", "--config"])
         .arg(&cfg)
         .args(["--data"])
@@ -268,7 +264,7 @@ fn policy_files_are_validated_and_tested_offline() {
         "@id(\"support\")\npermit(principal in Group::\"support\", action == Action::\"tickets:read\", resource);\n",
     )
     .unwrap();
-    let ok = Command::new(BIN)
+    let ok = command()
         .args(["policy", "validate", "--dir"])
         .arg(&policies)
         .output()
@@ -289,7 +285,7 @@ fn policy_files_are_validated_and_tested_offline() {
              "action": "tickets:read", "resource": "https://t", "expect": "allow"}]"#,
     )
     .unwrap();
-    let t = Command::new(BIN)
+    let t = command()
         .args(["policy", "test"])
         .arg(&cases)
         .arg("--dir")
@@ -313,7 +309,7 @@ fn policy_files_are_validated_and_tested_offline() {
         "permit(principal, action, resource)\nwhen { context.nope };\n",
     )
     .unwrap();
-    let bad = Command::new(BIN)
+    let bad = command()
         .args(["policy", "validate", "--dir"])
         .arg(&policies)
         .output()
@@ -506,7 +502,7 @@ fn a_task_is_created_worked_on_completed_and_shown_as_one_timeline() {
 /// Runs `mandate` with `input` on its standard input.
 fn mandate_with_stdin(server: &Server, token: &str, args: &[&str], input: &str) -> Output {
     use std::io::Write;
-    let mut child = Command::new(BIN)
+    let mut child = command()
         .env("MANDATE_URL", &server.url)
         .env("MANDATE_TOKEN", token)
         .args(args)
@@ -718,8 +714,9 @@ fn audit_verify_offline_names_a_cut_tail_through_the_signed_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let jwks_file = dir.path().join("kept-jwks.json");
     let rt = tokio::runtime::Runtime::new().unwrap();
+    let storage = Storage::new(dir.path());
     let cp = {
-        let server = serve_with(dir.path(), &["--dev"], &[]);
+        let server = serve_on(&storage, &["--dev"], &[]);
         let token = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
         let http = reqwest::Client::new();
         let (cp, jwks) = rt.block_on(async {
@@ -758,10 +755,11 @@ fn audit_verify_offline_names_a_cut_tail_through_the_signed_checkpoint() {
         cp
     };
     assert!(cp >= 2);
+    // Offline: `--data DIR`, or `--database-url URL` on PostgreSQL.
     let verify = |extra: &[&str]| {
-        Command::new(BIN)
-            .args(["audit", "verify", "--data"])
-            .arg(dir.path())
+        command()
+            .args(["audit", "verify"])
+            .args(storage.offline_args())
             .args(extra)
             .output()
             .unwrap()
@@ -769,21 +767,9 @@ fn audit_verify_offline_names_a_cut_tail_through_the_signed_checkpoint() {
     let intact = verify(&[]);
     assert!(intact.status.success(), "{intact:?}");
     // The checkpointed event and everything after it are deleted: the rest is consistent.
-    rt.block_on(async {
-        use sqlx::ConnectOptions;
-        let opts =
-            sqlx::sqlite::SqliteConnectOptions::new().filename(dir.path().join("mandate.db"));
-        let mut conn = opts.connect().await.unwrap();
-        for table in ["audit_event_agents", "audit_events"] {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DELETE FROM {table} WHERE seq >= ?"
-            )))
-            .bind(cp)
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        }
-    });
+    storage.sql(&format!(
+        "DELETE FROM audit_event_agents WHERE seq >= {cp}; DELETE FROM audit_events WHERE seq >= {cp};"
+    ));
     let jwks_arg = jwks_file.to_str().unwrap();
     for extra in [&[][..], &["--jwks", jwks_arg][..]] {
         let cut = verify(extra);
@@ -894,7 +880,7 @@ resource = "customers/{{id}}"
         ),
     )
     .unwrap();
-    let mut child = Command::new(BIN)
+    let mut child = command()
         .args(["gateway", "--config"])
         .arg(&cfg)
         .args(["--listen", "127.0.0.1:0", "--mandate-url", &server.url])
@@ -990,7 +976,7 @@ impl Drop for Killed {
 
 #[test]
 fn the_standalone_gateway_names_what_it_is_missing() {
-    let out = Command::new(BIN)
+    let out = command()
         .args(["gateway", "--listen", "127.0.0.1:0"])
         .current_dir(tempfile::tempdir().unwrap().path())
         .env_remove("MANDATE_CONFIG")

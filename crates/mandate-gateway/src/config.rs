@@ -60,6 +60,12 @@ pub struct GatewayConfig {
     /// `mandate serve`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mandate_url: Option<String>,
+    /// For a standalone `mandate gateway`: the `iss` of Mandate's tokens when it is not
+    /// `mandate_url` — several Mandate nodes behind a load balancer whose public URL is the
+    /// issuer, while this gateway follows one node (or the balancer) at `mandate_url`. Default:
+    /// `mandate_url`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mandate_issuer: Option<String>,
     /// For a standalone `mandate gateway`: a file holding its credential (role `gateway`);
     /// `MANDATE_GATEWAY_CREDENTIAL` overrides it.
     #[serde(skip_serializing_if = "Option::is_none")]

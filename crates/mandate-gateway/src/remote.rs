@@ -49,8 +49,11 @@ pub const EVENT_QUEUE: usize = 100_000;
 /// What the standalone gateway needs to reach Mandate.
 #[derive(Debug, Clone)]
 pub struct RemoteConfig {
-    /// Mandate's URL (its issuer).
+    /// Where Mandate is reached: its keys, revocation stream, introspection, bundle, secrets.
     pub mandate_url: String,
+    /// The `iss` of Mandate's tokens, when it is not `mandate_url` (several nodes behind a
+    /// load balancer whose public URL is the issuer, this gateway following one of them).
+    pub issuer: Option<String>,
     /// A credential of role `gateway`.
     pub credential: String,
     /// The gateway's public URL (the Transaction Tokens' `iss`).
@@ -91,6 +94,8 @@ type SecretCache = Mutex<HashMap<String, (Arc<Zeroizing<String>>, Instant)>>;
 /// Mandate, as a standalone gateway reaches it.
 pub struct Remote {
     mandate_url: String,
+    /// The `iss` of Mandate's tokens (the authorization server clients are sent to).
+    issuer: String,
     public_url: String,
     credential: Zeroizing<String>,
     http: reqwest::Client,
@@ -110,7 +115,16 @@ impl Remote {
     /// bundle, makes the Transaction Token key, starts the audit sender and the bundle refresh.
     pub async fn connect(config: RemoteConfig) -> Result<Arc<Remote>, RemoteError> {
         let mandate_url = config.mandate_url.trim_end_matches('/').to_owned();
-        let mut builder = Verifier::builder(&mandate_url)
+        let issuer = config
+            .issuer
+            .as_deref()
+            .unwrap_or(&mandate_url)
+            .trim_end_matches('/')
+            .to_owned();
+        let mut builder = Verifier::builder(&issuer)
+            .jwks_url(format!("{mandate_url}/.well-known/jwks.json"))
+            .events_url(format!("{mandate_url}/v1/revocations/events"))
+            .introspection_url(format!("{mandate_url}/oauth2/introspect"))
             .credential(config.credential.clone())
             .leeway(config.leeway)
             .when_not_current(WhenNotCurrent::Introspect);
@@ -131,6 +145,7 @@ impl Remote {
         let (tx, rx) = mpsc::channel(EVENT_QUEUE);
         let remote = Arc::new(Remote {
             mandate_url,
+            issuer,
             public_url: config.public_url.trim_end_matches('/').to_owned(),
             credential: Zeroizing::new(config.credential),
             http,
@@ -336,7 +351,7 @@ fn refused(status: reqwest::StatusCode, body: &Value) -> String {
 
 impl Authority for Remote {
     fn issuer(&self) -> &str {
-        &self.mandate_url
+        &self.issuer
     }
 
     fn now_ms(&self) -> i64 {

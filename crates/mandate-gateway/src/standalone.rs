@@ -57,6 +57,7 @@ pub async fn start(
     let url = plan.public_url.clone();
     let remote = Remote::connect(RemoteConfig {
         mandate_url: mandate_url.to_owned(),
+        issuer: config.mandate_issuer.clone(),
         credential,
         public_url: url.clone(),
         audiences: plan.audiences(),

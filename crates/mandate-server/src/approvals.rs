@@ -54,6 +54,11 @@ impl Hub {
     fn publish(&self, id: &str) {
         let _ = self.decided.send(id.to_owned());
     }
+
+    /// Announces a decision made on another node (see [`crate::cluster`]).
+    pub fn announce(&self, id: &str) {
+        self.publish(id);
+    }
 }
 
 /// A request for a decision, before it is stored.

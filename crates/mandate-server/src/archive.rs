@@ -555,14 +555,18 @@ pub async fn run_retention(state: &AppState, now: i64) {
 }
 
 /// Runs [`run_retention`] at start and then at most once an hour by the server's clock, while
-/// the server lives, when `audit_retention_days` is set.
-pub fn spawn_retention(weak: Weak<AppState>) {
-    let Some(state) = weak.upgrade() else { return };
+/// the server lives, when `audit_retention_days` is set: the job, or `None` when it is off.
+pub fn spawn_retention(weak: Weak<AppState>) -> Option<tokio::task::JoinHandle<()>> {
+    let state = weak.upgrade()?;
     if state.config.audit_retention_days == 0 {
-        return;
+        return None;
     }
     drop(state);
-    tokio::spawn(async move {
+    Some(tokio::spawn(async move {
+        // One node archives: segments are numbered by what is left in the shared log.
+        let Some(_lease) = crate::cluster::lead(&weak, "audit-retention").await else {
+            return;
+        };
         let mut tick = tokio::time::interval(RETENTION_TICK);
         let mut last_run: Option<i64> = None;
         loop {
@@ -575,7 +579,7 @@ pub fn spawn_retention(weak: Weak<AppState>) {
             last_run = Some(now);
             run_retention(&state, now).await;
         }
-    });
+    }))
 }
 
 // Verifying the database's side

@@ -23,6 +23,8 @@ pub const NON_CONFIG_ENV: &[&str] = &[
     "MANDATE_LOG",
     "MANDATE_GATEWAY_CREDENTIAL",
     "MANDATE_USER_TOKEN",
+    // The test suites' PostgreSQL server (see `mandate_store::testing`).
+    "MANDATE_TEST_DATABASE_URL",
 ];
 
 /// Why configuration could not be loaded.
@@ -54,6 +56,10 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Directory for the database, keys and dev files.
     pub data_dir: PathBuf,
+    /// A PostgreSQL database instead of the embedded SQLite file (`postgres://user:password@host:
+    /// port/db?sslmode=require`), for several nodes sharing one database. Unset: SQLite in
+    /// `data_dir`. `MANDATE_DATABASE_URL` in the environment keeps the password out of the file.
+    pub database_url: Option<DatabaseUrl>,
     /// Public issuer URL (`iss` of every token). Default: `http://<listen>`.
     pub issuer: Option<String>,
     /// Signing algorithm for new keys: `EdDSA` or `ES256`.
@@ -89,6 +95,33 @@ pub struct Config {
     pub gateway: mandate_gateway::GatewayConfig,
     /// Human approvals (SPEC §6): who may approve, how long a request waits, what needs one.
     pub approvals: Approvals,
+}
+
+/// A database URL. It may hold a password, so it is never shown: `Debug` prints only the
+/// scheme and host.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DatabaseUrl(pub String);
+
+impl DatabaseUrl {
+    /// The URL itself, for connecting.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// `scheme://host:port/db`, without user, password or options: safe to log.
+    pub fn display_safe(&self) -> String {
+        let (scheme, rest) = self.0.split_once("://").unwrap_or(("?", &self.0));
+        let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+        let rest = rest.split('?').next().unwrap_or_default();
+        format!("{scheme}://{rest}")
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DatabaseUrl({})", self.display_safe())
+    }
 }
 
 /// Human approvals: stage escalations before issuance (CIBA), writes held at the gateway in
@@ -239,6 +272,7 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("mandate-data"),
+            database_url: None,
             issuer: None,
             signing_alg: "EdDSA".into(),
             log_format: "text".into(),
@@ -347,6 +381,14 @@ impl Config {
             return Err(format!(
                 "`log_format` must be `text` or `json`, not `{}`",
                 self.log_format
+            ));
+        }
+        if let Some(url) = &self.database_url
+            && !(url.0.starts_with("postgres://") || url.0.starts_with("postgresql://"))
+        {
+            return Err(format!(
+                "`database_url` must be a `postgres://` URL, not `{}`",
+                url.display_safe()
             ));
         }
         let t = &self.tokens;

@@ -179,6 +179,7 @@ impl From<mandate_store::StoreError> for ApiError {
             E::Conflict(what) => ApiError::conflict(format!("{what} already exists")),
             E::NotFound(what) => ApiError::not_found(format!("{what} not found")),
             e @ E::TaskNotActive { .. } => ApiError::conflict(e.to_string()),
+            E::Unstorable(why) => ApiError::bad_request(why),
             other => {
                 tracing::error!(error = %other, "store failure");
                 ApiError::server_error()

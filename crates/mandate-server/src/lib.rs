@@ -29,6 +29,7 @@ pub mod approvals;
 pub mod archive;
 pub mod authzen;
 pub mod clock;
+pub mod cluster;
 pub mod compliance;
 pub mod config;
 pub mod dev;

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use mandate_store::{SqliteStore, Store};
+use mandate_store::{PostgresStore, SqliteStore, Store};
 use mandate_token::{Alg, MasterKey};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -89,7 +89,11 @@ pub struct Running {
     pub state: Arc<AppState>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), std::io::Error>>,
-    store: Arc<SqliteStore>,
+    store: Arc<dyn Store>,
+    /// Applies other nodes' changes (several nodes on PostgreSQL).
+    cluster: Option<JoinHandle<()>>,
+    /// Background jobs that lead (hold a store-wide lock): audit checkpoints and retention.
+    jobs: Vec<JoinHandle<()>>,
     /// The Shared Signals dispatcher, stopped before the store closes.
     ssf: Option<JoinHandle<()>>,
     /// The gateway, when it runs in this process.
@@ -114,6 +118,19 @@ fn master_key(dir: &Path, given: Option<&str>) -> Result<MasterKey, StartError> 
     write_private(&path, key.to_base64().as_bytes())
         .map_err(|e| StartError::MasterKey(format!("`{}`: {e}", path.display())))?;
     Ok(key)
+}
+
+/// Opens the store the configuration names: PostgreSQL at `database_url`, else SQLite at
+/// `<data_dir>/mandate.db`.
+async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
+    Ok(match &config.database_url {
+        Some(url) => {
+            let store = PostgresStore::connect(url.expose()).await?;
+            tracing::info!(database = %url.display_safe(), "using PostgreSQL");
+            Arc::new(store)
+        }
+        None => Arc::new(SqliteStore::open(&config.data_dir.join("mandate.db")).await?),
+    })
 }
 
 /// Starts a server and returns once it is accepting connections.
@@ -143,8 +160,13 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
     create_private_dir(&dir)
         .map_err(|e| StartError::Io(format!("data directory `{}`: {e}", dir.display())))?;
     let master = master_key(&dir, master_text.as_deref())?;
-    let store = Arc::new(SqliteStore::open(&dir.join("mandate.db")).await?);
-    let dyn_store: Arc<dyn Store> = store.clone();
+    let store = open_store(&config).await?;
+    let dyn_store = store.clone();
+    // Other nodes' changes from now on; what they did before is in what is loaded below.
+    let changes = store.changes();
+    // Nodes starting together on an empty database make one first key and one bootstrap
+    // credential: the first start does, the others find them.
+    let startup = store.lock("startup").await?;
     let now = clock.now();
     let alg = Alg::parse(&config.signing_alg).map_err(|e| StartError::Io(e.to_string()))?;
     let keys = KeyRing::load_or_create(dyn_store.as_ref(), &master, alg, now).await?;
@@ -212,8 +234,12 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
     for e in idps.refresh_all().await {
         tracing::warn!(error = %e, "identity provider keys not loaded yet; will retry on first use");
     }
+    let cursor = crate::cluster::Cursor {
+        seq: dyn_store.revocation_head().await?,
+    };
     let directory = Directory::load(dyn_store.as_ref()).await?;
     let revocations = Revocations::load(dyn_store.as_ref(), now).await?;
+    drop(startup);
     let state = Arc::new(AppState {
         policy,
         usage: crate::usage::UsageCounter::default(),
@@ -237,9 +263,17 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
         verified: mandate_verify::VerifiedCache::default(),
         approvals: crate::approvals::Hub::default(),
     });
+    let cluster = changes.map(|rx| crate::cluster::follow(Arc::downgrade(&state), rx, cursor));
     spawn_housekeeping(Arc::downgrade(&state));
-    spawn_checkpoints(Arc::downgrade(&state)).await;
-    crate::archive::spawn_retention(Arc::downgrade(&state));
+    // Jobs that hold a store-wide lock while they run; stopped at shutdown so another node
+    // takes over at once.
+    let jobs: Vec<JoinHandle<()>> = [
+        spawn_checkpoints(Arc::downgrade(&state)).await,
+        crate::archive::spawn_retention(Arc::downgrade(&state)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     let ssf = crate::ssf::dispatcher::spawn(state.clone());
     spawn_policy_watch(Arc::downgrade(&state));
     let app = crate::app::router(state.clone());
@@ -283,6 +317,8 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
         shutdown: Some(tx),
         task,
         store,
+        cluster,
+        jobs,
         ssf: Some(ssf),
     })
 }
@@ -312,15 +348,21 @@ async fn last_checkpointed(state: &AppState) -> Option<i64> {
 }
 
 /// Signs a checkpoint of the audit chain's head every `audit_checkpoint_secs`, when it moved.
-async fn spawn_checkpoints(weak: std::sync::Weak<AppState>) {
-    let Some(state) = weak.upgrade() else { return };
+async fn spawn_checkpoints(weak: std::sync::Weak<AppState>) -> Option<JoinHandle<()>> {
+    let state = weak.upgrade()?;
     let secs = state.config.audit_checkpoint_secs;
     if secs == 0 {
-        return;
+        return None;
     }
-    let mut last = last_checkpointed(&state).await;
     drop(state);
-    tokio::spawn(async move {
+    Some(tokio::spawn(async move {
+        // One node writes the periodic checkpoints.
+        let Some(_lease) = crate::cluster::lead(&weak, "audit-checkpoints").await else {
+            return;
+        };
+        let Some(state) = weak.upgrade() else { return };
+        let mut last = last_checkpointed(&state).await;
+        drop(state);
         let period = std::time::Duration::from_secs(secs);
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         loop {
@@ -332,7 +374,7 @@ async fn spawn_checkpoints(weak: std::sync::Weak<AppState>) {
                 Err(e) => tracing::error!(error = ?e, "audit checkpoint could not be written"),
             }
         }
-    });
+    }))
 }
 
 /// Reloads the policies when a file in the policy directory changes (checked every 2 s).
@@ -391,11 +433,18 @@ impl Running {
             let _ = tx.send(());
         }
         let _ = (&mut self.task).await;
+        for job in self.jobs.drain(..) {
+            job.abort();
+            let _ = job.await;
+        }
         // A last checkpoint of the chain head, so that a tail cut while the server is stopped
         // is detected.
         let last = last_checkpointed(&self.state).await;
         if let Err(e) = crate::admin::audit::write_checkpoint(&self.state, last).await {
             tracing::error!(error = ?e, "audit checkpoint at shutdown could not be written");
+        }
+        if let Some(c) = self.cluster.take() {
+            c.abort();
         }
         self.store.close().await;
     }

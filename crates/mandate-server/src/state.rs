@@ -53,6 +53,17 @@ impl Directory {
         })
     }
 
+    /// Re-reads every agent (another node changed one).
+    pub async fn reload(&self, store: &dyn Store) -> Result<(), StoreError> {
+        let fresh = Directory::load(store).await?;
+        let agents = match fresh.agents.into_inner() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        write(&self.agents, |m| *m = agents);
+        Ok(())
+    }
+
     /// One agent.
     pub fn get(&self, id: &str) -> Option<Arc<Agent>> {
         match self.agents.read() {
@@ -152,6 +163,17 @@ impl Admins {
         Ok(Admins {
             by_hash: RwLock::new(by_hash),
         })
+    }
+
+    /// Re-reads every enabled credential (another node added one).
+    pub async fn reload(&self, store: &dyn Store) -> Result<(), StoreError> {
+        let fresh = Admins::load(store).await?;
+        let by_hash = match fresh.by_hash.into_inner() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        write(&self.by_hash, |m| *m = by_hash);
+        Ok(())
     }
 
     /// The credential whose secret hashes to `hash`.

@@ -7,6 +7,11 @@
 //! answering never lets a token leave without its audit event.
 //!
 //! The store holds no business rules: what to write is decided by the caller.
+//!
+//! Two implementations: [`SqliteStore`], the embedded default (one process, one file), and
+//! [`PostgresStore`], for several Mandate nodes on one PostgreSQL database. Several nodes learn of
+//! each other's writes through [`Store::changes`] and take turns at single-node jobs through
+//! [`Store::try_lock`].
 
 use async_trait::async_trait;
 use mandate_core::agent::{Agent, AgentKey, AgentStatus};
@@ -19,7 +24,16 @@ pub use mandate_core::revocation::{RevocationEntry, RevokedToken};
 use mandate_core::task::{Task, TaskStatus, TaskStep, TokenRecord};
 use serde::{Deserialize, Serialize};
 
+mod lease;
+mod limits;
+mod postgres;
+mod rows;
+mod shared_ops;
 mod sqlite;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub use lease::{Change, Lease};
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// A storage failure. Messages are for operators; they never contain secrets.
@@ -40,6 +54,10 @@ pub enum StoreError {
     /// The database failed.
     #[error("database error: {0}")]
     Database(String),
+    /// A value cannot be stored as given (PostgreSQL refuses NUL characters in text). Nothing
+    /// of the unit was written.
+    #[error("{0}")]
+    Unstorable(String),
     /// The writer has stopped (the server is shutting down).
     #[error("the store is closed")]
     Closed,
@@ -80,6 +98,15 @@ pub enum StoreError {
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
+        // PostgreSQL cannot hold a NUL character in text (SQLite can): that is the input's
+        // fault, not the database's.
+        if let sqlx::Error::Database(db) = &e
+            && matches!(db.code().as_deref(), Some("22021" | "22P05"))
+        {
+            return StoreError::Unstorable(
+                "text holding a NUL character cannot be stored".to_owned(),
+            );
+        }
         StoreError::Database(e.to_string())
     }
 }
@@ -648,9 +675,33 @@ pub struct TaskFilter {
     pub limit: Option<u32>,
 }
 
-/// Mandate's storage interface. Implemented for SQLite here, and PostgreSQL later.
+/// Mandate's storage interface, implemented for SQLite ([`SqliteStore`]) and PostgreSQL
+/// ([`PostgresStore`]).
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// Which backend this is: `sqlite` or `postgres` (for logs and `/readyz`).
+    fn backend(&self) -> &'static str;
+
+    /// Every change committed to the database from now on, by any process sharing it (this one
+    /// included), as it commits. `None` when no other process can write the database (SQLite):
+    /// then whoever writes already knows what changed. Delivery is at most once and may lag;
+    /// [`Change::Resync`] says some were lost and everything should be reloaded.
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
+        None
+    }
+
+    /// Waits for the store-wide lock `name` and holds it until the returned [`Lease`] is
+    /// dropped (or this process dies). Every process sharing the database sees the same lock;
+    /// with SQLite only one process can, so it is granted at once.
+    async fn lock(&self, name: &str) -> Result<Lease, StoreError>;
+
+    /// Takes the store-wide lock `name` if nobody holds it; `None` if another process does.
+    async fn try_lock(&self, name: &str) -> Result<Option<Lease>, StoreError>;
+
+    /// Lets queued writes land and closes the connections; later commits fail with
+    /// [`StoreError::Closed`]. Call it once, on shutdown.
+    async fn close(&self);
+
     /// Applies a request's writes as one unit, in order, grouped with other requests' units into
     /// one durable transaction. Returns one output per op, or the first op's error (then none of
     /// this unit's ops took effect; other units in the batch are unaffected).

@@ -55,15 +55,6 @@ const READ_POOL_SIZE: u32 = 4;
 const READ_ONLY_POOL_SIZE: u32 = 2;
 /// Units that may wait for the writer before `commit` itself waits (back-pressure).
 const QUEUE_DEPTH: usize = 4 * writer::MAX_BATCH;
-/// Audit events returned when a filter names no limit.
-const DEFAULT_AUDIT_LIMIT: u32 = 100;
-/// The most audit events one filtered query returns.
-const MAX_AUDIT_LIMIT: u32 = 10_000;
-// Task steps and outcomes
-/// Tasks returned when a filter names no limit.
-const DEFAULT_TASK_LIMIT: u32 = 100;
-/// The most tasks one listing returns.
-const MAX_TASK_LIMIT: u32 = 1_000;
 
 /// Mandate's store on one SQLite file.
 ///
@@ -212,6 +203,24 @@ impl SqliteStore {
 
 #[async_trait]
 impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    // One process writes the file (the writer keeps the chain head in memory), so there is
+    // nobody to exclude and nobody else's changes to hear of.
+    async fn lock(&self, _name: &str) -> Result<crate::Lease, StoreError> {
+        Ok(crate::Lease::local())
+    }
+
+    async fn try_lock(&self, _name: &str) -> Result<Option<crate::Lease>, StoreError> {
+        Ok(Some(crate::Lease::local()))
+    }
+
+    async fn close(&self) {
+        SqliteStore::close(self).await;
+    }
+
     async fn commit(&self, ops: Vec<Op>) -> Result<Vec<OpOutput>, StoreError> {
         let queue = self.sender().ok_or(StoreError::Closed)?;
         let (reply, outcome) = oneshot::channel();
@@ -226,26 +235,15 @@ impl Store for SqliteStore {
     async fn agents(&self) -> Result<Vec<Agent>, StoreError> {
         // One read transaction, so the agents and their keys are the same snapshot.
         let mut tx = self.read.begin().await?;
-        let mut agents = sqlx::query("SELECT * FROM agents ORDER BY id")
+        let agents = sqlx::query("SELECT * FROM agents ORDER BY id")
             .fetch_all(&mut *tx)
-            .await?
-            .iter()
-            .map(rows::agent)
-            .collect::<Result<Vec<_>, _>>()?;
+            .await?;
         let keys = sqlx::query("SELECT * FROM agent_keys ORDER BY agent_id, rowid")
             .fetch_all(&mut *tx)
             .await?;
         tx.commit().await?;
-        for row in &keys {
-            let agent_id: String = row.try_get("agent_id")?;
-            // Both lists are sorted by agent id.
-            if let Ok(i) = agents.binary_search_by(|a| a.id.as_str().cmp(&agent_id))
-                && let Some(a) = agents.get_mut(i)
-            {
-                a.keys.push(rows::agent_key(row)?);
-            }
-        }
-        Ok(agents)
+        // Both lists are sorted by agent id.
+        rows::agents_with_keys(&agents, &keys)
     }
 
     async fn agent(&self, id: &str) -> Result<Option<Agent>, StoreError> {
@@ -330,7 +328,7 @@ impl Store for SqliteStore {
     ) -> Result<Vec<RevocationEntry>, StoreError> {
         sqlx::query("SELECT * FROM revocations WHERE seq > ? ORDER BY seq LIMIT ?")
             .bind(after)
-            .bind(i64::from(limit.min(10_000)))
+            .bind(crate::limits::batch(limit))
             .fetch_all(&self.read)
             .await?
             .iter()
@@ -405,7 +403,7 @@ impl Store for SqliteStore {
     async fn ssf_outbox(&self, stream: &str, limit: u32) -> Result<Vec<SsfQueued>, StoreError> {
         sqlx::query("SELECT * FROM ssf_outbox WHERE stream_id = ? ORDER BY seq LIMIT ?")
             .bind(stream)
-            .bind(i64::from(limit.min(10_000)))
+            .bind(crate::limits::batch(limit))
             .fetch_all(&self.read)
             .await?
             .iter()
@@ -442,12 +440,8 @@ impl Store for SqliteStore {
         if let Some(status) = filter.status {
             q.push(" AND status = ").push_bind(status.as_str());
         }
-        let limit = filter
-            .limit
-            .unwrap_or(DEFAULT_TASK_LIMIT)
-            .min(MAX_TASK_LIMIT);
         q.push(" ORDER BY created_at DESC, rowid DESC LIMIT ")
-            .push_bind(i64::from(limit));
+            .push_bind(crate::limits::tasks(filter));
         q.build()
             .fetch_all(&self.read)
             .await?
@@ -579,12 +573,8 @@ impl Store for SqliteStore {
         if filter.undispatched {
             q.push(" AND status = 'approved' AND dispatch = 'not_sent'");
         }
-        let limit = filter
-            .limit
-            .unwrap_or(DEFAULT_APPROVAL_LIMIT)
-            .min(MAX_APPROVAL_LIMIT);
         q.push(" ORDER BY created_at DESC, rowid DESC LIMIT ")
-            .push_bind(i64::from(limit));
+            .push_bind(crate::limits::approvals(filter));
         q.build()
             .fetch_all(&self.read)
             .await?
@@ -629,9 +619,6 @@ impl Store for SqliteStore {
 
 /// The SQL of an audit query. Only fixed fragments are written into the text; every value is a
 /// bound parameter.
-const DEFAULT_APPROVAL_LIMIT: u32 = 100;
-const MAX_APPROVAL_LIMIT: u32 = 1_000;
-
 fn audit_query(filter: &AuditFilter) -> QueryBuilder<Sqlite> {
     let mut q = QueryBuilder::<Sqlite>::new("SELECT * FROM audit_events WHERE 1 = 1");
     let equals: [(&'static str, &Option<String>); 6] = [
@@ -680,11 +667,7 @@ fn audit_query(filter: &AuditFilter) -> QueryBuilder<Sqlite> {
     } else {
         " ORDER BY seq ASC"
     });
-    let limit = filter
-        .limit
-        .unwrap_or(DEFAULT_AUDIT_LIMIT)
-        .min(MAX_AUDIT_LIMIT);
-    q.push(" LIMIT ").push_bind(i64::from(limit));
+    q.push(" LIMIT ").push_bind(crate::limits::audit(filter));
     q
 }
 

@@ -72,6 +72,14 @@ pub fn parse(bytes: &[u8]) -> Result<Form, OAuthError> {
                 "parameter `{name}` appears more than once"
             )));
         }
+        // No identifier or text of the protocol holds a NUL character, and PostgreSQL text
+        // cannot store one. A `token` to introspect or revoke is answered as usual (inactive).
+        if k.contains('\0') || (k != "token" && v.contains('\0')) {
+            let name: String = k.chars().filter(|c| *c != '\0').take(40).collect();
+            return Err(OAuthError::invalid_request(format!(
+                "parameter `{name}` holds a NUL character"
+            )));
+        }
         pairs.push((k.into_owned(), v.into_owned()));
     }
     Ok(Form { pairs })
@@ -89,5 +97,16 @@ mod tests {
         assert_eq!(f.get("scope"), Some("x"));
         assert_eq!(parse(b"scope=").unwrap().get("scope"), None);
         assert!(parse(&[0xff, 0xfe]).is_err());
+    }
+
+    #[test]
+    fn nul_characters_are_refused_except_in_a_token_to_check() {
+        let e = parse(b"scope=a%00b").err().map(|e| e.description);
+        assert_eq!(
+            e.as_deref(),
+            Some("parameter `scope` holds a NUL character")
+        );
+        assert!(parse(b"sc%00ope=a").is_err());
+        assert_eq!(parse(b"token=x%00y").unwrap().get("token"), Some("x\0y"));
     }
 }

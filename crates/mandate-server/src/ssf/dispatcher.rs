@@ -183,11 +183,26 @@ async fn pause(state: &AppState) {
 }
 
 async fn run(state: Arc<AppState>) {
+    // One node delivers: each stream has one cursor and one outbox.
+    let stop = state.ssf.watch_stopping();
+    let _lease = loop {
+        if state.ssf.is_stopping() {
+            return;
+        }
+        match state.store.try_lock("ssf-dispatcher").await {
+            Ok(Some(lease)) => break lease,
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "could not ask to lead Shared Signals delivery"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(crate::cluster::LEAD_RETRY) => {}
+            () = super::stopped(stop.clone()) => return,
+        }
+    };
     let http = super::push::client();
     let mut workers: HashMap<String, JoinHandle<()>> = HashMap::new();
     let mut follower: Option<Follower> = None;
     let mut changes = state.ssf.watch_streams();
-    let stop = state.ssf.watch_stopping();
     loop {
         if state.ssf.is_stopping() {
             break;

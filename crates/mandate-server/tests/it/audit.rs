@@ -1,29 +1,20 @@
 //! The audit log (SPEC §7): queryable, hash-chained, and verifiable — altering one row in the
 //! database is detected and the first bad `seq` named.
 
-use std::path::Path;
-
 use serde_json::{Value, json};
-use sqlx::ConnectOptions;
-use sqlx::sqlite::SqliteConnectOptions;
 
 use super::harness::*;
 
-/// Runs `sql` (with `value` and `seq` bound) directly on the stopped server's database.
-pub(super) async fn tamper(db: &Path, sql: &'static str, value: &str, seq: i64) {
-    let mut conn = SqliteConnectOptions::new()
-        .filename(db)
-        .connect()
-        .await
-        .expect("the database opens");
-    let done = sqlx::query(sql)
-        .bind(value)
-        .bind(seq)
-        .execute(&mut conn)
-        .await
-        .expect("the update runs");
-    assert_eq!(done.rows_affected(), 1);
-    sqlx::Connection::close(conn).await.unwrap();
+/// Sets `column` of the audit event `seq` to `value`, directly in the stopped server's database
+/// (SQLite or PostgreSQL).
+pub(super) async fn tamper(db: &Database, column: &str, value: &str, seq: i64) {
+    let value = value.replace('\'', "''");
+    let changed = db
+        .sql(&format!(
+            "UPDATE audit_events SET {column} = '{value}' WHERE seq = {seq}"
+        ))
+        .await;
+    assert_eq!(changed, 1);
 }
 
 pub(super) async fn verify_report(srv: &Server) -> Value {
@@ -72,17 +63,11 @@ async fn audit_verify_passes_intact_and_names_the_first_altered_seq() {
     let total = srv.audit("limit=10000").await.len() as u64;
     assert_eq!(report["checked"].as_u64().unwrap(), total);
     assert!(total > late as u64, "events follow the altered ones");
-    let db = srv.data_dir().join("mandate.db");
+    let db = srv.database().clone();
 
     // Someone rewrites why a request was refused.
     srv.stop().await;
-    tamper(
-        &db,
-        "UPDATE audit_events SET reason = ? WHERE seq = ?",
-        "nothing to see here",
-        late,
-    )
-    .await;
+    tamper(&db, "reason", "nothing to see here", late).await;
     srv.start_again().await;
     let report = verify_report(&srv).await;
     assert_eq!(report["ok"], false, "{report}");
@@ -95,13 +80,7 @@ async fn audit_verify_passes_intact_and_names_the_first_altered_seq() {
 
     // Then turns an earlier denial into an allow: the earlier row is now the first break.
     srv.stop().await;
-    tamper(
-        &db,
-        "UPDATE audit_events SET decision = ? WHERE seq = ?",
-        "allow",
-        early,
-    )
-    .await;
+    tamper(&db, "decision", "allow", early).await;
     srv.start_again().await;
     let report = verify_report(&srv).await;
     assert_eq!(report["ok"], false, "{report}");

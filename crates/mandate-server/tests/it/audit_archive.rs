@@ -8,12 +8,9 @@ use std::path::{Path, PathBuf};
 use mandate_core::audit::AuditEvent;
 use mandate_server::admin::audit as verify;
 use mandate_server::archive::{self, DbView, SegmentReport};
-use mandate_store::Store;
 use mandate_token::verify::KeySet;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use sqlx::ConnectOptions;
-use sqlx::sqlite::SqliteConnectOptions;
 
 use super::audit::{activity, verify_report};
 use super::harness::*;
@@ -49,13 +46,12 @@ fn sha256_of(path: &Path) -> String {
     hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
 }
 
-/// The trusted keys and the database's view, read offline from a stopped server's database.
-async fn offline_view(db: &Path) -> (KeySet, DbView, Value) {
-    let store = mandate_store::SqliteStore::open_read_only(db)
-        .await
-        .expect("the database opens read-only");
+/// The trusted keys and the database's view, read offline from a stopped server's database
+/// (SQLite or PostgreSQL).
+async fn offline_view(db: &Database) -> (KeySet, DbView, Value) {
+    let store = db.open_read_only().await;
     let keys = verify::stored_key_set(&store.signing_keys().await.unwrap());
-    let (r, latest, archived) = verify::verify_store_archived(&store, &keys).await.unwrap();
+    let (r, latest, archived) = verify::verify_store_archived(&*store, &keys).await.unwrap();
     let view = DbView {
         records: store.audit_segments().await.unwrap(),
         first_event: store.audit_after(0, 1).await.unwrap().into_iter().next(),
@@ -163,7 +159,7 @@ async fn an_archived_log_still_verifies_and_a_restart_still_chains() {
 
     // The segment verifies offline, alone (keys only, like `--jwks`) and with the database.
     srv.stop().await;
-    let (keys, view, db_report) = offline_view(&srv.data_dir().join("mandate.db")).await;
+    let (keys, view, db_report) = offline_view(srv.database()).await;
     assert_eq!(db_report["ok"], true, "{db_report}");
     let r = archive::verify_segments(std::slice::from_ref(&path), &keys, None);
     assert!(r.ok, "{r:#?}");
@@ -295,7 +291,7 @@ async fn empty_repeated_or_head_reaching_ranges_are_refused_and_change_nothing()
 struct Scene {
     _srv: Server,
     dir: PathBuf,
-    db: PathBuf,
+    db: Database,
     files: Vec<String>,
     /// A checkpoint of the database inside the first segment.
     inside: i64,
@@ -326,7 +322,7 @@ async fn scene() -> Scene {
     }
     assert_eq!(verify_report(&srv).await["ok"], true);
     srv.stop().await;
-    let db = srv.data_dir().join("mandate.db");
+    let db = srv.database().clone();
     let (keys, view, report) = offline_view(&db).await;
     assert_eq!(report["ok"], true, "{report}");
     assert_eq!(report["archived"]["segments"], 3, "{report}");
@@ -537,26 +533,12 @@ async fn tampered_segments_are_named_by_file_line_and_seq() {
     );
 }
 
-async fn exec(db: &Path, sql: &str) {
-    let mut conn = SqliteConnectOptions::new()
-        .filename(db)
-        .connect()
-        .await
-        .expect("the database opens");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
-        .execute(&mut conn)
-        .await
-        .expect("the tampering runs");
-    sqlx::Connection::close(conn).await.unwrap();
-}
-
-/// The offline report of a copy of the scene's database after `sql`.
+/// The offline report of a copy of the scene's database after `sql` (a copied SQLite file, or
+/// a PostgreSQL database created from the scene's as its template).
 async fn db_case(s: &Scene, sql: &str) -> Value {
-    let copy = tempfile::tempdir().unwrap();
-    let db = copy.path().join("mandate.db");
-    std::fs::copy(&s.db, &db).unwrap();
-    exec(&db, sql).await;
-    offline_view(&db).await.2
+    let copy = s.db.copy().await;
+    copy.sql(sql).await;
+    offline_view(&copy).await.2
 }
 
 fn db_finding<'a>(r: &'a Value, kind: &str, words: &str) -> &'a Value {

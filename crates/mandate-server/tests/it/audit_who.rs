@@ -8,8 +8,6 @@ use std::collections::BTreeMap;
 use mandate_core::audit::{Decision, NewEvent};
 use mandate_store::Op;
 use serde_json::Value;
-use sqlx::ConnectOptions;
-use sqlx::sqlite::SqliteConnectOptions;
 
 use super::harness::*;
 
@@ -73,34 +71,27 @@ async fn who_accessed_a_resource_on_a_day_is_exact_on_thousands_of_events() {
     srv.stop().await;
     // Spread the log over three days, in seq order as the writer stamps it (never earlier than
     // the event before); the chain's hashes no longer match, which queries do not check.
-    let mut conn = SqliteConnectOptions::new()
-        .filename(srv.data_dir().join("mandate.db"))
-        .connect()
+    let max = srv
+        .database()
+        .i64("SELECT MAX(seq) FROM audit_events")
         .await
         .unwrap();
-    let max: i64 = sqlx::query_scalar("SELECT MAX(seq) FROM audit_events")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
-    // Each third of the log is a day; within it the hour grows with seq.
+    // Each third of the log is a day; within it the hour grows with seq. (SQL that both SQLite
+    // and PostgreSQL run: the hour zero-padded by hand, integers as literals.)
     for (from, to, day) in [
         (0, max / 3, "2026-03-13"),
         (max / 3, 2 * max / 3, "2026-03-14"),
         (2 * max / 3, max + 1, "2026-03-15"),
     ] {
-        sqlx::query(
+        let hour = format!("(((seq - {from} - 1) * 24) / ({to} - {from}))");
+        srv.sql(&format!(
             "UPDATE audit_events
-             SET time = ?1 || 'T' || printf('%02d', ((seq - ?2 - 1) * 24) / (?3 - ?2)) || ':00:00.000Z'
-             WHERE seq > ?2 AND seq <= ?3",
-        )
-        .bind(day)
-        .bind(from)
-        .bind(to)
-        .execute(&mut conn)
-        .await
-        .unwrap();
+             SET time = '{day}T' || CASE WHEN {hour} < 10 THEN '0' ELSE '' END
+                        || CAST({hour} AS TEXT) || ':00:00.000Z'
+             WHERE seq > {from} AND seq <= {to}"
+        ))
+        .await;
     }
-    sqlx::Connection::close(conn).await.unwrap();
     srv.start_again().await;
 
     let all = all_events(&srv).await;

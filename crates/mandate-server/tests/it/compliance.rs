@@ -330,13 +330,7 @@ async fn an_altered_audit_log_is_a_gap_for_audit_controls_and_record_keeping() {
     let r = srv.exchange(&support, &srv.alice(), "tickets:read").await;
     let seq = srv.allow_event(&r).await["seq"].as_i64().unwrap();
     srv.stop().await;
-    super::audit::tamper(
-        &srv.data_dir().join("mandate.db"),
-        "UPDATE audit_events SET reason = ? WHERE seq = ?",
-        "nothing to see",
-        seq,
-    )
-    .await;
+    super::audit::tamper(srv.database(), "reason", "nothing to see", seq).await;
     srv.start_again().await;
 
     let rep = report(&srv, "").await;

@@ -2,9 +2,15 @@
 //! data directory, an HTTP client that never leaves 127.0.0.1, agents' client assertions, a test
 //! identity provider of our own, and verification of issued tokens through a generic JWT library
 //! (`jsonwebtoken` with the published JWKS) — never through the server's own verify code.
+//!
+//! Every server keeps its state in SQLite (`<data_dir>/mandate.db`), or, when
+//! `MANDATE_TEST_DATABASE_URL` names a PostgreSQL server
+//! ([`mandate_store::testing::DATABASE_URL_ENV`]), in a scratch PostgreSQL database of its own
+//! that lives as long as the [`Server`] (restarts included). Tests that look into or tamper with
+//! the database go through [`Database`], which speaks to whichever of the two it is.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -18,9 +24,12 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 use mandate_server::clock::{Clock, OffsetClock};
-use mandate_server::config::TrustedIssuerConfig;
+use mandate_server::config::{DatabaseUrl, TrustedIssuerConfig};
 use mandate_server::{Config, Options, Running};
+use mandate_store::Store;
+use mandate_store::testing::{Backend, ScratchDatabase};
 use serde_json::{Value, json};
+use sqlx::{ConnectOptions, Connection, Row};
 use tempfile::TempDir;
 
 /// The resource most tests ask tokens for.
@@ -319,11 +328,230 @@ pub struct Verified {
     pub claims: Value,
 }
 
+// ---- The database ----
+
+/// The database a test server keeps its state in: the SQLite file of its data directory, or,
+/// when the run is on PostgreSQL (`MANDATE_TEST_DATABASE_URL`), its scratch PostgreSQL database.
+///
+/// Cloning gives another handle to the same database. A scratch database is dropped with its
+/// last handle, so a test that keeps a handle can still look into it after the server is gone.
+/// Statements given to the helpers are test-only text and must be valid on both backends: quote
+/// the column `user` as `"user"`, write values as literals (placeholders differ), and use
+/// [`Database::bytes_literal`] for binary values.
+#[derive(Debug, Clone)]
+pub enum Database {
+    /// An SQLite file.
+    Sqlite {
+        /// `<data_dir>/mandate.db`, or a copy's file ([`Database::copy`]).
+        file: PathBuf,
+        /// The temporary directory holding a copy, removed with the last handle.
+        _copy_dir: Option<Arc<TempDir>>,
+    },
+    /// A scratch PostgreSQL database, dropped with the last handle.
+    Postgres(Arc<ScratchDatabase>),
+}
+
+/// One connection to a [`Database`].
+enum Conn {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+/// Evaluates `body` with `c` bound to a new connection to `db` (`&mut c` is an executor of
+/// either backend: the body is compiled once for each), then closes the connection.
+macro_rules! on_connection {
+    ($db:expr, |$c:ident| $body:expr) => {
+        match $db.connect().await {
+            Conn::Sqlite(mut $c) => {
+                let value = $body;
+                $c.close().await.unwrap();
+                value
+            }
+            Conn::Postgres(mut $c) => {
+                let value = $body;
+                $c.close().await.unwrap();
+                value
+            }
+        }
+    };
+}
+
+impl Database {
+    /// The database of a new server whose data directory is `data_dir`: a new scratch
+    /// PostgreSQL database when the run is on PostgreSQL, else `<data_dir>/mandate.db` (which the
+    /// server creates).
+    pub async fn for_data_dir(data_dir: &Path) -> Database {
+        match mandate_store::testing::postgres_url() {
+            Some(base) => Database::Postgres(Arc::new(ScratchDatabase::create(&base).await)),
+            None => Database::Sqlite {
+                file: data_dir.join("mandate.db"),
+                _copy_dir: None,
+            },
+        }
+    }
+
+    /// Which backend this is.
+    pub fn backend(&self) -> Backend {
+        match self {
+            Database::Sqlite { .. } => Backend::Sqlite,
+            Database::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// The PostgreSQL URL a server is configured with (`database_url`); `None` for SQLite, which
+    /// the server finds in its data directory.
+    pub fn url(&self) -> Option<&str> {
+        match self {
+            Database::Sqlite { .. } => None,
+            Database::Postgres(db) => Some(db.url()),
+        }
+    }
+
+    async fn connect(&self) -> Conn {
+        match self {
+            Database::Sqlite { file, .. } => Conn::Sqlite(
+                sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(file)
+                    .connect()
+                    .await
+                    .unwrap_or_else(|e| panic!("`{}` opens: {e}", file.display())),
+            ),
+            Database::Postgres(db) => Conn::Postgres(
+                sqlx::PgConnection::connect(db.url())
+                    .await
+                    .unwrap_or_else(|e| panic!("the scratch database {} opens: {e}", db.name())),
+            ),
+        }
+    }
+
+    /// Runs `statements` (one, or several separated by `;`; no parameters) and returns how many
+    /// rows they changed. For tampering, mostly on a stopped server's database.
+    pub async fn sql(&self, statements: &str) -> u64 {
+        on_connection!(self, |c| sqlx::raw_sql(sqlx::AssertSqlSafe(
+            statements.to_owned()
+        ))
+        .execute(&mut c)
+        .await
+        .unwrap_or_else(|e| panic!("`{statements}` fails: {e}"))
+        .rows_affected())
+    }
+
+    /// The first column of every row `query` returns, as text (`None` for NULL). Cast what is
+    /// not text: `CAST(x AS TEXT)`.
+    pub async fn texts(&self, query: &str) -> Vec<Option<String>> {
+        on_connection!(self, |c| sqlx::query(sqlx::AssertSqlSafe(query.to_owned()))
+            .fetch_all(&mut c)
+            .await
+            .unwrap_or_else(|e| panic!("`{query}` fails: {e}"))
+            .iter()
+            .map(|row| row.get(0))
+            .collect())
+    }
+
+    /// The one integer `query` (one row, one column) gives, read as a 64-bit integer on both
+    /// backends (`SELECT CAST((query) AS BIGINT)`); `None` for NULL.
+    pub async fn i64(&self, query: &str) -> Option<i64> {
+        let query = format!("SELECT CAST(({query}) AS BIGINT)");
+        on_connection!(self, |c| sqlx::query_scalar::<_, Option<i64>>(
+            sqlx::AssertSqlSafe(query.clone())
+        )
+        .fetch_one(&mut c)
+        .await
+        .unwrap_or_else(|e| panic!("`{query}` fails: {e}")))
+    }
+
+    /// The one binary value (BLOB, BYTEA) `query` (one row, one column) gives.
+    pub async fn bytes(&self, query: &str) -> Vec<u8> {
+        on_connection!(self, |c| sqlx::query_scalar::<_, Vec<u8>>(
+            sqlx::AssertSqlSafe(query.to_owned())
+        )
+        .fetch_one(&mut c)
+        .await
+        .unwrap_or_else(|e| panic!("`{query}` fails: {e}")))
+    }
+
+    /// `bytes` as an SQL literal of this backend: `X'…'` (SQLite BLOB) or `'\x…'::bytea`.
+    pub fn bytes_literal(&self, bytes: &[u8]) -> String {
+        match self {
+            Database::Sqlite { .. } => format!("X'{}'", hex::encode(bytes)),
+            Database::Postgres(_) => format!("'\\x{}'::bytea", hex::encode(bytes)),
+        }
+    }
+
+    /// The store read-only, the way `mandate audit verify --data DIR` (SQLite) or
+    /// `--database-url URL` (PostgreSQL) opens it offline. Close it when done.
+    pub async fn open_read_only(&self) -> Box<dyn Store> {
+        match self {
+            Database::Sqlite { file, .. } => Box::new(
+                mandate_store::SqliteStore::open_read_only(file)
+                    .await
+                    .expect("the database opens read-only"),
+            ),
+            Database::Postgres(db) => Box::new(
+                mandate_store::PostgresStore::connect_read_only(db.url())
+                    .await
+                    .expect("the database opens read-only"),
+            ),
+        }
+    }
+
+    /// A copy of this database (of a stopped server: nothing may be connected to it), to change
+    /// without touching the original: the SQLite file copied to a temporary directory, or a
+    /// scratch PostgreSQL database created from this one as its template.
+    pub async fn copy(&self) -> Database {
+        match self {
+            Database::Sqlite { file, .. } => {
+                let dir = tempfile::tempdir().unwrap();
+                let copy = dir.path().join("mandate.db");
+                std::fs::copy(file, &copy).unwrap();
+                Database::Sqlite {
+                    file: copy,
+                    _copy_dir: Some(Arc::new(dir)),
+                }
+            }
+            Database::Postgres(original) => {
+                let base = mandate_store::testing::postgres_url()
+                    .expect("a scratch database exists only on a PostgreSQL run");
+                // A scratch database of its own (dropped with it), its contents replaced by the
+                // original's.
+                let copy = ScratchDatabase::create(&base).await;
+                let mut admin = sqlx::PgConnection::connect(&base).await.unwrap();
+                let (name, from) = (copy.name(), original.name());
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE {name}")))
+                    .execute(&mut admin)
+                    .await
+                    .unwrap_or_else(|e| panic!("DROP DATABASE {name}: {e}"));
+                let copied = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                    "CREATE DATABASE {name} TEMPLATE {from}"
+                )))
+                .execute(&mut admin)
+                .await;
+                if let Err(e) = copied {
+                    // PostgreSQL copies only a database nobody is connected to: say who is.
+                    let sessions: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                        "SELECT concat_ws(' | ', pid::text, application_name, state, \
+                         backend_start::text, query) FROM pg_stat_activity WHERE datname = '{from}'"
+                    )))
+                    .fetch_all(&mut admin)
+                    .await
+                    .unwrap_or_default();
+                    panic!("copying {from} to {name}: {e}; sessions on {from}: {sessions:#?}");
+                }
+                admin.close().await.unwrap();
+                Database::Postgres(Arc::new(copy))
+            }
+        }
+    }
+}
+
 /// A running Mandate server with everything a test needs to talk to it.
 pub struct Server {
     running: Option<Running>,
     /// Holds the data directory (and the test IdP's JWKS file) for the server's lifetime.
     _root: TempDir,
+    /// The server's database, kept across restarts (a scratch PostgreSQL database lives as long
+    /// as this handle and its clones).
+    database: Database,
     config: Config,
     /// The server's clock; tests move it instead of sleeping.
     pub clock: Arc<OffsetClock>,
@@ -387,6 +615,8 @@ impl Server {
             ..Config::default()
         };
         tune(&mut config);
+        let database = Database::for_data_dir(&config.data_dir).await;
+        config.database_url = database.url().map(|url| DatabaseUrl(url.to_owned()));
         if let Some(idp) = &idp {
             let jwks = root.path().join("test-idp-jwks.json");
             std::fs::write(&jwks, json!({"keys": [idp.public_jwk()]}).to_string()).unwrap();
@@ -419,6 +649,7 @@ impl Server {
             addr: running.addr,
             running: Some(running),
             _root: root,
+            database,
             config,
             clock,
             http: client(),
@@ -438,6 +669,17 @@ impl Server {
         self.config.data_dir.clone()
     }
 
+    /// The server's database (SQLite or scratch PostgreSQL), for looking into it or tampering
+    /// with it directly. Clone it to keep it beyond the server.
+    pub fn database(&self) -> &Database {
+        &self.database
+    }
+
+    /// Runs `statements` directly on the server's database: see [`Database::sql`].
+    pub async fn sql(&self, statements: &str) -> u64 {
+        self.database.sql(statements).await
+    }
+
     /// Stops the server gracefully (the store is flushed and closed).
     pub async fn stop(&mut self) {
         self.http = client();
@@ -446,7 +688,7 @@ impl Server {
         }
     }
 
-    /// Starts the server again on the same address with the same data directory.
+    /// Starts the server again on the same address with the same data directory and database.
     pub async fn start_again(&mut self) {
         assert!(self.running.is_none(), "stop the server first");
         assert!(
@@ -474,7 +716,7 @@ impl Server {
         self.http = client();
     }
 
-    /// Stops and starts again on the same port and data directory.
+    /// Stops and starts again on the same port, data directory and database.
     pub async fn restart(&mut self) {
         self.stop().await;
         self.start_again().await;

@@ -3,10 +3,9 @@
 //! only `reveal` opens them, under the name they were sealed for.
 
 use mandate_server::admin::secrets::{RevealError, reveal};
+use mandate_store::testing::Backend;
 use reqwest::Method;
 use serde_json::{Value, json};
-use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{ConnectOptions, Connection, Row};
 
 use super::harness::*;
 
@@ -135,25 +134,60 @@ async fn the_database_holds_no_plaintext() {
         .await
         .expect(200);
     srv.stop().await;
-    let mut checked = 0;
-    for entry in std::fs::read_dir(srv.data_dir()).unwrap() {
-        let path = entry.unwrap().path();
-        let is_db = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with("mandate.db"));
-        if !is_db {
-            continue;
+    match srv.database().backend() {
+        Backend::Sqlite => {
+            // Every file of the database (WAL and journal included), byte for byte.
+            let mut checked = 0;
+            for entry in std::fs::read_dir(srv.data_dir()).unwrap() {
+                let path = entry.unwrap().path();
+                let is_db = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("mandate.db"));
+                if !is_db {
+                    continue;
+                }
+                let bytes = std::fs::read(&path).unwrap();
+                assert!(
+                    !bytes.windows(value.len()).any(|w| w == value.as_bytes()),
+                    "{} holds the value in clear",
+                    path.display()
+                );
+                checked += 1;
+            }
+            assert!(checked >= 1, "the database file was checked");
         }
-        let bytes = std::fs::read(&path).unwrap();
-        assert!(
-            !bytes.windows(value.len()).any(|w| w == value.as_bytes()),
-            "{} holds the value in clear",
-            path.display()
-        );
-        checked += 1;
+        Backend::Postgres => {
+            // The server's files are not ours to read: every row of every table instead, as
+            // text (binary columns as hex, so the value's hex is looked for too).
+            let db = srv.database();
+            let hex_value = hex::encode(value.as_bytes());
+            let tables = db
+                .texts(
+                    "SELECT CAST(table_name AS TEXT) FROM information_schema.tables \
+                     WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'",
+                )
+                .await;
+            let tables: Vec<String> = tables.into_iter().flatten().collect();
+            assert!(tables.iter().any(|t| t == "secrets"), "{tables:?}");
+            let mut secrets_rows = 0;
+            for table in &tables {
+                let rows = db
+                    .texts(&format!("SELECT CAST(t AS TEXT) FROM \"{table}\" AS t"))
+                    .await;
+                for row in rows.into_iter().flatten() {
+                    assert!(
+                        !row.contains(&value) && !row.contains(&hex_value),
+                        "table `{table}` holds the value in clear: {row}"
+                    );
+                    if table == "secrets" {
+                        secrets_rows += 1;
+                    }
+                }
+            }
+            assert!(secrets_rows >= 1, "the sealed value was checked");
+        }
     }
-    assert!(checked >= 1, "the database file was checked");
     srv.start_again().await;
     let state = srv.running().state.clone();
     assert_eq!(
@@ -175,24 +209,23 @@ async fn a_sealed_value_does_not_open_under_another_name() {
         .expect(201);
     srv.stop().await;
 
-    let mut conn = SqliteConnectOptions::new()
-        .filename(srv.data_dir().join("mandate.db"))
-        .connect()
-        .await
-        .unwrap();
-    let sealed =
-        |name: &'static str| sqlx::query("SELECT sealed FROM secrets WHERE name = ?").bind(name);
-    let alpha: Vec<u8> = sealed("alpha").fetch_one(&mut conn).await.unwrap().get(0);
-    let beta: Vec<u8> = sealed("beta").fetch_one(&mut conn).await.unwrap().get(0);
+    let db = srv.database();
+    let alpha = db
+        .bytes("SELECT sealed FROM secrets WHERE name = 'alpha'")
+        .await;
+    let beta = db
+        .bytes("SELECT sealed FROM secrets WHERE name = 'beta'")
+        .await;
+    assert_ne!(alpha, beta);
     for (name, bytes) in [("alpha", &beta), ("beta", &alpha)] {
-        sqlx::query("UPDATE secrets SET sealed = ? WHERE name = ?")
-            .bind(bytes)
-            .bind(name)
-            .execute(&mut conn)
-            .await
-            .unwrap();
+        let changed = db
+            .sql(&format!(
+                "UPDATE secrets SET sealed = {} WHERE name = '{name}'",
+                db.bytes_literal(bytes)
+            ))
+            .await;
+        assert_eq!(changed, 1);
     }
-    conn.close().await.unwrap();
 
     srv.start_again().await;
     let state = srv.running().state.clone();

@@ -1,28 +1,24 @@
 //! Tampering with the audit log on the stopped server's database, and what `GET
 //! /v1/audit/verify` (after a restart) and the offline check behind `mandate audit verify
-//! --data` name: an altered, deleted or reordered row by its `seq`; a cut tail or a recomputed
-//! chain through the signed checkpoints; a checkpoint signed with a foreign key.
-
-use std::path::{Path, PathBuf};
+//! --data` (SQLite) or `--database-url` (PostgreSQL) name: an altered, deleted or reordered row
+//! by its `seq`; a cut tail or a recomputed chain through the signed checkpoints; a checkpoint
+//! signed with a foreign key.
 
 use mandate_core::audit::AuditEvent;
 use mandate_server::admin::audit as verify;
-use mandate_store::Store;
 use serde_json::{Value, json};
-use sqlx::ConnectOptions;
-use sqlx::sqlite::SqliteConnectOptions;
 
 use super::audit::{activity, tamper, verify_report};
 use super::harness::*;
 
-/// The audit columns but `seq`.
-const COLUMNS: &str = "time, kind, user, chain, task, action, resource, decision, reason, \
+/// The audit columns but `seq` (`user` quoted: a reserved word in PostgreSQL).
+const COLUMNS: &str = "time, kind, \"user\", chain, task, action, resource, decision, reason, \
                        policy_ids, request_id, credential, jti, detail, prev_hash, hash";
 
 /// A server with activity, a checkpoint, and more activity after it.
 struct Scene {
     srv: Server,
-    db: PathBuf,
+    db: Database,
     /// Two denials before the checkpoint.
     early: i64,
     late: i64,
@@ -53,7 +49,7 @@ async fn scene() -> Scene {
         .as_i64()
         .unwrap();
     assert!(last > cp + 2);
-    let db = srv.data_dir().join("mandate.db");
+    let db = srv.database().clone();
     Scene {
         srv,
         db,
@@ -65,27 +61,17 @@ async fn scene() -> Scene {
 }
 
 /// Runs `sql` (several statements allowed) on the stopped server's database.
-async fn exec(db: &Path, sql: &str) {
-    let mut conn = SqliteConnectOptions::new()
-        .filename(db)
-        .connect()
-        .await
-        .expect("the database opens");
+async fn exec(db: &Database, sql: &str) {
     // Test-only text built from integers and hashes this test computed.
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
-        .execute(&mut conn)
-        .await
-        .expect("the tampering runs");
-    sqlx::Connection::close(conn).await.unwrap();
+    db.sql(sql).await;
 }
 
-/// What `mandate audit verify --data` computes, on the stopped server's database.
-async fn offline(db: &Path) -> Value {
-    let store = mandate_store::SqliteStore::open_read_only(db)
-        .await
-        .expect("the database opens read-only");
+/// What `mandate audit verify --data` (or `--database-url`) computes, on the stopped server's
+/// database.
+async fn offline(db: &Database) -> Value {
+    let store = db.open_read_only().await;
     let keys = verify::stored_key_set(&store.signing_keys().await.unwrap());
-    let (report, latest) = verify::verify_store(&store, &keys).await.unwrap();
+    let (report, latest) = verify::verify_store(&*store, &keys).await.unwrap();
     store.close().await;
     verify::report_json(&report, latest.as_ref())
 }
@@ -115,13 +101,7 @@ fn finding<'a>(report: &'a Value, kind: &str, seq: i64) -> &'a Value {
 async fn an_altered_row_is_named_by_its_seq() {
     let mut s = scene().await;
     s.srv.stop().await;
-    tamper(
-        &s.db,
-        "UPDATE audit_events SET reason = ? WHERE seq = ?",
-        "nothing to see here",
-        s.late,
-    )
-    .await;
+    tamper(&s.db, "reason", "nothing to see here", s.late).await;
     let late = s.late;
     both(&mut s, |r| {
         assert_eq!(r["first_break"]["seq"].as_i64(), Some(late), "{r}");

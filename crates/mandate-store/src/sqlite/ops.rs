@@ -1,17 +1,16 @@
 //! How each [`Op`] is applied, inside the writer's transaction.
 
-use std::collections::BTreeSet;
-
 use mandate_core::agent::{Agent, AgentKey};
-use mandate_core::approval::{Approval, Decided};
+use mandate_core::approval::Decided;
 use mandate_core::audit::{AuditEvent, NewEvent};
 use mandate_core::revocation::{RevocationKind, RevocationRecord};
 use mandate_core::task::{Task, TaskStep, TokenRecord};
-use mandate_core::time::rfc3339_millis;
 use sqlx::{Row, SqliteConnection};
 
-use super::writer::ChainHead;
-use super::{json, unix_now, unix_now_ms};
+use crate::shared_ops::{
+    self, ChainHead, conflict, done, found, json, now_rfc3339, revocation_event, step_event,
+    unix_now,
+};
 use crate::{
     AdminCredential, Checkpoint, Op, OpOutput, RevocationEntry, RevokedToken, SsfSet, SsfStream,
     StoreError, StoredApproval, StoredSecret, StoredSigningKey,
@@ -230,27 +229,6 @@ pub(crate) async fn apply(
     }
 }
 
-fn done(_: ()) -> OpOutput {
-    OpOutput::Done
-}
-
-/// `Done` if a row was touched, else `NotFound(what)`.
-fn found(rows: u64, what: impl FnOnce() -> String) -> Result<OpOutput, StoreError> {
-    if rows == 0 {
-        Err(StoreError::NotFound(what()))
-    } else {
-        Ok(OpOutput::Done)
-    }
-}
-
-/// Maps a unique-key violation to [`StoreError::Conflict`] naming `what`.
-fn conflict(what: impl FnOnce() -> String) -> impl FnOnce(sqlx::Error) -> StoreError {
-    move |e| match &e {
-        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(what()),
-        _ => StoreError::from(e),
-    }
-}
-
 /// Rows per multi-row `INSERT` of audit events (17 parameters each, well under SQLite's limit).
 const AUDIT_ROWS_PER_INSERT: usize = 50;
 
@@ -263,20 +241,7 @@ pub(crate) async fn append_audits(
     head: &mut ChainHead,
     events: Vec<NewEvent>,
 ) -> Result<Vec<AuditEvent>, StoreError> {
-    let now = rfc3339_millis(unix_now_ms());
-    let mut sealed = Vec::with_capacity(events.len());
-    for new in events {
-        let time = if now < head.time {
-            head.time.clone()
-        } else {
-            now.clone()
-        };
-        let e = AuditEvent::seal(new, head.seq + 1, time, head.hash.clone());
-        head.seq = e.seq;
-        head.hash = e.hash.clone();
-        head.time = e.time.clone();
-        sealed.push(e);
-    }
+    let sealed = head.seal_all(events);
     for chunk in sealed.chunks(AUDIT_ROWS_PER_INSERT) {
         let mut rows = Vec::with_capacity(chunk.len());
         for e in chunk {
@@ -306,13 +271,7 @@ pub(crate) async fn append_audits(
                 .push_bind(&e.hash);
         });
         q.build().execute(&mut *conn).await?;
-        let pairs: Vec<(&str, i64)> = chunk
-            .iter()
-            .flat_map(|e| {
-                let agents: BTreeSet<&str> = e.chain.iter().map(String::as_str).collect();
-                agents.into_iter().map(move |a| (a, e.seq))
-            })
-            .collect();
+        let pairs = shared_ops::agent_rows(chunk);
         if !pairs.is_empty() {
             let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
                 "INSERT INTO audit_event_agents (agent, seq) ",
@@ -332,15 +291,8 @@ async fn append_audit(
     head: &mut ChainHead,
     new: NewEvent,
 ) -> Result<AuditEvent, StoreError> {
-    let seq = head.seq + 1;
-    let now = rfc3339_millis(unix_now_ms());
-    // Never earlier than the previous event, even if the system clock stepped back.
-    let time = if now < head.time {
-        head.time.clone()
-    } else {
-        now
-    };
-    let e = AuditEvent::seal(new, seq, time, head.hash.clone());
+    // Advancing the head first is safe: on error the writer restores the unit's starting head.
+    let e = head.seal(new, &now_rfc3339());
     sqlx::query(
         "INSERT INTO audit_events (seq, time, kind, user, chain, task, action, resource, decision,
             reason, policy_ids, request_id, credential, jti, detail, prev_hash, hash)
@@ -367,18 +319,15 @@ async fn append_audit(
     .await?;
     // Every agent of the chain in one statement: each statement is a hand-off to sqlx's
     // connection thread, which is most of an append's cost.
-    let agents: BTreeSet<&str> = e.chain.iter().map(String::as_str).collect();
+    let agents = shared_ops::agent_rows(std::slice::from_ref(&e));
     if !agents.is_empty() {
         let mut q =
             sqlx::QueryBuilder::<sqlx::Sqlite>::new("INSERT INTO audit_event_agents (agent, seq) ");
-        q.push_values(agents, |mut b, agent| {
-            b.push_bind(agent).push_bind(e.seq);
+        q.push_values(agents, |mut b, (agent, seq)| {
+            b.push_bind(agent).push_bind(seq);
         });
         q.build().execute(&mut *conn).await?;
     }
-    head.seq = e.seq;
-    head.hash = e.hash.clone();
-    head.time = e.time.clone();
     Ok(e)
 }
 
@@ -417,13 +366,12 @@ async fn insert_token(conn: &mut SqliteConnection, t: &TokenRecord) -> Result<()
     .execute(&mut *conn)
     .await
     .map_err(conflict(|| format!("token `{}`", t.jti)))?;
-    let actors = t.chain.len().max(t.credentials.len());
-    for pos in 0..actors {
+    for (pos, agent, credential) in shared_ops::token_actors(t) {
         sqlx::query("INSERT INTO token_actors (jti, pos, agent, credential) VALUES (?, ?, ?, ?)")
             .bind(&t.jti)
-            .bind(i64::try_from(pos).unwrap_or(i64::MAX))
-            .bind(t.chain.get(pos))
-            .bind(t.credentials.get(pos))
+            .bind(pos)
+            .bind(agent)
+            .bind(credential)
             .execute(&mut *conn)
             .await?;
     }
@@ -472,26 +420,6 @@ async fn use_once(conn: &mut SqliteConnection, key: &str, exp: i64) -> Result<()
 }
 
 /// Records the revocation root and ends every live token it reaches.
-/// The revocation's audit event with what it ended merged into `detail`.
-fn revocation_event(mut event: NewEvent, entry: &RevocationEntry) -> NewEvent {
-    let mut detail = match serde_json::from_str::<serde_json::Value>(&event.detail) {
-        Ok(serde_json::Value::Object(m)) => m,
-        _ => serde_json::Map::new(),
-    };
-    let jtis: Vec<&str> = entry
-        .tokens
-        .iter()
-        .take(100)
-        .map(|t| t.jti.as_str())
-        .collect();
-    detail.insert("revocation".into(), entry.record.id.clone().into());
-    detail.insert("feed_seq".into(), entry.seq.into());
-    detail.insert("tokens_ended".into(), entry.tokens.len().into());
-    detail.insert("jtis".into(), jtis.into());
-    event.detail = serde_json::Value::Object(detail).to_string();
-    event
-}
-
 async fn revoke(
     conn: &mut SqliteConnection,
     rec: RevocationRecord,
@@ -564,7 +492,7 @@ async fn revoke(
         .bind(rec.at)
         .fetch_all(&mut *conn)
         .await?;
-    let mut ended = rows
+    let ended = rows
         .iter()
         .map(|r| {
             Ok(RevokedToken {
@@ -573,9 +501,7 @@ async fn revoke(
             })
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
-    ended.sort_by(|a, b| a.jti.cmp(&b.jti));
-    let ended_json =
-        serde_json::to_string(&ended).map_err(|e| StoreError::Database(e.to_string()))?;
+    let (ended, ended_json) = shared_ops::ended_tokens(ended)?;
     sqlx::query("UPDATE revocations SET ended = ? WHERE seq = ?")
         .bind(ended_json)
         .bind(seq)
@@ -839,12 +765,7 @@ async fn append_task_step(
     audit: Option<NewEvent>,
 ) -> Result<OpOutput, StoreError> {
     let (status, _) = task_state(conn, &step.task).await?;
-    if status != "active" {
-        return Err(StoreError::TaskNotActive {
-            id: step.task,
-            status,
-        });
-    }
+    shared_ops::check_step(&step.task, status)?;
     step.seq =
         sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) + 1 FROM task_steps WHERE task = ?")
             .bind(&step.task)
@@ -866,14 +787,8 @@ async fn append_task_step(
     .bind(&step.anomaly)
     .execute(&mut *conn)
     .await?;
-    if let Some(mut event) = audit {
-        let mut detail = match serde_json::from_str::<serde_json::Value>(&event.detail) {
-            Ok(serde_json::Value::Object(m)) => m,
-            _ => serde_json::Map::new(),
-        };
-        detail.insert("step".into(), step.seq.into());
-        event.detail = serde_json::Value::Object(detail).to_string();
-        append_audit(conn, head, event).await?;
+    if let Some(event) = audit {
+        append_audit(conn, head, step_event(event, step.seq)).await?;
     }
     Ok(OpOutput::TaskStep(step))
 }
@@ -892,23 +807,7 @@ async fn complete_task(
             .bind(id)
             .fetch_one(&mut *conn)
             .await?;
-    let was_active = completed_at.is_none()
-        && match status.as_str() {
-            "active" => true,
-            "revoked" => revocations == 1,
-            _ => false,
-        };
-    if !was_active {
-        let status = if completed_at.is_some() {
-            "completed".to_owned()
-        } else {
-            status
-        };
-        return Err(StoreError::TaskNotActive {
-            id: id.to_owned(),
-            status,
-        });
-    }
+    shared_ops::check_completion(id, status, completed_at, revocations)?;
     sqlx::query(
         "UPDATE tasks SET status = 'completed', outcome = ?, completed_at = ?, updated_at = ?
          WHERE id = ?",
@@ -964,10 +863,6 @@ async fn insert_checkpoint(conn: &mut SqliteConnection, cp: &Checkpoint) -> Resu
 
 // Audit retention
 
-fn refuse(why: String) -> StoreError {
-    StoreError::ArchiveRefused(why)
-}
-
 /// Deletes events `segment.first_seq..=through_seq` and records the segment, after checking
 /// that the segment is exactly the next stretch of the stored chain. The chain head is never
 /// archived, so the writer's head (and a restart's, read from the last stored event) stays.
@@ -977,51 +872,19 @@ async fn archive_audit(
     through_seq: i64,
     seg: &crate::SegmentRecord,
 ) -> Result<(), StoreError> {
-    if through_seq >= head.seq {
-        return Err(refuse(if head.seq == 0 {
-            "the audit log is empty: there is nothing to archive".to_owned()
-        } else {
-            format!(
-                "seq {through_seq} is not before the chain head (seq {}): the newest event always \
-                 stays in the database",
-                head.seq
-            )
-        }));
-    }
     let prev = sqlx::query(
         "SELECT last_seq, last_hash FROM audit_segments ORDER BY last_seq DESC LIMIT 1",
     )
     .fetch_optional(&mut *conn)
     .await?;
-    let (start, link) = match prev {
-        Some(r) => (
-            r.try_get::<i64, _>("last_seq")?.saturating_add(1),
+    let previous = match prev {
+        Some(r) => Some((
+            r.try_get::<i64, _>("last_seq")?,
             r.try_get::<String, _>("last_hash")?,
-        ),
-        None => (1, mandate_core::audit::GENESIS_HASH.to_owned()),
+        )),
+        None => None,
     };
-    if through_seq < start {
-        return Err(refuse(if start == 1 {
-            format!("seq {through_seq} is before the first event: there is nothing to archive")
-        } else {
-            format!(
-                "events through seq {through_seq} are already archived: the archive ends at seq {}",
-                start - 1
-            )
-        }));
-    }
-    if seg.first_seq != start || seg.last_seq != through_seq {
-        return Err(refuse(format!(
-            "the segment covers seq {}–{}, but the next events to archive are seq {start}–{through_seq}",
-            seg.first_seq, seg.last_seq
-        )));
-    }
-    if seg.first_prev_hash != link {
-        return Err(refuse(format!(
-            "the segment's first prev_hash does not continue the archive: seq {start} must link \
-             to {link}"
-        )));
-    }
+    let start = shared_ops::archive_start(head.seq, previous, through_seq, seg)?;
     let first_prev: Option<String> =
         sqlx::query_scalar("SELECT prev_hash FROM audit_events WHERE seq = ?")
             .bind(start)
@@ -1031,13 +894,13 @@ async fn archive_audit(
         .bind(through_seq)
         .fetch_optional(&mut *conn)
         .await?;
-    if first_prev.as_deref() != Some(seg.first_prev_hash.as_str())
-        || last.as_deref() != Some(seg.last_hash.as_str())
-    {
-        return Err(refuse(format!(
-            "the segment's hashes do not match the stored events seq {start} and {through_seq}"
-        )));
-    }
+    shared_ops::check_archive_hashes(
+        start,
+        through_seq,
+        seg,
+        first_prev.as_deref(),
+        last.as_deref(),
+    )?;
     // The agent index, by (agent, seq) key: only the agents the archived events name.
     let by_key = sqlx::query(
         "DELETE FROM audit_event_agents
@@ -1068,14 +931,7 @@ async fn archive_audit(
         }
         Err(e) => return Err(e.into()),
     };
-    let expected = through_seq - start + 1;
-    if i64::try_from(deleted).ok() != Some(expected) || seg.count != expected {
-        return Err(refuse(format!(
-            "seq {start}–{through_seq} should hold {expected} events, the log has {deleted} and \
-             the segment counts {}: events are missing",
-            seg.count
-        )));
-    }
+    shared_ops::check_archive_count(start, through_seq, deleted, seg)?;
     sqlx::query(
         "INSERT INTO audit_segments (first_seq, last_seq, first_prev_hash, last_hash, count,
             sha256, file_name, checkpoint, archived_at)
@@ -1153,15 +1009,7 @@ async fn decide_approval(
     let Some((status, record)) = row else {
         return Err(StoreError::NotFound(format!("approval `{id}`")));
     };
-    if status != "pending" {
-        return Err(StoreError::AlreadyDecided {
-            id: id.to_owned(),
-            status,
-        });
-    }
-    let mut approval: Approval = serde_json::from_str(&record)
-        .map_err(|e| StoreError::Database(format!("approval `{id}` record: {e}")))?;
-    approval.decided = Some(decided);
+    let approval = shared_ops::decide_record(id, status, &record, decided)?;
     sqlx::query("UPDATE approvals SET status = ?, record = ? WHERE id = ?")
         .bind(approval.status().as_str())
         .bind(json(&approval)?)
@@ -1187,9 +1035,5 @@ async fn claim_approval(conn: &mut SqliteConnection, id: &str) -> Result<bool, S
         .fetch_optional(&mut *conn)
         .await?
         .is_some();
-    if exists {
-        Ok(false)
-    } else {
-        Err(StoreError::NotFound(format!("approval `{id}`")))
-    }
+    shared_ops::unclaimed(id, exists)
 }

@@ -2,19 +2,12 @@
 //! credential, per scope set, busiest minute — counted by the database), recorded
 //! justifications, and access review items with their ops.
 
-use mandate_core::posture::{
-    CredentialUse, Justification, RatePeak, Review, ReviewStatus, ScopeUse, Usage,
-};
-use sqlx::sqlite::{SqlitePool, SqliteRow};
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
+use mandate_core::posture::{Justification, Review, ReviewStatus, Usage};
+use sqlx::sqlite::SqlitePool;
+use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 
 use super::json;
-use crate::{OpOutput, ReviewFilter, StoreError};
-
-/// Reviews returned when a filter names no limit.
-const DEFAULT_REVIEW_LIMIT: u32 = 100;
-/// The most reviews one listing returns.
-const MAX_REVIEW_LIMIT: u32 = 1_000;
+use crate::{OpOutput, ReviewFilter, StoreError, rows};
 
 pub(super) async fn usage(read: &SqlitePool, since: i64) -> Result<Usage, StoreError> {
     // One read transaction: the three aggregates are of the same snapshot. Each joins a token to
@@ -30,17 +23,7 @@ pub(super) async fn usage(read: &SqlitePool, since: i64) -> Result<Usage, StoreE
     .fetch_all(&mut *tx)
     .await?
     .iter()
-    .map(|r| {
-        let credential: String = r.try_get("credential")?;
-        Ok(CredentialUse {
-            agent: r.try_get("agent")?,
-            credential: credential
-                .strip_prefix("kid:")
-                .map(str::to_owned)
-                .unwrap_or(credential),
-            last_used: r.try_get("last_used")?,
-        })
-    })
+    .map(rows::credential_use)
     .collect::<Result<Vec<_>, StoreError>>()?;
     let scopes = sqlx::query(
         "SELECT ta.agent AS agent, t.scope AS scopes, MAX(t.iat) AS last_used
@@ -52,13 +35,7 @@ pub(super) async fn usage(read: &SqlitePool, since: i64) -> Result<Usage, StoreE
     .fetch_all(&mut *tx)
     .await?
     .iter()
-    .map(|r| {
-        Ok(ScopeUse {
-            agent: r.try_get("agent")?,
-            scopes: r.try_get("scopes")?,
-            last_used: r.try_get("last_used")?,
-        })
-    })
+    .map(rows::scope_use)
     .collect::<Result<Vec<_>, StoreError>>()?;
     let peaks = sqlx::query(
         "SELECT agent, MAX(n) AS per_minute FROM (
@@ -73,12 +50,7 @@ pub(super) async fn usage(read: &SqlitePool, since: i64) -> Result<Usage, StoreE
     .fetch_all(&mut *tx)
     .await?
     .iter()
-    .map(|r| {
-        Ok(RatePeak {
-            agent: r.try_get("agent")?,
-            per_minute: r.try_get("per_minute")?,
-        })
-    })
+    .map(rows::rate_peak)
     .collect::<Result<Vec<_>, StoreError>>()?;
     tx.commit().await?;
     Ok(Usage {
@@ -96,42 +68,8 @@ pub(super) async fn justifications(read: &SqlitePool) -> Result<Vec<Justificatio
     .fetch_all(read)
     .await?
     .iter()
-    .map(|r| {
-        Ok(Justification {
-            agent: r.try_get("agent_id")?,
-            pattern: r.try_get("pattern")?,
-            text: r.try_get("text")?,
-            by: r.try_get("set_by")?,
-            at: r.try_get("set_at")?,
-        })
-    })
+    .map(rows::justification)
     .collect()
-}
-
-fn list(row: &SqliteRow, column: &str) -> Result<Vec<String>, StoreError> {
-    let text: String = row.try_get(column)?;
-    serde_json::from_str(&text)
-        .map_err(|e| StoreError::Database(format!("reviews.{column} is not a JSON list: {e}")))
-}
-
-fn review_row(row: &SqliteRow) -> Result<Review, StoreError> {
-    let status: String = row.try_get("status")?;
-    Ok(Review {
-        id: row.try_get("id")?,
-        campaign: row.try_get("campaign")?,
-        agent: row.try_get("agent")?,
-        owner: row.try_get("owner")?,
-        ceiling: list(row, "ceiling")?,
-        status: ReviewStatus::parse(&status)
-            .ok_or_else(|| StoreError::Database(format!("unknown review status `{status}`")))?,
-        opened_by: row.try_get("opened_by")?,
-        created_at: row.try_get("created_at")?,
-        due_at: row.try_get("due_at")?,
-        decided_by: row.try_get("decided_by")?,
-        decided_at: row.try_get("decided_at")?,
-        removed: list(row, "removed")?,
-        note: row.try_get("note")?,
-    })
 }
 
 pub(super) async fn review(read: &SqlitePool, id: &str) -> Result<Option<Review>, StoreError> {
@@ -140,7 +78,7 @@ pub(super) async fn review(read: &SqlitePool, id: &str) -> Result<Option<Review>
         .fetch_optional(read)
         .await?
         .as_ref()
-        .map(review_row)
+        .map(rows::review)
         .transpose()
 }
 
@@ -161,17 +99,13 @@ pub(super) async fn reviews(
     if let Some(campaign) = &filter.campaign {
         q.push(" AND campaign = ").push_bind(campaign.clone());
     }
-    let limit = filter
-        .limit
-        .unwrap_or(DEFAULT_REVIEW_LIMIT)
-        .min(MAX_REVIEW_LIMIT);
     q.push(" ORDER BY created_at DESC, rowid DESC LIMIT ")
-        .push_bind(i64::from(limit));
+        .push_bind(crate::limits::reviews(filter));
     q.build()
         .fetch_all(read)
         .await?
         .iter()
-        .map(review_row)
+        .map(rows::review)
         .collect()
 }
 

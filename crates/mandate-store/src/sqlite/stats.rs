@@ -1,11 +1,12 @@
 //! Aggregate reads for reports (`mandate compliance`): counts over a window, computed by SQLite
 //! instead of reading every event.
 
-use mandate_core::compliance::{ApprovalCount, AuditCounts, CheckpointFact, EventCount};
+use mandate_core::compliance::{ApprovalCount, AuditCounts};
+use sqlx::SqliteConnection;
 use sqlx::sqlite::SqlitePool;
-use sqlx::{Row, SqliteConnection};
 
 use crate::StoreError;
+use crate::rows::{self, count};
 
 /// Audit events with `time` ≥ `since`, grouped by kind, decision and refusal code, plus the
 /// distinct users and agents they name and the extent of the whole log.
@@ -44,19 +45,7 @@ pub async fn audit_counts(pool: &SqlitePool, since: &str) -> Result<AuditCounts,
     .fetch_all(&mut *conn)
     .await?
     .iter()
-    .map(|row| {
-        Ok(EventCount {
-            kind: row.try_get("kind")?,
-            decision: row.try_get("decision")?,
-            code: row.try_get("code")?,
-            count: count(row.try_get("n")?),
-            with_task: count(row.try_get("with_task")?),
-            with_principal: count(
-                row.try_get::<Option<i64>, _>("with_principal")?
-                    .unwrap_or(0),
-            ),
-        })
-    })
+    .map(rows::event_count)
     .collect::<Result<Vec<_>, StoreError>>()?;
     let distinct_users: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM (SELECT DISTINCT user FROM audit_events
@@ -88,12 +77,8 @@ pub async fn audit_counts(pool: &SqlitePool, since: &str) -> Result<AuditCounts,
         sqlx::query("SELECT seq, time FROM audit_checkpoints ORDER BY id DESC LIMIT 1")
             .fetch_optional(&mut *conn)
             .await?
-            .map(|row| -> Result<CheckpointFact, StoreError> {
-                Ok(CheckpointFact {
-                    seq: row.try_get("seq")?,
-                    time: row.try_get("time")?,
-                })
-            })
+            .as_ref()
+            .map(rows::checkpoint_fact)
             .transpose()?;
     tx.commit().await?;
     Ok(AuditCounts {
@@ -127,17 +112,6 @@ pub async fn approval_counts(
     .fetch_all(pool)
     .await?
     .iter()
-    .map(|row| {
-        Ok(ApprovalCount {
-            kind: row.try_get("kind")?,
-            status: row.try_get("st")?,
-            count: count(row.try_get("n")?),
-        })
-    })
+    .map(rows::approval_count)
     .collect()
-}
-
-/// A count from SQLite (never negative).
-fn count(n: i64) -> u64 {
-    u64::try_from(n).unwrap_or(0)
 }

@@ -11,11 +11,12 @@
 
 use std::time::{Duration, Instant};
 
-use mandate_core::audit::GENESIS_HASH;
 use sqlx::{Connection, Row, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
 use super::ops;
+pub(crate) use crate::shared_ops::Unit;
+use crate::shared_ops::{ChainHead, Reply, Step, fail_batch, next_batch, steps};
 use crate::{Op, OpOutput, StoreError};
 
 /// The most units committed in one transaction.
@@ -24,47 +25,18 @@ pub(crate) const MAX_BATCH: usize = 256;
 /// How often expired single-use values are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(60);
 
-/// What a caller gets back for its unit.
-pub(crate) type Reply = Result<Vec<OpOutput>, StoreError>;
-
-/// One request's writes and where to send the outcome.
-pub(crate) struct Unit {
-    /// The ops, applied in order.
-    pub(crate) ops: Vec<Op>,
-    /// Where the outcome goes once it is durable (or failed).
-    pub(crate) reply: oneshot::Sender<Reply>,
-}
-
-/// The end of the audit chain: where the next event attaches.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ChainHead {
-    /// `seq` of the last event (0 when the log is empty).
-    pub(crate) seq: i64,
-    /// `hash` of the last event ([`GENESIS_HASH`] when the log is empty).
-    pub(crate) hash: String,
-    /// `time` of the last event (empty when the log is empty). RFC 3339 UTC with milliseconds
-    /// in a fixed width, so text order is time order.
-    pub(crate) time: String,
-}
-
-impl ChainHead {
-    /// Reads the head from the last stored event.
-    pub(crate) async fn load(conn: &mut SqliteConnection) -> Result<ChainHead, StoreError> {
-        let row = sqlx::query("SELECT seq, hash, time FROM audit_events ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut *conn)
-            .await?;
-        match row {
-            Some(r) => Ok(ChainHead {
-                seq: r.try_get("seq")?,
-                hash: r.try_get("hash")?,
-                time: r.try_get("time")?,
-            }),
-            None => Ok(ChainHead {
-                seq: 0,
-                hash: GENESIS_HASH.to_owned(),
-                time: String::new(),
-            }),
-        }
+/// Reads the chain head from the last stored event.
+async fn load_head(conn: &mut SqliteConnection) -> Result<ChainHead, StoreError> {
+    let row = sqlx::query("SELECT seq, hash, time FROM audit_events ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(&mut *conn)
+        .await?;
+    match row {
+        Some(r) => Ok(ChainHead {
+            seq: r.try_get("seq")?,
+            hash: r.try_get("hash")?,
+            time: r.try_get("time")?,
+        }),
+        None => Ok(ChainHead::genesis()),
     }
 }
 
@@ -78,7 +50,7 @@ pub(crate) struct Writer {
 impl Writer {
     /// A writer over `conn`, whose chain head is read from the database.
     pub(crate) async fn new(mut conn: SqliteConnection) -> Result<Writer, StoreError> {
-        let head = ChainHead::load(&mut conn).await?;
+        let head = load_head(&mut conn).await?;
         Ok(Writer {
             conn,
             head,
@@ -89,15 +61,7 @@ impl Writer {
     /// Commits units until every sender is gone and the queue is empty, then closes the
     /// connection.
     pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<Unit>) {
-        while let Some(first) = rx.recv().await {
-            let mut batch = Vec::with_capacity(8);
-            batch.push(first);
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(unit) => batch.push(unit),
-                    Err(_) => break,
-                }
-            }
+        while let Some(batch) = next_batch(&mut rx, MAX_BATCH).await {
             self.commit_batch(batch).await;
         }
         if let Err(e) = self.conn.close().await {
@@ -148,22 +112,11 @@ impl Writer {
             Some(msg) => {
                 tracing::error!(error = %msg, "write batch rolled back");
                 let _ = exec(&mut self.conn, "ROLLBACK").await;
-                self.head = match ChainHead::load(&mut self.conn).await {
+                self.head = match load_head(&mut self.conn).await {
                     Ok(h) => h,
                     Err(_) => start_head,
                 };
-                let err = || StoreError::Database(msg.clone());
-                for (reply, result) in outcomes {
-                    // A unit that failed on its own keeps its own error: it is still the reason
-                    // it did not happen.
-                    let _ = reply.send(match result {
-                        Ok(_) => Err(err()),
-                        Err(own) => Err(own),
-                    });
-                }
-                for unit in units {
-                    let _ = unit.reply.send(Err(err()));
-                }
+                fail_batch(outcomes, units.map(|unit| unit.reply), &msg);
             }
         }
     }
@@ -178,31 +131,19 @@ impl Writer {
         let before = self.head.clone();
         let mut outputs = Vec::with_capacity(unit_ops.len());
         let mut failure = None;
-        let mut pending = unit_ops.into_iter().peekable();
-        while let Some(op) = pending.next() {
-            // Consecutive audit events (a gateway's batch) are stored together.
-            if let Op::Audit(first) = op {
-                let mut batch = vec![first];
-                while let Some(Op::Audit(_)) = pending.peek() {
-                    if let Some(Op::Audit(next)) = pending.next() {
-                        batch.push(next);
-                    }
-                }
-                match ops::append_audits(&mut self.conn, &mut self.head, batch).await {
-                    Ok(events) => outputs.extend(events.into_iter().map(OpOutput::Audit)),
-                    Err(e) => {
-                        failure = Some(e);
-                        break;
-                    }
-                }
-                continue;
-            }
-            match ops::apply(&mut self.conn, &mut self.head, op).await {
-                Ok(out) => outputs.push(out),
-                Err(e) => {
-                    failure = Some(e);
-                    break;
-                }
+        for step in steps(unit_ops) {
+            let applied = match step {
+                // Consecutive audit events (a gateway's batch) are stored together.
+                Step::Audits(events) => ops::append_audits(&mut self.conn, &mut self.head, events)
+                    .await
+                    .map(|events| outputs.extend(events.into_iter().map(OpOutput::Audit))),
+                Step::One(op) => ops::apply(&mut self.conn, &mut self.head, op)
+                    .await
+                    .map(|out| outputs.push(out)),
+            };
+            if let Err(e) = applied {
+                failure = Some(e);
+                break;
             }
         }
         match failure {

@@ -3,17 +3,17 @@
 use mandate_core::agent::AgentStatus;
 use mandate_core::scope::PatternSet;
 use mandate_core::stage::Stage;
-use mandate_store::{Op, Store, StoreError};
+use mandate_store::{Op, StoreError};
 
 use super::{agent, commit1, fresh, key};
 
 #[tokio::test]
 async fn agents_round_trip_and_list_by_id() {
-    let (_dir, _path, store) = fresh().await;
+    let store = fresh().await;
     let b = agent("support-v2", &["s1", "s0"]);
     let a = agent("analytics-v1", &[]);
-    commit1(&store, Op::InsertAgent(b.clone())).await;
-    commit1(&store, Op::InsertAgent(a.clone())).await;
+    commit1(&*store, Op::InsertAgent(b.clone())).await;
+    commit1(&*store, Op::InsertAgent(a.clone())).await;
 
     // Keys come back in registration order, the JWK and the ceiling unchanged.
     assert_eq!(store.agent("support-v2").await.unwrap(), Some(b.clone()));
@@ -24,15 +24,15 @@ async fn agents_round_trip_and_list_by_id() {
 
 #[tokio::test]
 async fn update_replaces_fields_but_not_keys() {
-    let (_dir, _path, store) = fresh().await;
-    commit1(&store, Op::InsertAgent(agent("support-v2", &["s1"]))).await;
+    let store = fresh().await;
+    commit1(&*store, Op::InsertAgent(agent("support-v2", &["s1"]))).await;
 
     let mut changed = agent("support-v2", &[]);
     changed.name = "Support, second edition".to_owned();
     changed.ceiling = PatternSet::parse(["crm.customers:read"]).unwrap();
     changed.max_stage = Stage::Execute;
     changed.updated_at = 200;
-    commit1(&store, Op::UpdateAgent(changed.clone())).await;
+    commit1(&*store, Op::UpdateAgent(changed.clone())).await;
 
     let got = store.agent("support-v2").await.unwrap().unwrap();
     assert_eq!(got.name, "Support, second edition");
@@ -56,10 +56,10 @@ async fn update_replaces_fields_but_not_keys() {
 
 #[tokio::test]
 async fn status_changes_and_missing_agents() {
-    let (_dir, _path, store) = fresh().await;
-    commit1(&store, Op::InsertAgent(agent("support-v2", &["s1"]))).await;
+    let store = fresh().await;
+    commit1(&*store, Op::InsertAgent(agent("support-v2", &["s1"]))).await;
     commit1(
-        &store,
+        &*store,
         Op::SetAgentStatus {
             id: "support-v2".to_owned(),
             status: AgentStatus::Suspended,
@@ -86,9 +86,9 @@ async fn status_changes_and_missing_agents() {
 
 #[tokio::test]
 async fn duplicate_agent_is_a_conflict_and_changes_nothing() {
-    let (_dir, _path, store) = fresh().await;
+    let store = fresh().await;
     let original = agent("support-v2", &["s1"]);
-    commit1(&store, Op::InsertAgent(original.clone())).await;
+    commit1(&*store, Op::InsertAgent(original.clone())).await;
     let mut again = agent("support-v2", &["other"]);
     again.name = "impostor".to_owned();
     let r = store.commit(vec![Op::InsertAgent(again)]).await;
@@ -98,12 +98,12 @@ async fn duplicate_agent_is_a_conflict_and_changes_nothing() {
 
 #[tokio::test]
 async fn keys_are_added_removed_and_revoked() {
-    let (_dir, _path, store) = fresh().await;
-    commit1(&store, Op::InsertAgent(agent("support-v2", &["s1"]))).await;
-    commit1(&store, Op::InsertAgent(agent("analytics-v1", &["shared"]))).await;
+    let store = fresh().await;
+    commit1(&*store, Op::InsertAgent(agent("support-v2", &["s1"]))).await;
+    commit1(&*store, Op::InsertAgent(agent("analytics-v1", &["shared"]))).await;
 
     commit1(
-        &store,
+        &*store,
         Op::AddAgentKey {
             agent: "support-v2".to_owned(),
             key: key("s2"),
@@ -137,7 +137,7 @@ async fn keys_are_added_removed_and_revoked() {
     );
 
     commit1(
-        &store,
+        &*store,
         Op::RemoveAgentKey {
             agent: "support-v2".to_owned(),
             kid: "s1".to_owned(),
@@ -158,7 +158,7 @@ async fn keys_are_added_removed_and_revoked() {
 
     // Revoking a kid marks it on every agent that has it, and only that kid.
     commit1(
-        &store,
+        &*store,
         Op::AddAgentKey {
             agent: "support-v2".to_owned(),
             key: key("shared"),
@@ -166,7 +166,7 @@ async fn keys_are_added_removed_and_revoked() {
     )
     .await;
     commit1(
-        &store,
+        &*store,
         Op::RevokeAgentKey {
             kid: "shared".to_owned(),
             at: 500,

@@ -2,7 +2,7 @@
 //! across a reopen.
 
 use mandate_core::approval::{Approval, Ask, Decided, Dispatch, Status};
-use mandate_store::{ApprovalFilter, Op, OpOutput, SqliteStore, Store, StoreError, StoredApproval};
+use mandate_store::{ApprovalFilter, Op, OpOutput, Store, StoreError, StoredApproval};
 
 use super::{commit1, fresh};
 
@@ -43,7 +43,7 @@ fn decision(approved: bool, by: &str) -> Decided {
     }
 }
 
-async fn claim(store: &SqliteStore, id: &str) -> bool {
+async fn claim(store: &dyn Store, id: &str) -> bool {
     match commit1(store, Op::ClaimApproval { id: id.into() }).await {
         OpOutput::Claimed(c) => c,
         other => panic!("unexpected {other:?}"),
@@ -52,9 +52,9 @@ async fn claim(store: &SqliteStore, id: &str) -> bool {
 
 #[tokio::test]
 async fn decided_once_then_claimed_once_then_finished() {
-    let (_dir, _path, store) = fresh().await;
+    let store = fresh().await;
     commit1(
-        &store,
+        &*store,
         Op::InsertApproval(Box::new(held("ap-1", "support-v2", "alice", 900))),
     )
     .await;
@@ -66,11 +66,11 @@ async fn decided_once_then_claimed_once_then_finished() {
     assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
 
     assert!(
-        !claim(&store, "ap-1").await,
+        !claim(&*store, "ap-1").await,
         "a pending approval cannot be claimed"
     );
     commit1(
-        &store,
+        &*store,
         Op::DecideApproval {
             id: "ap-1".into(),
             decided: decision(true, "carol"),
@@ -98,15 +98,15 @@ async fn decided_once_then_claimed_once_then_finished() {
         ..Default::default()
     };
     assert_eq!(store.approvals(&undispatched).await.unwrap().len(), 1);
-    assert!(claim(&store, "ap-1").await, "the first claim wins");
-    assert!(!claim(&store, "ap-1").await, "the second claim loses");
+    assert!(claim(&*store, "ap-1").await, "the first claim wins");
+    assert!(!claim(&*store, "ap-1").await, "the second claim loses");
     assert!(store.approvals(&undispatched).await.unwrap().is_empty());
     assert_eq!(
         store.approval("ap-1").await.unwrap().unwrap().dispatch,
         Dispatch::Sending
     );
     commit1(
-        &store,
+        &*store,
         Op::FinishApproval {
             id: "ap-1".into(),
             outcome: r#"{"status":201}"#.into(),
@@ -116,26 +116,26 @@ async fn decided_once_then_claimed_once_then_finished() {
     let got = store.approval("ap-1").await.unwrap().unwrap();
     assert_eq!(got.dispatch, Dispatch::Sent);
     assert_eq!(got.outcome.as_deref(), Some(r#"{"status":201}"#));
-    assert!(!claim(&store, "ap-1").await);
+    assert!(!claim(&*store, "ap-1").await);
 }
 
 #[tokio::test]
 async fn a_denied_approval_is_never_claimed_and_unknown_ids_are_not_found() {
-    let (_dir, _path, store) = fresh().await;
+    let store = fresh().await;
     commit1(
-        &store,
+        &*store,
         Op::InsertApproval(Box::new(held("ap-2", "support-v2", "alice", 900))),
     )
     .await;
     commit1(
-        &store,
+        &*store,
         Op::DecideApproval {
             id: "ap-2".into(),
             decided: decision(false, "carol"),
         },
     )
     .await;
-    assert!(!claim(&store, "ap-2").await);
+    assert!(!claim(&*store, "ap-2").await);
     for op in [
         Op::ClaimApproval { id: "nope".into() },
         Op::DecideApproval {
@@ -159,20 +159,20 @@ async fn a_denied_approval_is_never_claimed_and_unknown_ids_are_not_found() {
 
 #[tokio::test]
 async fn listing_filters_and_polls_survive_a_reopen() {
-    let (_dir, path, store) = fresh().await;
+    let mut store = fresh().await;
     for (id, agent, user, at) in [
         ("ap-a", "support-v2", "alice", 100),
         ("ap-b", "analytics-v1", "bob", 200),
         ("ap-c", "support-v2", "bob", 300),
     ] {
         commit1(
-            &store,
+            &*store,
             Op::InsertApproval(Box::new(held(id, agent, user, at))),
         )
         .await;
     }
     commit1(
-        &store,
+        &*store,
         Op::DecideApproval {
             id: "ap-a".into(),
             decided: decision(true, "carol"),
@@ -180,7 +180,7 @@ async fn listing_filters_and_polls_survive_a_reopen() {
     )
     .await;
     commit1(
-        &store,
+        &*store,
         Op::PollApproval {
             id: "ap-b".into(),
             at: 250,
@@ -220,8 +220,7 @@ async fn listing_filters_and_polls_survive_a_reopen() {
     };
     assert_eq!(ids(store.approvals(&one).await.unwrap()), ["ap-c"]);
 
-    store.close().await;
-    let store = SqliteStore::open(&path).await.unwrap();
+    store.reopen().await;
     let b = store.approval("ap-b").await.unwrap().unwrap();
     assert_eq!((b.last_poll, b.poll_interval), (Some(250), 10));
     let a = store.approval("ap-a").await.unwrap().unwrap();

@@ -1,15 +1,12 @@
 //! Audit retention: `Op::ArchiveAudit` deletes a stretch of the oldest events and records the
 //! segment anchor in one unit; the chain head stays, so a restart keeps appending in order.
 
+use super::{TestStore, all_events, append, event, fresh, now};
 use mandate_core::audit::{AuditEvent, ChainVerifier, GENESIS_HASH};
-use mandate_store::{AuditFilter, Op, SegmentRecord, SqliteStore, Store, StoreError};
-use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{ConnectOptions, Connection};
-
-use super::{all_events, append, event, fresh, now};
+use mandate_store::{AuditFilter, Op, SegmentRecord, Store, StoreError};
 
 /// `n` events, the odd ones through two agents.
-async fn log(store: &SqliteStore, n: usize) -> Vec<AuditEvent> {
+async fn log(store: &dyn Store, n: usize) -> Vec<AuditEvent> {
     let mut out = Vec::new();
     for i in 0..n {
         let mut e = event(&format!("e{i}"));
@@ -37,7 +34,7 @@ fn record(events: &[AuditEvent]) -> SegmentRecord {
     }
 }
 
-async fn archive(store: &SqliteStore, through: i64, seg: SegmentRecord) -> Result<(), StoreError> {
+async fn archive(store: &dyn Store, through: i64, seg: SegmentRecord) -> Result<(), StoreError> {
     store
         .commit(vec![Op::ArchiveAudit {
             through_seq: through,
@@ -54,39 +51,32 @@ fn refused(r: Result<(), StoreError>, words: &str) {
     }
 }
 
-async fn agent_index_rows(path: &std::path::Path, upto: i64) -> i64 {
-    let mut conn = SqliteConnectOptions::new()
-        .filename(path)
-        .connect()
+/// Rows of the audit events' agent index with `seq <= upto`, counted beside the store.
+async fn agent_index_rows(store: &TestStore, upto: i64) -> i64 {
+    store
+        .scalar(format!(
+            "SELECT COUNT(*) FROM audit_event_agents WHERE seq <= {upto}"
+        ))
         .await
-        .unwrap();
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_event_agents WHERE seq <= ?")
-        .bind(upto)
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
-    conn.close().await.unwrap();
-    n
 }
 
 #[tokio::test]
 async fn archiving_deletes_the_range_keeps_the_rest_and_a_restart_still_chains() {
-    let (_dir, path, store) = fresh().await;
-    let events = log(&store, 6).await;
-    archive(&store, 3, record(&events[..3])).await.unwrap();
+    let mut store = fresh().await;
+    let events = log(&*store, 6).await;
+    // One record, compared with what is read back (`archived_at` is the second it was made).
+    let segment = record(&events[..3]);
+    archive(&*store, 3, segment.clone()).await.unwrap();
 
-    let kept = all_events(&store).await;
+    let kept = all_events(&*store).await;
     assert_eq!(
         kept.iter().map(|e| e.seq).collect::<Vec<_>>(),
         [4, 5, 6],
         "seq 1–3 left the database"
     );
+    assert_eq!(store.audit_segments().await.unwrap(), [segment]);
     assert_eq!(
-        store.audit_segments().await.unwrap(),
-        [record(&events[..3])]
-    );
-    assert_eq!(
-        agent_index_rows(&path, 3).await,
+        agent_index_rows(&store, 3).await,
         0,
         "their agent index rows too"
     );
@@ -107,20 +97,19 @@ async fn archiving_deletes_the_range_keeps_the_rest_and_a_restart_still_chains()
     assert!(v.report().is_ok());
 
     // The writer's head is untouched, and a restart reads it back from the last event.
-    let e7 = append(&store, event("after-archive")).await;
+    let e7 = append(&*store, event("after-archive")).await;
     assert_eq!(
         (e7.seq, e7.prev_hash.as_str()),
         (7, events[5].hash.as_str())
     );
-    store.close().await;
-    let store = SqliteStore::open(&path).await.unwrap();
-    let e8 = append(&store, event("after-restart")).await;
+    store.reopen().await;
+    let e8 = append(&*store, event("after-restart")).await;
     assert_eq!((e8.seq, e8.prev_hash.as_str()), (8, e7.hash.as_str()));
     assert_eq!(store.audit_segments().await.unwrap().len(), 1);
 
     // The next segment continues the first.
-    let kept = all_events(&store).await;
-    archive(&store, 5, record(&kept[..2])).await.unwrap();
+    let kept = all_events(&*store).await;
+    archive(&*store, 5, record(&kept[..2])).await.unwrap();
     let segs = store.audit_segments().await.unwrap();
     assert_eq!(
         segs.iter()
@@ -134,60 +123,60 @@ async fn archiving_deletes_the_range_keeps_the_rest_and_a_restart_still_chains()
 
 #[tokio::test]
 async fn the_head_the_archived_and_mismatched_segments_are_refused_and_change_nothing() {
-    let (_dir, _path, store) = fresh().await;
+    let store = fresh().await;
     refused(
-        archive(&store, 1, record(&[append(&store, event("only")).await])).await,
+        archive(&*store, 1, record(&[append(&*store, event("only")).await])).await,
         "not before the chain head",
     );
     let events = {
-        let mut all = vec![all_events(&store).await.remove(0)];
-        all.extend(log(&store, 5).await);
+        let mut all = vec![all_events(&*store).await.remove(0)];
+        all.extend(log(&*store, 5).await);
         all
     };
     // The head (seq 6) and beyond.
     refused(
-        archive(&store, 6, record(&events)).await,
+        archive(&*store, 6, record(&events)).await,
         "not before the chain head (seq 6)",
     );
-    refused(archive(&store, 9, record(&events)).await, "seq 6");
+    refused(archive(&*store, 9, record(&events)).await, "seq 6");
     // A segment that is not exactly the next stretch of the stored chain.
     refused(
-        archive(&store, 3, record(&events[1..3])).await,
+        archive(&*store, 3, record(&events[1..3])).await,
         "the next events to archive are seq 1–3",
     );
     let mut wrong = record(&events[..3]);
     wrong.last_hash = events[3].hash.clone();
-    refused(archive(&store, 3, wrong).await, "hashes do not match");
+    refused(archive(&*store, 3, wrong).await, "hashes do not match");
     let mut wrong = record(&events[..3]);
     wrong.first_prev_hash = "f".repeat(64);
     refused(
-        archive(&store, 3, wrong).await,
+        archive(&*store, 3, wrong).await,
         "does not continue the archive",
     );
     let mut wrong = record(&events[..3]);
     wrong.count = 4;
-    refused(archive(&store, 3, wrong).await, "the segment counts 4");
-    assert_eq!(all_events(&store).await, events, "nothing was deleted");
+    refused(archive(&*store, 3, wrong).await, "the segment counts 4");
+    assert_eq!(all_events(&*store).await, events, "nothing was deleted");
     assert!(store.audit_segments().await.unwrap().is_empty());
 
     // Once archived, the same range again is refused.
-    archive(&store, 3, record(&events[..3])).await.unwrap();
+    archive(&*store, 3, record(&events[..3])).await.unwrap();
     refused(
-        archive(&store, 3, record(&events[..3])).await,
+        archive(&*store, 3, record(&events[..3])).await,
         "already archived",
     );
     refused(
-        archive(&store, 2, record(&events[..2])).await,
+        archive(&*store, 2, record(&events[..2])).await,
         "the archive ends at seq 3",
     );
-    assert_eq!(all_events(&store).await, events[3..]);
+    assert_eq!(all_events(&*store).await, events[3..]);
     store.close().await;
 }
 
 #[tokio::test]
 async fn a_refused_archive_rolls_back_with_its_unit() {
-    let (_dir, _path, store) = fresh().await;
-    let events = log(&store, 4).await;
+    let store = fresh().await;
+    let events = log(&*store, 4).await;
     // The archive lands, then a later op of the unit fails: nothing of the unit stays.
     let r = store
         .commit(vec![
@@ -203,45 +192,38 @@ async fn a_refused_archive_rolls_back_with_its_unit() {
         ])
         .await;
     assert!(matches!(r, Err(StoreError::NotFound(_))), "{r:?}");
-    assert_eq!(all_events(&store).await, events);
+    assert_eq!(all_events(&*store).await, events);
     assert!(store.audit_segments().await.unwrap().is_empty());
     store.close().await;
 }
 
 #[tokio::test]
 async fn an_agent_index_row_its_event_does_not_name_is_cleared_too() {
-    let (_dir, path, store) = fresh().await;
-    let events = log(&store, 4).await;
+    let mut store = fresh().await;
+    let events = log(&*store, 4).await;
     store.close().await;
-    let mut conn = SqliteConnectOptions::new()
-        .filename(&path)
-        .connect()
-        .await
-        .unwrap();
-    sqlx::query("INSERT INTO audit_event_agents (agent, seq) VALUES ('ghost', 2)")
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    conn.close().await.unwrap();
-    let store = SqliteStore::open(&path).await.unwrap();
-    archive(&store, 2, record(&events[..2])).await.unwrap();
-    assert_eq!(agent_index_rows(&path, 2).await, 0);
-    assert_eq!(all_events(&store).await, events[2..]);
+    store
+        .execute("INSERT INTO audit_event_agents (agent, seq) VALUES ('ghost', 2)".to_owned())
+        .await;
+    store.reopen().await;
+    archive(&*store, 2, record(&events[..2])).await.unwrap();
+    assert_eq!(agent_index_rows(&store, 2).await, 0);
+    assert_eq!(all_events(&*store).await, events[2..]);
     store.close().await;
 }
 
 #[tokio::test]
 async fn the_first_segment_starts_from_the_genesis_hash() {
-    let (_dir, _path, store) = fresh().await;
-    let events = log(&store, 3).await;
+    let store = fresh().await;
+    let events = log(&*store, 3).await;
     assert_eq!(events[0].prev_hash, GENESIS_HASH);
     let mut seg = record(&events[..1]);
     seg.first_prev_hash = events[1].prev_hash.clone();
     refused(
-        archive(&store, 1, seg).await,
+        archive(&*store, 1, seg).await,
         "does not continue the archive",
     );
-    archive(&store, 1, record(&events[..1])).await.unwrap();
+    archive(&*store, 1, record(&events[..1])).await.unwrap();
     // The newest stored event before a time is found among those that are left.
     let later = "9999-01-01T00:00:00.000Z";
     assert_eq!(store.audit_seq_before(later).await.unwrap(), Some(3));

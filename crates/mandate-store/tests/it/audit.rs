@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use mandate_core::audit::{AuditEvent, Decision, NewEvent, verify_chain};
-use mandate_store::{AuditFilter, Op, OpOutput, SqliteStore, Store};
+use mandate_store::{AuditFilter, Op, OpOutput, Store};
 
 use super::{all_events, append, event, fresh};
 
@@ -32,7 +32,7 @@ fn ev(
     }
 }
 
-async fn seqs(store: &SqliteStore, filter: AuditFilter) -> Vec<i64> {
+async fn seqs(store: &dyn Store, filter: AuditFilter) -> Vec<i64> {
     store
         .audit(&filter)
         .await
@@ -43,7 +43,7 @@ async fn seqs(store: &SqliteStore, filter: AuditFilter) -> Vec<i64> {
 }
 
 /// Four events, at least a few milliseconds apart.
-async fn sample(store: &SqliteStore) -> Vec<AuditEvent> {
+async fn sample(store: &dyn Store) -> Vec<AuditEvent> {
     let events = [
         ev(
             "token.exchange",
@@ -81,8 +81,8 @@ async fn sample(store: &SqliteStore) -> Vec<AuditEvent> {
 
 #[tokio::test]
 async fn filters_select_the_right_events() {
-    let (_dir, _path, store) = fresh().await;
-    let sealed = sample(&store).await;
+    let store = fresh().await;
+    let sealed = sample(&*store).await;
     assert_eq!(
         sealed[3].decision,
         Decision::Info,
@@ -91,60 +91,60 @@ async fn filters_select_the_right_events() {
     assert_eq!(sealed[3].detail, "{}");
 
     let f = AuditFilter::default;
-    assert_eq!(seqs(&store, f()).await, [1, 2, 3, 4]);
+    assert_eq!(seqs(&*store, f()).await, [1, 2, 3, 4]);
     let user = |u: &str| AuditFilter {
         user: Some(u.to_owned()),
         ..f()
     };
-    assert_eq!(seqs(&store, user("alice")).await, [1, 3]);
+    assert_eq!(seqs(&*store, user("alice")).await, [1, 3]);
     assert_eq!(
-        seqs(&store, user("alice' OR '1'='1")).await,
+        seqs(&*store, user("alice' OR '1'='1")).await,
         Vec::<i64>::new()
     );
     let agent = |a: &str| AuditFilter {
         agent: Some(a.to_owned()),
         ..f()
     };
-    assert_eq!(seqs(&store, agent("analytics-v1")).await, [2, 3]);
-    assert_eq!(seqs(&store, agent("support-v2")).await, [1, 2, 3]);
-    assert_eq!(seqs(&store, agent("nobody")).await, Vec::<i64>::new());
+    assert_eq!(seqs(&*store, agent("analytics-v1")).await, [2, 3]);
+    assert_eq!(seqs(&*store, agent("support-v2")).await, [1, 2, 3]);
+    assert_eq!(seqs(&*store, agent("nobody")).await, Vec::<i64>::new());
     let task = AuditFilter {
         task: Some("t1".to_owned()),
         ..f()
     };
-    assert_eq!(seqs(&store, task).await, [1, 3]);
+    assert_eq!(seqs(&*store, task).await, [1, 3]);
     let resource = AuditFilter {
         resource: Some("crm".to_owned()),
         ..f()
     };
-    assert_eq!(seqs(&store, resource).await, [1, 3]);
+    assert_eq!(seqs(&*store, resource).await, [1, 3]);
     let action = AuditFilter {
         action: Some("tickets:read".to_owned()),
         ..f()
     };
-    assert_eq!(seqs(&store, action).await, [2]);
+    assert_eq!(seqs(&*store, action).await, [2]);
     let deny = AuditFilter {
         decision: Some("deny".to_owned()),
         ..f()
     };
-    assert_eq!(seqs(&store, deny).await, [2, 3]);
+    assert_eq!(seqs(&*store, deny).await, [2, 3]);
     let info = AuditFilter {
         decision: Some("info".to_owned()),
         ..f()
     };
-    assert_eq!(seqs(&store, info).await, [4]);
+    assert_eq!(seqs(&*store, info).await, [4]);
     let kind = AuditFilter {
         kind: Some("token.exchange".to_owned()),
         ..f()
     };
-    assert_eq!(seqs(&store, kind).await, [1, 2]);
+    assert_eq!(seqs(&*store, kind).await, [1, 2]);
     let combined = AuditFilter {
         user: Some("alice".to_owned()),
         decision: Some("deny".to_owned()),
         agent: Some("analytics-v1".to_owned()),
         ..f()
     };
-    assert_eq!(seqs(&store, combined).await, [3]);
+    assert_eq!(seqs(&*store, combined).await, [3]);
 
     // since is inclusive, until exclusive.
     let window = AuditFilter {
@@ -152,7 +152,7 @@ async fn filters_select_the_right_events() {
         until: Some(sealed[3].time.clone()),
         ..f()
     };
-    assert_eq!(seqs(&store, window).await, [2, 3]);
+    assert_eq!(seqs(&*store, window).await, [2, 3]);
     // An agent within a window (the agent's events are walked as a seq range).
     let agent_in = |a: &str, since: Option<usize>, until: Option<usize>| AuditFilter {
         agent: Some(a.to_owned()),
@@ -161,19 +161,19 @@ async fn filters_select_the_right_events() {
         ..f()
     };
     assert_eq!(
-        seqs(&store, agent_in("support-v2", Some(1), Some(3))).await,
+        seqs(&*store, agent_in("support-v2", Some(1), Some(3))).await,
         [2, 3]
     );
     assert_eq!(
-        seqs(&store, agent_in("support-v2", Some(2), None)).await,
+        seqs(&*store, agent_in("support-v2", Some(2), None)).await,
         [3]
     );
     assert_eq!(
-        seqs(&store, agent_in("support-v2", None, Some(1))).await,
+        seqs(&*store, agent_in("support-v2", None, Some(1))).await,
         [1]
     );
     assert_eq!(
-        seqs(&store, agent_in("analytics-v1", Some(0), Some(1))).await,
+        seqs(&*store, agent_in("analytics-v1", Some(0), Some(1))).await,
         Vec::<i64>::new()
     );
     // A window after the last event, and one before the first.
@@ -182,36 +182,36 @@ async fn filters_select_the_right_events() {
         since: Some("2999-01-01T00:00:00.000Z".to_owned()),
         ..f()
     };
-    assert_eq!(seqs(&store, later).await, Vec::<i64>::new());
+    assert_eq!(seqs(&*store, later).await, Vec::<i64>::new());
     let earlier = AuditFilter {
         agent: Some("support-v2".to_owned()),
         until: Some("2000-01-01T00:00:00.000Z".to_owned()),
         ..f()
     };
-    assert_eq!(seqs(&store, earlier).await, Vec::<i64>::new());
+    assert_eq!(seqs(&*store, earlier).await, Vec::<i64>::new());
     let open_end = AuditFilter {
         agent: Some("support-v2".to_owned()),
         since: Some("2000-01-01T00:00:00.000Z".to_owned()),
         until: Some("2999-01-01T00:00:00.000Z".to_owned()),
         ..f()
     };
-    assert_eq!(seqs(&store, open_end).await, [1, 2, 3]);
+    assert_eq!(seqs(&*store, open_end).await, [1, 2, 3]);
     let after = AuditFilter {
         after_seq: Some(2),
         ..f()
     };
-    assert_eq!(seqs(&store, after).await, [3, 4]);
+    assert_eq!(seqs(&*store, after).await, [3, 4]);
     let first_two = AuditFilter {
         limit: Some(2),
         ..f()
     };
-    assert_eq!(seqs(&store, first_two).await, [1, 2]);
+    assert_eq!(seqs(&*store, first_two).await, [1, 2]);
     let newest_two = AuditFilter {
         limit: Some(2),
         newest_first: true,
         ..f()
     };
-    assert_eq!(seqs(&store, newest_two).await, [4, 3]);
+    assert_eq!(seqs(&*store, newest_two).await, [4, 3]);
 
     // Events read back are the events sealed, so the chain verifies.
     let all = store.audit(&f()).await.unwrap();
@@ -221,7 +221,7 @@ async fn filters_select_the_right_events() {
 
 #[tokio::test]
 async fn the_default_limit_is_one_hundred() {
-    let (_dir, _path, store) = fresh().await;
+    let store = fresh().await;
     let ops: Vec<Op> = (0..130)
         .map(|i| Op::Audit(ev("test", Some(&format!("u{i}")), &[], None, "r", None)))
         .collect();
@@ -252,8 +252,8 @@ async fn the_default_limit_is_one_hundred() {
 
 #[tokio::test]
 async fn a_units_many_audit_events_chain_like_single_ones() {
-    let (_dir, path, store) = fresh().await;
-    append(&store, event("before")).await;
+    let mut store = fresh().await;
+    append(&*store, event("before")).await;
     // 120 events (several multi-row statements), then another op, then more events: one unit.
     let mut ops: Vec<Op> = (0..120)
         .map(|i| {
@@ -277,7 +277,7 @@ async fn a_units_many_audit_events_chain_like_single_ones() {
         })
         .collect();
     assert_eq!(seqs, (2..=124).collect::<Vec<_>>());
-    let all = all_events(&store).await;
+    let all = all_events(&*store).await;
     assert_eq!(all.len(), 124);
     assert!(verify_chain(all.clone()).is_ok());
     let relay = AuditFilter {
@@ -303,11 +303,10 @@ async fn a_units_many_audit_events_chain_like_single_ones() {
         },
     ];
     assert!(store.commit(failing).await.is_err());
-    let next = append(&store, event("next")).await;
+    let next = append(&*store, event("next")).await;
     assert_eq!(next.seq, 125);
-    store.close().await;
-    let store = SqliteStore::open(&path).await.unwrap();
-    let all = all_events(&store).await;
+    store.reopen().await;
+    let all = all_events(&*store).await;
     assert_eq!(all.len(), 125);
     assert!(verify_chain(all).is_ok());
 }

@@ -1,7 +1,7 @@
 //! Posture reads (usage aggregated by the database, justifications) and access reviews.
 
 use mandate_core::posture::{Review, ReviewStatus};
-use mandate_store::{Op, ReviewFilter, Store, StoreError};
+use mandate_store::{Op, ReviewFilter, StoreError};
 
 use super::*;
 
@@ -17,8 +17,8 @@ fn issued(jti: &str, chain: &[&str], kids: &[&str], scope: &str, iat: i64) -> To
 
 #[tokio::test]
 async fn usage_counts_the_current_actor_of_each_token() {
-    let (_d, _p, store) = fresh().await;
-    commit1(&store, Op::EnsureTask(task("t1"))).await;
+    let store = fresh().await;
+    commit1(&*store, Op::EnsureTask(task("t1"))).await;
     let base = 1_700_000_040; // a minute boundary
     for (jti, chain, kids, scope, iat) in [
         (
@@ -61,7 +61,7 @@ async fn usage_counts_the_current_actor_of_each_token() {
         ),
     ] {
         commit1(
-            &store,
+            &*store,
             Op::InsertToken(issued(jti, chain, kids, scope, iat)),
         )
         .await;
@@ -107,8 +107,8 @@ async fn usage_counts_the_current_actor_of_each_token() {
 
 #[tokio::test]
 async fn justifications_are_set_replaced_and_forgotten() {
-    let (_d, _p, store) = fresh().await;
-    commit1(&store, Op::InsertAgent(agent("support-v2", &["s1"]))).await;
+    let store = fresh().await;
+    commit1(&*store, Op::InsertAgent(agent("support-v2", &["s1"]))).await;
     let set = |pattern: &str, text: Option<&str>, at: i64| Op::SetJustification {
         agent: "support-v2".into(),
         pattern: pattern.into(),
@@ -124,7 +124,7 @@ async fn justifications_are_set_replaced_and_forgotten() {
         .await
         .unwrap();
     commit1(
-        &store,
+        &*store,
         set("tickets:*", Some("files and closes tickets"), 20),
     )
     .await;
@@ -133,7 +133,7 @@ async fn justifications_are_set_replaced_and_forgotten() {
     assert_eq!(j[1].pattern, "tickets:*");
     assert_eq!(j[1].text, "files and closes tickets");
     assert_eq!(j[1].at, 20);
-    commit1(&store, set("crm.*:read", None, 30)).await;
+    commit1(&*store, set("crm.*:read", None, 30)).await;
     let j = store.justifications().await.unwrap();
     assert_eq!(j.len(), 1);
     let err = store
@@ -170,9 +170,17 @@ fn review(id: &str, agent: &str, created_at: i64) -> Review {
 
 #[tokio::test]
 async fn reviews_are_listed_and_answered_once() {
-    let (_d, _p, store) = fresh().await;
-    commit1(&store, Op::InsertReview(Box::new(review("rv-1", "a", 100)))).await;
-    commit1(&store, Op::InsertReview(Box::new(review("rv-2", "b", 200)))).await;
+    let store = fresh().await;
+    commit1(
+        &*store,
+        Op::InsertReview(Box::new(review("rv-1", "a", 100))),
+    )
+    .await;
+    commit1(
+        &*store,
+        Op::InsertReview(Box::new(review("rv-2", "b", 200))),
+    )
+    .await;
     let err = store
         .commit(vec![Op::InsertReview(Box::new(review("rv-1", "a", 300)))])
         .await
@@ -194,7 +202,7 @@ async fn reviews_are_listed_and_answered_once() {
         removed: vec!["tickets:*".into()],
         note: Some("no more tickets".into()),
     };
-    commit1(&store, answer("rv-1", ReviewStatus::Narrowed)).await;
+    commit1(&*store, answer("rv-1", ReviewStatus::Narrowed)).await;
     let err = store
         .commit(vec![answer("rv-1", ReviewStatus::Attested)])
         .await

@@ -1,6 +1,6 @@
 //! Signing keys and admin credentials.
 
-use mandate_store::{AdminCredential, Op, Store, StoreError, StoredSigningKey};
+use mandate_store::{AdminCredential, Op, StoreError, StoredSigningKey};
 
 use super::{commit1, fresh};
 
@@ -18,16 +18,16 @@ fn signing_key(kid: &str, created_at: i64) -> StoredSigningKey {
 
 #[tokio::test]
 async fn signing_keys_are_stored_listed_and_retired() {
-    let (_dir, _path, store) = fresh().await;
-    commit1(&store, Op::InsertSigningKey(signing_key("k2", 200))).await;
-    commit1(&store, Op::InsertSigningKey(signing_key("k1", 100))).await;
+    let store = fresh().await;
+    commit1(&*store, Op::InsertSigningKey(signing_key("k2", 200))).await;
+    commit1(&*store, Op::InsertSigningKey(signing_key("k1", 100))).await;
     assert_eq!(
         store.signing_keys().await.unwrap(),
         vec![signing_key("k1", 100), signing_key("k2", 200)]
     );
 
     commit1(
-        &store,
+        &*store,
         Op::RetireSigningKey {
             kid: "k1".to_owned(),
             at: 300,
@@ -59,7 +59,7 @@ async fn signing_keys_are_stored_listed_and_retired() {
 
 #[tokio::test]
 async fn admin_credentials_are_stored_and_unique() {
-    let (_dir, _path, store) = fresh().await;
+    let store = fresh().await;
     let cred = AdminCredential {
         id: "root".to_owned(),
         role: "admin".to_owned(),
@@ -74,8 +74,8 @@ async fn admin_credentials_are_stored_and_unique() {
         created_at: 200,
         disabled_at: Some(300),
     };
-    commit1(&store, Op::InsertAdminCredential(cred.clone())).await;
-    commit1(&store, Op::InsertAdminCredential(auditor.clone())).await;
+    commit1(&*store, Op::InsertAdminCredential(cred.clone())).await;
+    commit1(&*store, Op::InsertAdminCredential(auditor.clone())).await;
     assert_eq!(
         store.admin_credentials().await.unwrap(),
         vec![cred.clone(), auditor]

@@ -3,7 +3,7 @@
 use mandate_core::agent::AgentStatus;
 use mandate_core::revocation::{RevocationKind, RevocationRecord};
 use mandate_core::task::{TaskStatus, TokenRecord};
-use mandate_store::{Op, OpOutput, RevokedToken, SqliteStore, Store};
+use mandate_store::{Op, OpOutput, RevokedToken, Store};
 
 use super::{agent, commit1, fresh, now, task, token};
 
@@ -26,7 +26,7 @@ fn revoke_op(record: RevocationRecord) -> Op {
 }
 
 /// Revokes and returns the jtis the revocation ended, sorted.
-async fn revoke(store: &SqliteStore, rec: RevocationRecord) -> Vec<String> {
+async fn revoke(store: &dyn Store, rec: RevocationRecord) -> Vec<String> {
     match commit1(store, revoke_op(rec)).await {
         OpOutput::Revoked(entry) => {
             let mut jtis: Vec<String> = entry.tokens.into_iter().map(|t| t.jti).collect();
@@ -37,13 +37,13 @@ async fn revoke(store: &SqliteStore, rec: RevocationRecord) -> Vec<String> {
     }
 }
 
-async fn revoked_at(store: &SqliteStore, jti: &str) -> Option<i64> {
+async fn revoked_at(store: &dyn Store, jti: &str) -> Option<i64> {
     store.token(jti).await.unwrap().unwrap().revoked_at
 }
 
 #[tokio::test]
 async fn revoking_a_token_reaches_its_descendants_not_its_siblings() {
-    let (dir, path, store) = fresh().await;
+    let mut store = fresh().await;
     // root ─┬─ a ── b ── c
     //       │    └─ expired
     //       └─ sibling
@@ -60,11 +60,11 @@ async fn revoking_a_token_reaches_its_descendants_not_its_siblings() {
         expired,
         token("sibling", Some("root"), "t1"),
     ] {
-        commit1(&store, Op::InsertToken(t)).await;
+        commit1(&*store, Op::InsertToken(t)).await;
     }
 
     let out = commit1(
-        &store,
+        &*store,
         revoke_op(record("r1", RevocationKind::Token, "a", at)),
     )
     .await;
@@ -95,20 +95,18 @@ async fn revoking_a_token_reaches_its_descendants_not_its_siblings() {
 
     // Revoking an ancestor ends only what is still live below it.
     assert_eq!(
-        revoke(&store, record("r2", RevocationKind::Token, "root", at + 1)).await,
+        revoke(&*store, record("r2", RevocationKind::Token, "root", at + 1)).await,
         ["root", "sibling"]
     );
 
     // It survives a restart.
-    store.close().await;
-    drop(store);
-    let store = SqliteStore::open(&path).await.unwrap();
+    store.reopen().await;
     for jti in ["a", "b", "c"] {
-        assert_eq!(revoked_at(&store, jti).await, Some(at), "{jti}");
+        assert_eq!(revoked_at(&*store, jti).await, Some(at), "{jti}");
     }
-    assert_eq!(revoked_at(&store, "expired").await, None);
-    assert_eq!(revoked_at(&store, "root").await, Some(at + 1));
-    assert_eq!(revoked_at(&store, "sibling").await, Some(at + 1));
+    assert_eq!(revoked_at(&*store, "expired").await, None);
+    assert_eq!(revoked_at(&*store, "root").await, Some(at + 1));
+    assert_eq!(revoked_at(&*store, "sibling").await, Some(at + 1));
     let mut live_revoked: Vec<String> = store
         .revoked_tokens(at)
         .await
@@ -128,7 +126,6 @@ async fn revoking_a_token_reaches_its_descendants_not_its_siblings() {
             record("r2", RevocationKind::Token, "root", at + 1),
         ]
     );
-    drop(dir);
 }
 
 /// Tokens with different tasks, users, agents and keys.
@@ -182,17 +179,17 @@ async fn each_kind_of_revocation_reaches_the_right_tokens() {
         (RevocationKind::Task, "no-such-task", &[]),
     ];
     for (kind, target, expected) in cases {
-        let (_dir, _path, store) = fresh().await;
+        let store = fresh().await;
         for t in population() {
-            commit1(&store, Op::InsertToken(t)).await;
+            commit1(&*store, Op::InsertToken(t)).await;
         }
         let at = now();
-        let ended = revoke(&store, record("r", *kind, target, at)).await;
+        let ended = revoke(&*store, record("r", *kind, target, at)).await;
         assert_eq!(ended, *expected, "{kind:?} {target}");
         for t in population() {
             let want = expected.contains(&t.jti.as_str()).then_some(at);
             assert_eq!(
-                revoked_at(&store, &t.jti).await,
+                revoked_at(&*store, &t.jti).await,
                 want,
                 "{kind:?} {target} {}",
                 t.jti
@@ -205,12 +202,12 @@ async fn each_kind_of_revocation_reaches_the_right_tokens() {
 
 #[tokio::test]
 async fn task_revocation_marks_the_task_revoked() {
-    let (_dir, _path, store) = fresh().await;
-    commit1(&store, Op::EnsureTask(task("task-1"))).await;
-    commit1(&store, Op::InsertToken(token("j1", None, "task-1"))).await;
+    let store = fresh().await;
+    commit1(&*store, Op::EnsureTask(task("task-1"))).await;
+    commit1(&*store, Op::InsertToken(token("j1", None, "task-1"))).await;
     let at = now();
     assert_eq!(
-        revoke(&store, record("r", RevocationKind::Task, "task-1", at)).await,
+        revoke(&*store, record("r", RevocationKind::Task, "task-1", at)).await,
         ["j1"]
     );
     let t = store.task("task-1").await.unwrap().unwrap();
@@ -220,15 +217,15 @@ async fn task_revocation_marks_the_task_revoked() {
 
 #[tokio::test]
 async fn agent_and_key_revocations_leave_the_agent_record_alone() {
-    let (_dir, _path, store) = fresh().await;
-    commit1(&store, Op::InsertAgent(agent("support-v2", &["s1"]))).await;
-    commit1(&store, Op::InsertToken(token("j1", None, "task-1"))).await;
+    let store = fresh().await;
+    commit1(&*store, Op::InsertAgent(agent("support-v2", &["s1"]))).await;
+    commit1(&*store, Op::InsertToken(token("j1", None, "task-1"))).await;
     assert_eq!(
-        revoke(&store, record("r1", RevocationKind::Key, "s1", now())).await,
+        revoke(&*store, record("r1", RevocationKind::Key, "s1", now())).await,
         ["j1"]
     );
     revoke(
-        &store,
+        &*store,
         record("r2", RevocationKind::Agent, "support-v2", now()),
     )
     .await;
@@ -243,10 +240,10 @@ async fn agent_and_key_revocations_leave_the_agent_record_alone() {
 
 #[tokio::test]
 async fn a_duplicate_revocation_id_is_a_conflict_and_revokes_nothing() {
-    let (_dir, _path, store) = fresh().await;
-    commit1(&store, Op::InsertToken(token("j1", None, "task-1"))).await;
-    commit1(&store, Op::InsertToken(token("j2", None, "task-2"))).await;
-    revoke(&store, record("r1", RevocationKind::Token, "j1", now())).await;
+    let store = fresh().await;
+    commit1(&*store, Op::InsertToken(token("j1", None, "task-1"))).await;
+    commit1(&*store, Op::InsertToken(token("j2", None, "task-2"))).await;
+    revoke(&*store, record("r1", RevocationKind::Token, "j1", now())).await;
     let r = store
         .commit(vec![revoke_op(record(
             "r1",
@@ -259,17 +256,17 @@ async fn a_duplicate_revocation_id_is_a_conflict_and_revokes_nothing() {
         matches!(r, Err(mandate_store::StoreError::Conflict(_))),
         "{r:?}"
     );
-    assert_eq!(revoked_at(&store, "j2").await, None);
+    assert_eq!(revoked_at(&*store, "j2").await, None);
 }
 
 #[tokio::test]
 async fn the_feed_numbers_revocations_gaplessly_and_keeps_what_each_ended_across_reopen() {
-    let (_dir, path, store) = fresh().await;
+    let mut store = fresh().await;
     for (jti, parent) in [("a", None), ("b", Some("a")), ("c", None)] {
-        commit1(&store, Op::InsertToken(token(jti, parent, "task-1"))).await;
+        commit1(&*store, Op::InsertToken(token(jti, parent, "task-1"))).await;
     }
-    revoke(&store, record("r1", RevocationKind::Token, "a", now())).await;
-    revoke(&store, record("r2", RevocationKind::User, "nobody", now())).await;
+    revoke(&*store, record("r1", RevocationKind::Token, "a", now())).await;
+    revoke(&*store, record("r2", RevocationKind::User, "nobody", now())).await;
     // A failed unit takes no sequence number.
     let dup = store
         .commit(vec![revoke_op(record(
@@ -280,11 +277,10 @@ async fn the_feed_numbers_revocations_gaplessly_and_keeps_what_each_ended_across
         ))])
         .await;
     assert!(dup.is_err());
-    revoke(&store, record("r3", RevocationKind::Token, "c", now())).await;
+    revoke(&*store, record("r3", RevocationKind::Token, "c", now())).await;
     assert_eq!(store.revocation_head().await.unwrap(), 3);
 
-    store.close().await;
-    let store = SqliteStore::open(&path).await.unwrap();
+    store.reopen().await;
     let feed = store.revocation_feed(0, 100, now()).await.unwrap();
     let seqs: Vec<i64> = feed.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, [1, 2, 3]);
@@ -306,12 +302,12 @@ async fn the_feed_numbers_revocations_gaplessly_and_keeps_what_each_ended_across
 
 #[tokio::test]
 async fn a_revocation_and_its_audit_event_land_in_one_unit() {
-    let (_dir, _path, store) = fresh().await;
-    commit1(&store, Op::InsertToken(token("a", None, "task-1"))).await;
+    let store = fresh().await;
+    commit1(&*store, Op::InsertToken(token("a", None, "task-1"))).await;
     let mut event = super::event("revocation");
     event.detail = r#"{"note":"kept"}"#.to_owned();
     let out = commit1(
-        &store,
+        &*store,
         Op::Revoke {
             record: record("r1", RevocationKind::Task, "task-1", now()),
             audit: Some(event),
@@ -322,7 +318,7 @@ async fn a_revocation_and_its_audit_event_land_in_one_unit() {
         panic!("expected a revocation, got {out:?}");
     };
     assert_eq!(entry.seq, 1);
-    let events = super::all_events(&store).await;
+    let events = super::all_events(&*store).await;
     let last = events.last().unwrap();
     assert_eq!(last.kind, "revocation");
     let detail: serde_json::Value = serde_json::from_str(&last.detail).unwrap();
@@ -332,7 +328,7 @@ async fn a_revocation_and_its_audit_event_land_in_one_unit() {
     assert_eq!(detail["note"], "kept");
 
     // If the unit fails, neither lands.
-    let before = super::all_events(&store).await.len();
+    let before = super::all_events(&*store).await.len();
     let r = store
         .commit(vec![Op::Revoke {
             record: record("r1", RevocationKind::Task, "task-1", now()),
@@ -340,5 +336,5 @@ async fn a_revocation_and_its_audit_event_land_in_one_unit() {
         }])
         .await;
     assert!(r.is_err());
-    assert_eq!(super::all_events(&store).await.len(), before);
+    assert_eq!(super::all_events(&*store).await.len(), before);
 }

@@ -1,6 +1,6 @@
 //! Gateway secrets: put (insert or replace), delete, list and read back.
 
-use mandate_store::{Op, OpOutput, SqliteStore, Store, StoreError, StoredSecret};
+use mandate_store::{Op, OpOutput, StoreError, StoredSecret};
 
 use super::{all_events, commit1, event, fresh};
 
@@ -17,19 +17,19 @@ fn secret(name: &str, sealed: &[u8], at: i64, by: &str) -> StoredSecret {
 
 #[tokio::test]
 async fn put_inserts_then_replaces_keeping_creation() {
-    let (_dir, _path, store) = fresh().await;
+    let store = fresh().await;
     assert_eq!(store.secrets().await.unwrap(), vec![]);
     assert_eq!(store.secret("crm-api").await.unwrap(), None);
 
     let out = commit1(
-        &store,
+        &*store,
         Op::PutSecret(secret("crm-api", b"one", 100, "admin:a")),
     )
     .await;
     assert_eq!(out, OpOutput::SecretPut { replaced: false });
     let mut second = secret("crm-api", b"two", 200, "admin:b");
     second.description = None;
-    let out = commit1(&store, Op::PutSecret(second)).await;
+    let out = commit1(&*store, Op::PutSecret(second)).await;
     assert_eq!(out, OpOutput::SecretPut { replaced: true });
 
     let got = store.secret("crm-api").await.unwrap().unwrap();
@@ -44,7 +44,7 @@ async fn put_inserts_then_replaces_keeping_creation() {
     );
 
     commit1(
-        &store,
+        &*store,
         Op::PutSecret(secret("billing.v2", b"x", 300, "admin:a")),
     )
     .await;
@@ -60,14 +60,14 @@ async fn put_inserts_then_replaces_keeping_creation() {
 
 #[tokio::test]
 async fn delete_removes_and_refuses_an_absent_name() {
-    let (_dir, _path, store) = fresh().await;
+    let store = fresh().await;
     commit1(
-        &store,
+        &*store,
         Op::PutSecret(secret("crm-api", b"one", 100, "admin:a")),
     )
     .await;
     commit1(
-        &store,
+        &*store,
         Op::DeleteSecret {
             name: "crm-api".into(),
         },
@@ -88,8 +88,8 @@ async fn delete_removes_and_refuses_an_absent_name() {
 
 #[tokio::test]
 async fn a_failed_unit_writes_neither_the_secret_nor_its_event() {
-    let (_dir, _path, store) = fresh().await;
-    let before = all_events(&store).await.len();
+    let store = fresh().await;
+    let before = all_events(&*store).await.len();
     let err = store
         .commit(vec![
             Op::PutSecret(secret("crm-api", b"one", 100, "admin:a")),
@@ -102,19 +102,18 @@ async fn a_failed_unit_writes_neither_the_secret_nor_its_event() {
         .unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)));
     assert_eq!(store.secret("crm-api").await.unwrap(), None);
-    assert_eq!(all_events(&store).await.len(), before);
+    assert_eq!(all_events(&*store).await.len(), before);
 }
 
 #[tokio::test]
 async fn secrets_survive_reopen() {
-    let (_dir, path, store) = fresh().await;
+    let mut store = fresh().await;
     commit1(
-        &store,
+        &*store,
         Op::PutSecret(secret("crm-api", b"sealed", 100, "admin:a")),
     )
     .await;
-    store.close().await;
-    let store = SqliteStore::open(&path).await.unwrap();
+    store.reopen().await;
     assert_eq!(
         store.secret("crm-api").await.unwrap(),
         Some(secret("crm-api", b"sealed", 100, "admin:a"))

@@ -4,7 +4,7 @@
 use mandate_core::audit::NewEvent;
 use mandate_core::revocation::{RevocationKind, RevocationRecord};
 use mandate_core::task::{TaskStatus, TaskStep, ToolCall};
-use mandate_store::{Op, OpOutput, SqliteStore, Store, StoreError, TaskFilter};
+use mandate_store::{Op, OpOutput, Store, StoreError, TaskFilter};
 use serde_json::json;
 
 use super::{all_events, commit1, fresh, now, task, token};
@@ -58,7 +58,7 @@ fn complete(id: &str, outcome: &str, at: i64) -> Op {
     }
 }
 
-async fn append(store: &SqliteStore, s: TaskStep, audit: Option<NewEvent>) -> TaskStep {
+async fn append(store: &dyn Store, s: TaskStep, audit: Option<NewEvent>) -> TaskStep {
     match commit1(store, Op::AppendTaskStep { step: s, audit }).await {
         OpOutput::TaskStep(s) => s,
         other => panic!("expected a task step, got {other:?}"),
@@ -67,9 +67,9 @@ async fn append(store: &SqliteStore, s: TaskStep, audit: Option<NewEvent>) -> Ta
 
 #[tokio::test]
 async fn a_task_is_inserted_once_with_its_input() {
-    let (_dir, _path, store) = fresh().await;
+    let store = fresh().await;
     let t = task("ticket-1");
-    commit1(&store, Op::InsertTask(t.clone())).await;
+    commit1(&*store, Op::InsertTask(t.clone())).await;
     assert_eq!(store.task("ticket-1").await.unwrap(), Some(t));
 
     let mut again = task("ticket-1");
@@ -84,16 +84,16 @@ async fn a_task_is_inserted_once_with_its_input() {
 
 #[tokio::test]
 async fn steps_are_numbered_per_task_and_their_events_name_the_number() {
-    let (_dir, _path, store) = fresh().await;
-    commit1(&store, Op::InsertTask(task("t-a"))).await;
-    commit1(&store, Op::InsertTask(task("t-b"))).await;
+    let store = fresh().await;
+    commit1(&*store, Op::InsertTask(task("t-a"))).await;
+    commit1(&*store, Op::InsertTask(task("t-b"))).await;
 
-    let first = append(&store, step("t-a", "look up"), Some(step_event("t-a"))).await;
-    let other = append(&store, step("t-b", "elsewhere"), None).await;
+    let first = append(&*store, step("t-a", "look up"), Some(step_event("t-a"))).await;
+    let other = append(&*store, step("t-b", "elsewhere"), None).await;
     let mut no_tool = step("t-a", "answer");
     no_tool.tool_call = None;
     no_tool.anomaly = Some("the customer asked for another customer's data".to_owned());
-    let second = append(&store, no_tool.clone(), Some(step_event("t-a"))).await;
+    let second = append(&*store, no_tool.clone(), Some(step_event("t-a"))).await;
     assert_eq!((first.seq, second.seq, other.seq), (1, 2, 1));
 
     let steps = store.task_steps("t-a").await.unwrap();
@@ -107,7 +107,7 @@ async fn steps_are_numbered_per_task_and_their_events_name_the_number() {
     assert!(store.task_steps("nothing").await.unwrap().is_empty());
 
     // Each step's audit event carries its number, merged into what the caller gave.
-    let events = all_events(&store).await;
+    let events = all_events(&*store).await;
     let details: Vec<serde_json::Value> = events
         .iter()
         .map(|e| serde_json::from_str(&e.detail).unwrap())
@@ -119,7 +119,7 @@ async fn steps_are_numbered_per_task_and_their_events_name_the_number() {
 
 #[tokio::test]
 async fn a_step_needs_an_active_task_and_a_refused_step_writes_nothing() {
-    let (_dir, _path, store) = fresh().await;
+    let store = fresh().await;
     let missing = store
         .commit(vec![Op::AppendTaskStep {
             step: step("ghost", "x"),
@@ -131,8 +131,8 @@ async fn a_step_needs_an_active_task_and_a_refused_step_writes_nothing() {
         "{missing:?}"
     );
 
-    commit1(&store, Op::InsertTask(task("t-done"))).await;
-    commit1(&store, complete("t-done", "answered", 500)).await;
+    commit1(&*store, Op::InsertTask(task("t-done"))).await;
+    commit1(&*store, complete("t-done", "answered", 500)).await;
     let late = store
         .commit(vec![Op::AppendTaskStep {
             step: step("t-done", "x"),
@@ -146,14 +146,14 @@ async fn a_step_needs_an_active_task_and_a_refused_step_writes_nothing() {
         other => panic!("expected TaskNotActive, got {other:?}"),
     }
     assert!(store.task_steps("t-done").await.unwrap().is_empty());
-    assert!(all_events(&store).await.is_empty());
+    assert!(all_events(&*store).await.is_empty());
 }
 
 #[tokio::test]
 async fn completion_after_the_task_revocation_sets_completed_with_the_outcome() {
-    let (_dir, _path, store) = fresh().await;
-    commit1(&store, Op::InsertTask(task("t1"))).await;
-    commit1(&store, Op::InsertToken(token("j1", None, "t1"))).await;
+    let store = fresh().await;
+    commit1(&*store, Op::InsertTask(task("t1"))).await;
+    commit1(&*store, Op::InsertToken(token("j1", None, "t1"))).await;
     let at = now();
     let out = store
         .commit(vec![
@@ -196,7 +196,7 @@ async fn completion_after_the_task_revocation_sets_completed_with_the_outcome() 
     assert_eq!(store.revocations().await.unwrap().len(), 1);
 
     // Revoking a completed task records the revocation but leaves it completed.
-    commit1(&store, task_revocation("rev-3", "t1")).await;
+    commit1(&*store, task_revocation("rev-3", "t1")).await;
     let t = store.task("t1").await.unwrap().unwrap();
     assert_eq!(t.status, TaskStatus::Completed);
     assert_eq!(store.revocations().await.unwrap().len(), 2);
@@ -204,9 +204,9 @@ async fn completion_after_the_task_revocation_sets_completed_with_the_outcome() 
 
 #[tokio::test]
 async fn a_task_revoked_earlier_cannot_be_completed() {
-    let (_dir, _path, store) = fresh().await;
-    commit1(&store, Op::InsertTask(task("t1"))).await;
-    commit1(&store, task_revocation("rev-1", "t1")).await;
+    let store = fresh().await;
+    commit1(&*store, Op::InsertTask(task("t1"))).await;
+    commit1(&*store, task_revocation("rev-1", "t1")).await;
     let r = store
         .commit(vec![
             task_revocation("rev-2", "t1"),
@@ -228,7 +228,7 @@ async fn a_task_revoked_earlier_cannot_be_completed() {
 
 #[tokio::test]
 async fn tasks_are_listed_newest_first_by_agent_user_and_status() {
-    let (_dir, _path, store) = fresh().await;
+    let store = fresh().await;
     for (i, (id, agent, user)) in [
         ("t1", "support-v2", Some("alice")),
         ("t2", "support-v2", Some("bob")),
@@ -242,9 +242,9 @@ async fn tasks_are_listed_newest_first_by_agent_user_and_status() {
         t.agent = agent.to_owned();
         t.user = user.map(str::to_owned);
         t.created_at = 100 + i as i64;
-        commit1(&store, Op::InsertTask(t)).await;
+        commit1(&*store, Op::InsertTask(t)).await;
     }
-    commit1(&store, complete("t2", "done", 200)).await;
+    commit1(&*store, complete("t2", "done", 200)).await;
 
     let ids = |tasks: Vec<mandate_core::task::Task>| -> Vec<String> {
         tasks.into_iter().map(|t| t.id).collect()
@@ -282,14 +282,14 @@ async fn tasks_are_listed_newest_first_by_agent_user_and_status() {
 
 #[tokio::test]
 async fn the_revocations_that_reached_a_task_are_found() {
-    let (_dir, _path, store) = fresh().await;
-    commit1(&store, Op::InsertTask(task("t1"))).await;
-    commit1(&store, Op::InsertTask(task("t2"))).await;
-    commit1(&store, Op::InsertToken(token("j1", None, "t1"))).await;
-    commit1(&store, Op::InsertToken(token("j2", None, "t2"))).await;
+    let store = fresh().await;
+    commit1(&*store, Op::InsertTask(task("t1"))).await;
+    commit1(&*store, Op::InsertTask(task("t2"))).await;
+    commit1(&*store, Op::InsertToken(token("j1", None, "t1"))).await;
+    commit1(&*store, Op::InsertToken(token("j2", None, "t2"))).await;
     let mut bob = token("j3", None, "t3");
     bob.sub = "bob".to_owned();
-    commit1(&store, Op::InsertToken(bob)).await;
+    commit1(&*store, Op::InsertToken(bob)).await;
     let rec = |id: &str, kind, target: &str| Op::Revoke {
         record: RevocationRecord {
             id: id.to_owned(),
@@ -304,11 +304,11 @@ async fn the_revocations_that_reached_a_task_are_found() {
     // A user revocation ends j1 (t1) and j2 (t2); the revocation of bob reaches neither; the
     // token revocation of j1 finds it already ended but still names one of t1's tokens; the
     // task revocation of t1 is t1's own.
-    commit1(&store, rec("r-user", RevocationKind::User, "alice")).await;
-    commit1(&store, rec("r-bob", RevocationKind::User, "bob")).await;
-    commit1(&store, rec("r-tok", RevocationKind::Token, "j1")).await;
-    commit1(&store, rec("r-task", RevocationKind::Task, "t1")).await;
-    commit1(&store, rec("r-task2", RevocationKind::Task, "t2")).await;
+    commit1(&*store, rec("r-user", RevocationKind::User, "alice")).await;
+    commit1(&*store, rec("r-bob", RevocationKind::User, "bob")).await;
+    commit1(&*store, rec("r-tok", RevocationKind::Token, "j1")).await;
+    commit1(&*store, rec("r-task", RevocationKind::Task, "t1")).await;
+    commit1(&*store, rec("r-task2", RevocationKind::Task, "t2")).await;
 
     let reached: Vec<String> = store
         .task_revocations("t1")

@@ -4,15 +4,15 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use mandate_core::audit::{AuditEvent, GENESIS_HASH, verify_chain};
-use mandate_store::{Op, OpOutput, Store, StoreError};
+use mandate_store::{Op, OpOutput, StoreError};
 
 use super::{agent, all_events, append, commit1, event, fresh, now, task, token};
 
 #[tokio::test]
 async fn a_unit_whose_later_op_fails_leaves_nothing() {
-    let (_dir, _path, store) = fresh().await;
-    commit1(&store, Op::InsertAgent(agent("support-v2", &["s1"]))).await;
-    let first = append(&store, event("agent.register")).await;
+    let store = fresh().await;
+    commit1(&*store, Op::InsertAgent(agent("support-v2", &["s1"]))).await;
+    let first = append(&*store, event("agent.register")).await;
 
     let r = store
         .commit(vec![
@@ -27,10 +27,10 @@ async fn a_unit_whose_later_op_fails_leaves_nothing() {
     assert_eq!(store.token("j-doomed").await.unwrap(), None);
 
     // The next event takes the place the failed unit's event would have had.
-    let next = append(&store, event("after")).await;
+    let next = append(&*store, event("after")).await;
     assert_eq!(next.seq, 2);
     assert_eq!(next.prev_hash, first.hash);
-    let events = all_events(&store).await;
+    let events = all_events(&*store).await;
     assert_eq!(
         events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
         ["agent.register", "after"]
@@ -40,10 +40,11 @@ async fn a_unit_whose_later_op_fails_leaves_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_units_do_not_disturb_concurrent_ones() {
-    let (_dir, _path, store) = fresh().await;
-    let store = Arc::new(store);
+    // The database lives as long as `fixture`; the tasks share its store.
+    let fixture = fresh().await;
+    let store = fixture.shared();
     commit1(
-        &store,
+        &*store,
         Op::UseOnce {
             key: "taken".to_owned(),
             exp: now() + 600,
@@ -89,7 +90,7 @@ async fn failing_units_do_not_disturb_concurrent_ones() {
             assert_eq!(store.task(&format!("bad-{i}")).await.unwrap(), None);
         }
     }
-    let events = all_events(&store).await;
+    let events = all_events(&*store).await;
     assert_eq!(events.len(), 20);
     assert!(events.iter().all(|e| e.kind.starts_with("good-")));
     let report = verify_chain(events);
@@ -99,8 +100,9 @@ async fn failing_units_do_not_disturb_concurrent_ones() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_commits_build_one_gapless_verifiable_chain() {
-    let (_dir, _path, store) = fresh().await;
-    let store = Arc::new(store);
+    // The database lives as long as `fixture`; the tasks share its store.
+    let fixture = fresh().await;
+    let store = fixture.shared();
     let mut handles = Vec::new();
     for t in 0..20 {
         let store = Arc::clone(&store);
@@ -127,7 +129,7 @@ async fn concurrent_commits_build_one_gapless_verifiable_chain() {
     }
     returned.sort_by_key(|e| e.seq);
 
-    let stored = all_events(&store).await;
+    let stored = all_events(&*store).await;
     assert_eq!(stored.len(), 200);
     assert_eq!(
         stored.iter().map(|e| e.seq).collect::<Vec<_>>(),
@@ -146,12 +148,12 @@ async fn concurrent_commits_build_one_gapless_verifiable_chain() {
 
 #[tokio::test]
 async fn single_use_values_refuse_replay_until_they_expire() {
-    let (_dir, _path, store) = fresh().await;
+    let store = fresh().await;
     let use_once = |key: &str, exp: i64| Op::UseOnce {
         key: key.to_owned(),
         exp,
     };
-    commit1(&store, use_once("support-v2|a1", now() + 60)).await;
+    commit1(&*store, use_once("support-v2|a1", now() + 60)).await;
     let again = store
         .commit(vec![use_once("support-v2|a1", now() + 60)])
         .await;
@@ -160,11 +162,11 @@ async fn single_use_values_refuse_replay_until_they_expire() {
         "{again:?}"
     );
     // A different value is independent.
-    commit1(&store, use_once("support-v2|a2", now() + 60)).await;
+    commit1(&*store, use_once("support-v2|a2", now() + 60)).await;
 
     // Once its expiry has passed, the value may be used again (and is then held again).
-    commit1(&store, use_once("support-v2|old", now() - 10)).await;
-    commit1(&store, use_once("support-v2|old", now() + 60)).await;
+    commit1(&*store, use_once("support-v2|old", now() - 10)).await;
+    commit1(&*store, use_once("support-v2|old", now() + 60)).await;
     let held = store
         .commit(vec![use_once("support-v2|old", now() + 60)])
         .await;
@@ -173,16 +175,16 @@ async fn single_use_values_refuse_replay_until_they_expire() {
 
 #[tokio::test]
 async fn tasks_are_ensured_once_and_change_status() {
-    let (_dir, _path, store) = fresh().await;
+    let store = fresh().await;
     let t = task("ticket-12847");
-    commit1(&store, Op::EnsureTask(t.clone())).await;
+    commit1(&*store, Op::EnsureTask(t.clone())).await;
     let mut other = task("ticket-12847");
     other.purpose = "something else".to_owned();
-    commit1(&store, Op::EnsureTask(other)).await;
+    commit1(&*store, Op::EnsureTask(other)).await;
     assert_eq!(store.task("ticket-12847").await.unwrap(), Some(t));
 
     commit1(
-        &store,
+        &*store,
         Op::SetTaskStatus {
             id: "ticket-12847".to_owned(),
             status: mandate_core::task::TaskStatus::Completed,
@@ -209,7 +211,7 @@ async fn tasks_are_ensured_once_and_change_status() {
 
 #[tokio::test]
 async fn tokens_round_trip_and_list_by_task() {
-    let (_dir, _path, store) = fresh().await;
+    let store = fresh().await;
     let mut a = token("j-a", None, "t1");
     a.iat = 1000;
     a.chain = vec!["support-v2".to_owned(), "analytics-v1".to_owned()];
@@ -219,9 +221,9 @@ async fn tokens_round_trip_and_list_by_task() {
     b.iat = 1001;
     b.sub_iss = None;
     let c = token("j-c", None, "t2");
-    commit1(&store, Op::InsertToken(b.clone())).await;
-    commit1(&store, Op::InsertToken(a.clone())).await;
-    commit1(&store, Op::InsertToken(c)).await;
+    commit1(&*store, Op::InsertToken(b.clone())).await;
+    commit1(&*store, Op::InsertToken(a.clone())).await;
+    commit1(&*store, Op::InsertToken(c)).await;
 
     assert_eq!(store.token("j-a").await.unwrap(), Some(a.clone()));
     assert_eq!(store.token("nope").await.unwrap(), None);
@@ -235,15 +237,15 @@ async fn tokens_round_trip_and_list_by_task() {
 
 #[tokio::test]
 async fn a_token_under_a_revoked_parent_is_refused_with_its_unit() {
-    let (_dir, _path, store) = fresh().await;
-    commit1(&store, Op::InsertToken(token("parent", None, "t1"))).await;
+    let store = fresh().await;
+    commit1(&*store, Op::InsertToken(token("parent", None, "t1"))).await;
     commit1(
-        &store,
+        &*store,
         Op::InsertToken(token("live-child", Some("parent"), "t1")),
     )
     .await;
     commit1(
-        &store,
+        &*store,
         Op::Revoke {
             record: mandate_core::revocation::RevocationRecord {
                 id: "r1".to_owned(),
@@ -257,7 +259,7 @@ async fn a_token_under_a_revoked_parent_is_refused_with_its_unit() {
         },
     )
     .await;
-    let events_before = all_events(&store).await.len();
+    let events_before = all_events(&*store).await.len();
 
     let r = store
         .commit(vec![
@@ -270,5 +272,5 @@ async fn a_token_under_a_revoked_parent_is_refused_with_its_unit() {
         "{r:?}"
     );
     assert_eq!(store.token("late-child").await.unwrap(), None);
-    assert_eq!(all_events(&store).await.len(), events_before);
+    assert_eq!(all_events(&*store).await.len(), events_before);
 }
