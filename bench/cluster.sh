@@ -120,7 +120,7 @@ for i in "${!urls[@]}"; do
     echo "node $((i + 1)) (${urls[$i]}):"
     cat "$work/load$i.err" >&2
     cat "$work/load$i.out"
-    ok="$(awk 'NR == 2 { for (f = 1; f <= NF; f++) if ($f ~ /^[0-9.]+$/) { print $f; exit } }' "$work/load$i.out")"
+    ok="$(awk 'NR == 1 { for (f = 1; f <= NF; f++) if ($f == "ok/s") col = f } NR == 2 && col { print $col }' "$work/load$i.out")"
     total="$(awk -v a="$total" -v b="${ok:-0}" 'BEGIN { printf "%.0f", a + b }')"
 done
 echo

@@ -238,17 +238,32 @@ support = ["crm.customers:read", "tickets:*"]
             }),
             http,
         };
-        for _ in 0..nodes {
-            cluster.add_node();
+        // The nodes start together on the empty database: one of them makes the first signing
+        // key and the bootstrap credential, the others find them.
+        let started: Vec<Proc> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..nodes)
+                .map(|i| {
+                    let c = &cluster;
+                    s.spawn(move || c.spawn_node(i))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for node in started {
+            cluster.lb.add(&node.url);
+            cluster.nodes.push(node);
         }
-        cluster.admin = cluster.nodes[0]
-            .credential
-            .clone()
-            .expect("the first node shows the bootstrap credential");
-        assert!(
-            cluster.nodes[1..].iter().all(|n| n.credential.is_none()),
-            "nodes after the first find the credential the first made"
+        let shown: Vec<&String> = cluster
+            .nodes
+            .iter()
+            .filter_map(|n| n.credential.as_ref())
+            .collect();
+        assert_eq!(
+            shown.len(),
+            1,
+            "exactly one node makes the bootstrap credential"
         );
+        cluster.admin = shown[0].clone();
         let mut jwk = cluster.client.agent.public_jwk().clone();
         jwk["kid"] = json!("support-v2-k1");
         let reply = cluster
@@ -268,8 +283,15 @@ support = ["crm.customers:read", "tickets:*"]
 
     /// Starts one more node on the shared database, configuration and master key.
     fn add_node(&mut self) {
-        let data = self.dir.path().join(format!("node{}", self.nodes.len()));
-        let node = spawn(
+        let node = self.spawn_node(self.nodes.len());
+        self.lb.add(&node.url);
+        self.nodes.push(node);
+    }
+
+    /// Starts node number `i` (its own data directory; the shared database and master key).
+    fn spawn_node(&self, i: usize) -> Proc {
+        let data = self.dir.path().join(format!("node{i}"));
+        spawn(
             &[
                 "serve",
                 "--config",
@@ -284,9 +306,7 @@ support = ["crm.customers:read", "tickets:*"]
                 ("MANDATE_MASTER_KEY", &self.master),
             ],
             "this node: ",
-        );
-        self.lb.add(&node.url);
-        self.nodes.push(node);
+        )
     }
 
     async fn admin_post(&self, node: usize, path: &str, body: &Value) -> (u16, Value) {
@@ -680,4 +700,73 @@ impl ClientSide {
         let status = resp.status().as_u16();
         Ok((status, resp.json().await.unwrap_or(Value::Null)))
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_share_one_signing_key_and_a_rotation_on_one_reaches_the_other() {
+    let Some(base) = postgres() else { return };
+    let c = Cluster::start(&base, 2).await;
+    let kids = |jwks: &Value| -> Vec<String> {
+        let mut k: Vec<String> = jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap().to_owned())
+            .collect();
+        k.sort();
+        k
+    };
+    let jwks = |node: usize| {
+        let url = format!("{}/.well-known/jwks.json", c.nodes[node].url);
+        let http = c.http.clone();
+        async move {
+            http.get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let before = kids(&jwks(0).await);
+    assert_eq!(
+        before.len(),
+        1,
+        "nodes starting together made one key: {before:?}"
+    );
+    assert_eq!(kids(&jwks(1).await), before);
+
+    // Rotated on node A; node B publishes and signs with the new key.
+    let (status, body) = c.admin_post(0, "/v1/keys/rotate", &json!({})).await;
+    assert!(status == 200 || status == 201, "{status} {body}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let after = loop {
+        let k = kids(&jwks(1).await);
+        if k.len() == 2 {
+            break k;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node B never published the new key"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let new_kid = after.iter().find(|k| !before.contains(k)).unwrap().clone();
+    assert_eq!(kids(&jwks(0).await), after);
+    let b = c.nodes[1].url.clone();
+    let (status, body) = c.exchange(&b, "https://crm.example.com").await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let token = body["access_token"].as_str().unwrap();
+    let header = token.split('.').next().unwrap();
+    use base64::Engine;
+    let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .unwrap();
+    let header: Value = serde_json::from_slice(&header).unwrap();
+    assert_eq!(
+        header["kid"],
+        new_kid.as_str(),
+        "node B signs with the new key"
+    );
 }

@@ -73,12 +73,30 @@ struct Failed {
     msg: String,
     /// The outcomes of the units applied before the failure, in order.
     applied: Vec<Reply>,
+    /// A unit failed on its own in a batch run without savepoints: run the batch again with
+    /// them, so that only that unit fails.
+    again_with_savepoints: bool,
 }
 
 impl Failed {
     fn new(msg: String, applied: Vec<Reply>) -> Failed {
-        Failed { msg, applied }
+        Failed {
+            msg,
+            applied,
+            again_with_savepoints: false,
+        }
     }
+}
+
+/// How a batch's units are kept apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Isolation {
+    /// No savepoints: two round trips fewer per unit. A unit that fails abandons the attempt,
+    /// which is then made again with [`Isolation::Savepoints`]. Units rarely fail (a replayed
+    /// assertion, a duplicate id), so this is the first attempt of every batch.
+    Optimistic,
+    /// Each unit in its own savepoint: a unit that fails is rolled back alone.
+    Savepoints,
 }
 
 impl Writer {
@@ -195,12 +213,37 @@ impl Writer {
         }
         let (units, replies): (Vec<Vec<Op>>, Vec<oneshot::Sender<Reply>>) =
             batch.into_iter().map(|u| (u.ops, u.reply)).unzip();
-        let Some(conn) = self.conn.as_mut() else {
-            fail_batch(Vec::new(), replies, "the store writer has no connection");
-            return;
-        };
-        let outcome = match tokio::time::timeout(BATCH_TIMEOUT, transact(conn, units, purge)).await
+        // First without savepoints; if a unit fails on its own, once more with them.
+        let mut outcome = self
+            .attempt(units.clone(), purge, Isolation::Optimistic)
+            .await;
+        if outcome
+            .as_ref()
+            .is_err_and(|failed| failed.again_with_savepoints)
         {
+            self.roll_back().await;
+            outcome = match self.begin().await {
+                Ok(()) => self.attempt(units, purge, Isolation::Savepoints).await,
+                Err(msg) => Err(Failed::new(msg, Vec::new())),
+            };
+        }
+        self.answer(outcome, replies).await;
+    }
+
+    /// Runs the batch once in the transaction already begun, within [`BATCH_TIMEOUT`].
+    async fn attempt(
+        &mut self,
+        units: Vec<Vec<Op>>,
+        purge: bool,
+        isolation: Isolation,
+    ) -> Result<Vec<Reply>, Failed> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(Failed::new(
+                "the store writer has no connection".to_owned(),
+                Vec::new(),
+            ));
+        };
+        match tokio::time::timeout(BATCH_TIMEOUT, transact(conn, units, purge, isolation)).await {
             Ok(outcome) => outcome,
             Err(_) => {
                 // The connection is mid-statement: its state is unknown. PostgreSQL rolls the
@@ -214,7 +257,16 @@ impl Writer {
                     Vec::new(),
                 ))
             }
-        };
+        }
+    }
+
+    /// Answers each unit of a batch: its own outcome once committed, or the batch's failure
+    /// (after rolling back).
+    async fn answer(
+        &mut self,
+        outcome: Result<Vec<Reply>, Failed>,
+        replies: Vec<oneshot::Sender<Reply>>,
+    ) {
         match outcome {
             Ok(results) => {
                 for (reply, result) in replies.into_iter().zip(results) {
@@ -271,6 +323,7 @@ async fn transact(
     conn: &mut PgConnection,
     units: Vec<Vec<Op>>,
     purge: bool,
+    isolation: Isolation,
 ) -> Result<Vec<Reply>, Failed> {
     let fail = |what: &str, e: &dyn std::fmt::Display| Failed::new(format!("{what}: {e}"), vec![]);
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
@@ -290,7 +343,12 @@ async fn transact(
     let mut results = Vec::with_capacity(units.len());
     let mut changes = Changes::default();
     for unit in units {
-        match apply_unit(conn, &mut head, unit, &mut changes).await {
+        match apply_unit(conn, &mut head, unit, &mut changes, isolation).await {
+            Ok(Err(_)) if isolation == Isolation::Optimistic => {
+                let mut failed = Failed::new("a unit failed; trying again".to_owned(), Vec::new());
+                failed.again_with_savepoints = true;
+                return Err(failed);
+            }
             Ok(result) => results.push(result),
             Err(msg) => return Err(Failed::new(msg, results)),
         }
@@ -316,10 +374,14 @@ async fn apply_unit(
     head: &mut ChainHead,
     unit: Vec<Op>,
     changes: &mut Changes,
+    isolation: Isolation,
 ) -> Result<Reply, String> {
-    exec(conn, "SAVEPOINT unit")
-        .await
-        .map_err(|e| format!("could not open a savepoint: {e}"))?;
+    let savepoint = isolation == Isolation::Savepoints;
+    if savepoint {
+        exec(conn, "SAVEPOINT unit")
+            .await
+            .map_err(|e| format!("could not open a savepoint: {e}"))?;
+    }
     let before = head.clone();
     let mut outputs = Vec::with_capacity(unit.len());
     let mut announced = Vec::new();
@@ -345,12 +407,16 @@ async fn apply_unit(
     }
     match failure {
         None => {
-            exec(conn, "RELEASE SAVEPOINT unit")
-                .await
-                .map_err(|e| format!("could not release a savepoint: {e}"))?;
+            if savepoint {
+                exec(conn, "RELEASE SAVEPOINT unit")
+                    .await
+                    .map_err(|e| format!("could not release a savepoint: {e}"))?;
+            }
             changes.extend(announced);
             Ok(Ok(outputs))
         }
+        // Without a savepoint the transaction is spoilt: the caller starts the batch again.
+        Some(e) if !savepoint => Ok(Err(e)),
         Some(e) => {
             *head = before;
             exec(conn, "ROLLBACK TO SAVEPOINT unit")
