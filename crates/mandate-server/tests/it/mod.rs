@@ -2,6 +2,7 @@
 
 mod admin;
 mod approvals;
+mod attacks;
 mod audit;
 mod audit_archive;
 mod audit_export;
