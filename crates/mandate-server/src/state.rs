@@ -37,6 +37,9 @@ fn write<T, R>(l: &RwLock<T>, f: impl FnOnce(&mut T) -> R) -> R {
 #[derive(Default)]
 pub struct Directory {
     agents: RwLock<HashMap<String, Arc<Agent>>>,
+    /// Counts this node's own refreshes, so that a whole reload read before one of them never
+    /// overwrites what it brought in (see [`Directory::reload`]).
+    refreshes: std::sync::atomic::AtomicU64,
 }
 
 impl Directory {
@@ -50,18 +53,33 @@ impl Directory {
             .collect();
         Ok(Directory {
             agents: RwLock::new(agents),
+            refreshes: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
-    /// Re-reads every agent (another node changed one).
+    /// Re-reads every agent (another node changed one). A snapshot read while this node
+    /// refreshed an agent of its own may predate that change, so it is read again rather than
+    /// put over it.
     pub async fn reload(&self, store: &dyn Store) -> Result<(), StoreError> {
-        let fresh = Directory::load(store).await?;
-        let agents = match fresh.agents.into_inner() {
-            Ok(m) => m,
-            Err(p) => p.into_inner(),
-        };
-        write(&self.agents, |m| *m = agents);
-        Ok(())
+        use std::sync::atomic::Ordering;
+        loop {
+            let before = self.refreshes.load(Ordering::SeqCst);
+            let fresh = Directory::load(store).await?;
+            let agents = match fresh.agents.into_inner() {
+                Ok(m) => m,
+                Err(p) => p.into_inner(),
+            };
+            let applied = write(&self.agents, |m| {
+                if self.refreshes.load(Ordering::SeqCst) != before {
+                    return false;
+                }
+                *m = agents;
+                true
+            });
+            if applied {
+                return Ok(());
+            }
+        }
     }
 
     /// One agent.
@@ -79,12 +97,16 @@ impl Directory {
         id: &str,
     ) -> Result<Option<Arc<Agent>>, StoreError> {
         let agent = store.agent(id).await?.map(Arc::new);
-        write(&self.agents, |m| match &agent {
-            Some(a) => {
-                m.insert(id.to_owned(), a.clone());
-            }
-            None => {
-                m.remove(id);
+        write(&self.agents, |m| {
+            self.refreshes
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            match &agent {
+                Some(a) => {
+                    m.insert(id.to_owned(), a.clone());
+                }
+                None => {
+                    m.remove(id);
+                }
             }
         });
         Ok(agent)
@@ -148,6 +170,8 @@ impl Revocations {
 #[derive(Default)]
 pub struct Admins {
     by_hash: RwLock<HashMap<String, AdminCredential>>,
+    /// Counts this node's own inserts (see [`Admins::reload`]).
+    inserts: std::sync::atomic::AtomicU64,
 }
 
 impl Admins {
@@ -162,18 +186,32 @@ impl Admins {
             .collect();
         Ok(Admins {
             by_hash: RwLock::new(by_hash),
+            inserts: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
-    /// Re-reads every enabled credential (another node added one).
+    /// Re-reads every enabled credential (another node added one). A snapshot read while this
+    /// node added one of its own is read again rather than put over it.
     pub async fn reload(&self, store: &dyn Store) -> Result<(), StoreError> {
-        let fresh = Admins::load(store).await?;
-        let by_hash = match fresh.by_hash.into_inner() {
-            Ok(m) => m,
-            Err(p) => p.into_inner(),
-        };
-        write(&self.by_hash, |m| *m = by_hash);
-        Ok(())
+        use std::sync::atomic::Ordering;
+        loop {
+            let before = self.inserts.load(Ordering::SeqCst);
+            let fresh = Admins::load(store).await?;
+            let by_hash = match fresh.by_hash.into_inner() {
+                Ok(m) => m,
+                Err(p) => p.into_inner(),
+            };
+            let applied = write(&self.by_hash, |m| {
+                if self.inserts.load(Ordering::SeqCst) != before {
+                    return false;
+                }
+                *m = by_hash;
+                true
+            });
+            if applied {
+                return Ok(());
+            }
+        }
     }
 
     /// The credential whose secret hashes to `hash`.
@@ -186,7 +224,11 @@ impl Admins {
 
     /// Adds a credential after it is stored.
     pub fn insert(&self, c: AdminCredential) {
-        write(&self.by_hash, |m| m.insert(c.secret_hash.clone(), c));
+        write(&self.by_hash, |m| {
+            self.inserts
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            m.insert(c.secret_hash.clone(), c)
+        });
     }
 
     /// Number of credentials.
