@@ -2172,6 +2172,8 @@ mod tests {
             max_stage: stage,
             status: AgentStatus::Active,
             keys,
+            workloads: Vec::new(),
+            require_dpop: false,
             created_at: 0,
             updated_at: 0,
         }

@@ -1282,6 +1282,8 @@ mod tests {
                 NOW - 40 * DAY,
                 Some(NOW + 50 * DAY),
             )],
+            workloads: Vec::new(),
+            require_dpop: false,
             created_at: NOW - 40 * DAY,
             updated_at: NOW - 40 * DAY,
         }

@@ -56,6 +56,18 @@ pub struct GatewayConfig {
     /// to 1 MiB.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_body_bytes: Option<u64>,
+    /// How long a client may take to send a request's headers, seconds (default 10); also how
+    /// long an idle connection is kept. Beyond it the connection is closed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub header_timeout_secs: Option<u64>,
+    /// Most connections served at once (default 4096). Beyond it the gateway stops accepting
+    /// until one closes: new connections wait in the listen backlog.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
+    /// How long a request's body may take to arrive in full, seconds, from the end of its
+    /// headers (default 60). A slower body is cut.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body_timeout_secs: Option<u64>,
     /// For a standalone `mandate gateway`: Mandate's URL (its issuer). Ignored inside
     /// `mandate serve`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -174,6 +186,10 @@ pub struct Plan {
     pub trust_domain: String,
     /// Largest forwarded body.
     pub max_body_bytes: u64,
+    /// The listener's limits on connections.
+    pub listener: crate::serve::Limits,
+    /// How long a request's body may take to arrive in full.
+    pub body_timeout: std::time::Duration,
     /// Upstreams.
     pub upstreams: Vec<Upstream>,
     /// The route table.
@@ -190,6 +206,9 @@ pub struct Plan {
 
 /// Default largest forwarded body: 10 MiB.
 pub const DEFAULT_MAX_BODY: u64 = 10 * 1024 * 1024;
+
+/// Default time a request's body may take to arrive: 60 s.
+pub const DEFAULT_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn err(msg: String) -> ConfigError {
     ConfigError(msg)
@@ -327,6 +346,13 @@ impl Plan {
                 .unwrap_or_else(|| public_url.clone()),
             public_url,
             max_body_bytes: config.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY),
+            listener: crate::serve::Limits::new(config.header_timeout_secs, config.max_connections)
+                .map_err(err)?,
+            body_timeout: match config.body_timeout_secs {
+                Some(0) => return Err(err("`body_timeout_secs` must be at least 1".into())),
+                Some(secs) => std::time::Duration::from_secs(secs),
+                None => DEFAULT_BODY_TIMEOUT,
+            },
             upstreams,
             routes,
             route_upstreams,

@@ -80,6 +80,47 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Headers an upstream may take from the gateway, or may let override the method or path the
+/// gateway routed on: never forwarded from the agent.
+const GATEWAY_ONLY: &[&str] = &[
+    crate::txn::HEADER,
+    "forwarded",
+    "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
+    "x-original-url",
+    "x-original-uri",
+    "x-rewrite-url",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// Header name prefixes of the same kind: `x-forwarded-*`, and `x-mandate-*`, which only
+/// Mandate may send.
+const GATEWAY_ONLY_PREFIXES: &[&str] = &["x-forwarded-", "x-mandate-"];
+
+/// Removes every header a client could use to pose as the gateway's own additions (the
+/// Transaction Token, `Forwarded` facts) or to make the upstream act on another method or path
+/// than the one admitted.
+fn strip_impersonation(headers: &mut HeaderMap) {
+    let prefixed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| {
+            GATEWAY_ONLY_PREFIXES
+                .iter()
+                .any(|p| n.as_str().starts_with(p))
+        })
+        .cloned()
+        .collect();
+    for n in prefixed {
+        headers.remove(n);
+    }
+    for h in GATEWAY_ONLY {
+        headers.remove(*h);
+    }
+}
+
 /// What to add to an upstream request. Its `Debug` never shows the secret or the token.
 #[derive(Clone)]
 pub struct Outbound<'a> {
@@ -114,10 +155,7 @@ pub fn prepare_request(
     for h in AGENT_CREDENTIALS {
         headers.remove(*h);
     }
-    // A client must not be able to pose as the gateway's own additions.
-    for h in [crate::txn::HEADER, "forwarded", "x-forwarded-for"] {
-        headers.remove(h);
-    }
+    strip_impersonation(headers);
     match (out.injection, out.secret) {
         (Injection::Header { name, format }, Some(secret)) => {
             let hn = HeaderName::from_bytes(name.as_bytes())
@@ -272,6 +310,12 @@ mod tests {
         h.insert("te", "trailers".parse().unwrap());
         h.insert("txn-token", "forged".parse().unwrap());
         h.insert("x-forwarded-for", "6.6.6.6".parse().unwrap());
+        h.insert("x-forwarded-host", "admin.internal".parse().unwrap());
+        h.insert("x-real-ip", "127.0.0.1".parse().unwrap());
+        h.insert("x-original-url", "/admin".parse().unwrap());
+        h.insert("x-http-method-override", "DELETE".parse().unwrap());
+        h.insert("x-mandate-user", "root".parse().unwrap());
+        h.append("forwarded", "for=127.0.0.1".parse().unwrap());
         h.insert("accept", "application/json".parse().unwrap());
         (
             h,
@@ -309,6 +353,11 @@ mod tests {
             "x-private",
             "te",
             "x-forwarded-for",
+            "x-forwarded-host",
+            "x-real-ip",
+            "x-original-url",
+            "x-http-method-override",
+            "x-mandate-user",
         ] {
             assert!(!h.contains_key(gone), "{gone}");
         }
@@ -335,6 +384,7 @@ mod tests {
         assert_eq!(uri, "/customers/9821?fields=name&api_key=s3cr%26t%3D1");
         assert!(!h.contains_key("authorization"));
         assert!(!h.contains_key("forwarded"));
+        assert!(!h.contains_key("x-forwarded-host") && !h.contains_key("x-mandate-user"));
     }
 
     #[test]

@@ -10,8 +10,9 @@
 //! A `{name}` path segment captures exactly one segment. When several routes match, the one
 //! with literal segments earliest wins (`/customers/export` over `/customers/{id}`); two routes
 //! of the same method and shape are a configuration error, so the winner never depends on order.
-//! A request whose path has `.` or `..` segments, an empty segment, or an encoded `/` or `\`
-//! matches nothing: such paths mean different things to different upstreams.
+//! A request whose path has `.` or `..` segments, an empty segment, an encoded `/` or `\`, a `;`,
+//! an escaped unreserved or control character, or escapes that are not UTF-8 matches nothing:
+//! such paths mean different things to different upstreams (see `safe_segment`).
 
 use mandate_core::scope::Scope;
 use mandate_core::stage::Stage;
@@ -149,7 +150,9 @@ pub enum NoRoute {
         allowed: Vec<String>,
     },
     /// The path has segments that are refused before any matching.
-    #[error("path `{0}` has an empty, `.` or `..` segment or an encoded `/` or `\\`")]
+    #[error(
+        "path `{0}` has an empty, `.` or `..` segment, an encoded `/` or `\\`, a `;`, or an escape that upstreams may read differently"
+    )]
     Unsafe(String),
 }
 
@@ -253,14 +256,54 @@ fn parse_resource(
     Ok(parts)
 }
 
-/// Whether a raw (still percent-encoded) path segment is safe to route on.
+/// Whether a raw (still percent-encoded) path segment is safe to route on: whether it means the
+/// same to the gateway and to any upstream. Refused: a `\\` or an encoded `/` or `\\`; a `;`
+/// (matrix parameters, which some servers strip before routing, so `..;` is `..` and `1;x` is
+/// `1` to them); a `%` that does not start an escape; an escaped unreserved character (`%2e`,
+/// `%31`: the upstream decodes it and sees another spelling of what was matched, `.` and `..`
+/// included); an escaped control character (`%00`, `%0a`); and escapes that do not decode to
+/// UTF-8 (overlong forms such as `%c0%ae`).
 fn safe_segment(seg: &str) -> bool {
-    let lower = seg.to_ascii_lowercase();
-    !(lower.contains("%2f") || lower.contains("%5c") || seg.contains('\\'))
-        && lower != "%2e"
-        && lower != "%2e%2e"
-        && lower != ".%2e"
-        && lower != "%2e."
+    if seg.contains(['\\', ';']) {
+        return false;
+    }
+    let bytes = seg.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b != b'%' {
+            if b.is_ascii_control() {
+                return false;
+            }
+            decoded.push(b);
+            i += 1;
+            continue;
+        }
+        let (Some(&h), Some(&l)) = (bytes.get(i + 1), bytes.get(i + 2)) else {
+            return false;
+        };
+        let (Some(h), Some(l)) = (hex(h), hex(l)) else {
+            return false;
+        };
+        let v = h * 16 + l;
+        if v.is_ascii_alphanumeric() || b"-._~/\\".contains(&v) || v.is_ascii_control() {
+            return false;
+        }
+        decoded.push(v);
+        i += 3;
+    }
+    // Raw or escaped C1 controls (`U+0080`–`U+009F`, e.g. `%c2%9b`, an 8-bit CSI) are UTF-8 but
+    // still control characters: they would reach resources, policy and the audit log.
+    std::str::from_utf8(&decoded).is_ok_and(|text| !text.chars().any(char::is_control))
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
 }
 
 /// The route's shape, captures as `{}`, for ambiguity errors.
@@ -535,6 +578,84 @@ mod tests {
                 matches!(t.resolve("GET", p), Err(NoRoute::Unsafe(_))),
                 "{p}"
             );
+        }
+    }
+
+    #[test]
+    fn spellings_an_upstream_may_read_differently_match_nothing() {
+        let t = crm();
+        for p in [
+            // Matrix parameters: `..;` is `..` and `4410;x` is `4410` to servers that strip them.
+            "/customers/..;/tickets",
+            "/customers/4410;x=1",
+            "/customers/;/1",
+            // Escaped unreserved characters: another spelling of `.`, `..` or of the id itself.
+            "/customers/%2E%2e",
+            "/customers/.%2E",
+            "/customers/%2e%2e%2e",
+            "/customers/%39821",
+            "/customers/98%2d21",
+            "/%63ustomers/export",
+            // Encoded control characters, NUL included.
+            "/customers/%00",
+            "/customers/1%00.json",
+            "/customers/1%0d%0aX-Injected:%201",
+            "/customers/%7F",
+            // Overlong UTF-8 for `.` and `/`, and escapes that are not UTF-8.
+            "/customers/%c0%ae%c0%ae",
+            "/customers/1%c0%afadmin",
+            "/customers/%ff",
+            // A `%` that starts no escape.
+            "/customers/%",
+            "/customers/1%2",
+            "/customers/%+1",
+            "/customers/%zz",
+            // Backslashes, raw or encoded.
+            "/customers/1\\..\\admin",
+            "/customers/1%5C..%5Cadmin",
+        ] {
+            assert!(
+                matches!(t.resolve("GET", p), Err(NoRoute::Unsafe(_))),
+                "{p}"
+            );
+        }
+    }
+
+    #[test]
+    fn c1_control_characters_raw_or_escaped_match_nothing() {
+        // Found by `fuzz/fuzz_targets/route.rs`: a raw U+0098 in a path `http` accepts reached
+        // the resource.
+        let t = crm();
+        for p in [
+            "/customers/1\u{98}df",
+            "/customers/\u{9b}31m",
+            "/customers/%c2%98",
+            "/customers/1%C2%9B2J",
+            "/customers/%c2%85",
+        ] {
+            assert!(
+                matches!(t.resolve("GET", p), Err(NoRoute::Unsafe(_))),
+                "{p}"
+            );
+        }
+        // Other non-ASCII text, raw or escaped, still routes.
+        assert!(t.resolve("GET", "/customers/j%C3%BCrgen").is_ok());
+        assert!(t.resolve("GET", "/customers/j\u{fc}rgen").is_ok());
+    }
+
+    #[test]
+    fn ordinary_escapes_still_route_and_the_resource_is_the_literal_segment() {
+        let t = crm();
+        for (p, resource) in [
+            ("/customers/acme%20corp", "customers/acme%20corp"),
+            (
+                "/customers/alice%40example.com",
+                "customers/alice%40example.com",
+            ),
+            ("/customers/caf%C3%A9", "customers/caf%C3%A9"),
+            ("/customers/a%2Bb", "customers/a%2Bb"),
+        ] {
+            assert_eq!(t.resolve("GET", p).unwrap().resource, resource, "{p}");
         }
     }
 

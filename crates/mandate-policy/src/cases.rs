@@ -136,6 +136,8 @@ fn agent(
         max_stage: max_stage.unwrap_or(Stage::Observe),
         status: AgentStatus::Active,
         keys: Vec::new(),
+        workloads: Vec::new(),
+        require_dpop: false,
         created_at: 0,
         updated_at: 0,
     })

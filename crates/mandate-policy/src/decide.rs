@@ -321,6 +321,8 @@ permit(principal == Agent::"support-v2", action == Action::"delegate", resource 
             max_stage: Stage::Draft,
             status: AgentStatus::Active,
             keys: vec![],
+            workloads: Vec::new(),
+            require_dpop: false,
             created_at: 0,
             updated_at: 0,
         }

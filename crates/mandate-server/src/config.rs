@@ -174,6 +174,12 @@ pub struct Limits {
     pub header_bytes: usize,
     /// Per-request timeout, seconds.
     pub request_timeout_secs: u64,
+    /// How long a client may take to send a request's headers, seconds; an idle connection is
+    /// closed after it too.
+    pub header_timeout_secs: u64,
+    /// Most connections served at once; beyond it new connections wait in the listen backlog
+    /// until one closes.
+    pub max_connections: usize,
     /// Tokens issued per user per minute (bursts up to this many); 0 = no limit.
     pub issuance_per_user_per_minute: u32,
     /// Tokens issued per agent per minute; 0 = no limit.
@@ -297,6 +303,8 @@ impl Default for Limits {
             body_bytes: 64 * 1024,
             header_bytes: 16 * 1024,
             request_timeout_secs: 15,
+            header_timeout_secs: 10,
+            max_connections: 4096,
             issuance_per_user_per_minute: 0,
             issuance_per_agent_per_minute: 0,
         }

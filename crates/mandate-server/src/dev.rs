@@ -313,6 +313,8 @@ pub async fn seed_agents(store: &dyn Store, dir: &Path, now: i64) -> Result<(), 
                 created_at: now,
                 revoked_at: None,
             }],
+            workloads: Vec::new(),
+            require_dpop: false,
             created_at: now,
             updated_at: now,
         };

@@ -88,7 +88,7 @@ pub struct Running {
     /// The state, for in-process callers (demo, tests).
     pub state: Arc<AppState>,
     shutdown: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), std::io::Error>>,
+    task: JoinHandle<()>,
     store: Arc<dyn Store>,
     /// Applies other nodes' changes (several nodes on PostgreSQL).
     cluster: Option<JoinHandle<()>>,
@@ -278,12 +278,25 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
     spawn_policy_watch(Arc::downgrade(&state));
     let app = crate::app::router(state.clone());
     let (tx, rx) = oneshot::channel::<()>();
+    let limits = mandate_gateway::serve::Limits {
+        max_header_bytes: state.config.limits.header_bytes,
+        ..mandate_gateway::serve::Limits::new(
+            Some(state.config.limits.header_timeout_secs),
+            Some(state.config.limits.max_connections),
+        )
+        .map_err(|e| StartError::Io(format!("limits: {e}")))?
+    };
     let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
+        mandate_gateway::serve::listen(
+            listener,
+            limits,
+            async {
                 let _ = rx.await;
-            })
-            .await
+            },
+            "mandate",
+            move |_| mandate_gateway::serve::TowerToHyperService::new(app.clone()),
+        )
+        .await;
     });
     tracing::info!(%addr, %issuer, dev, "mandate is listening");
     let (gateway, sample) = match gateway_listen.or(state.config.gateway.listen) {
@@ -295,6 +308,9 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
                     .map_err(|e| StartError::Io(e.to_string()))?;
                 config.public_url = state.config.gateway.public_url.clone();
                 config.breakers = state.config.gateway.breakers.clone();
+                config.header_timeout_secs = state.config.gateway.header_timeout_secs;
+                config.max_connections = state.config.gateway.max_connections;
+                config.body_timeout_secs = state.config.gateway.body_timeout_secs;
                 (Some(sample), config)
             } else {
                 (None, state.config.gateway.clone())

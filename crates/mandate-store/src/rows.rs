@@ -2,7 +2,7 @@
 //! through [`Columns`], which SQLite's and PostgreSQL's rows both provide. A row that does not
 //! decode is reported as a database error naming the column, never unwrapped.
 
-use mandate_core::agent::{Agent, AgentKey, AgentStatus};
+use mandate_core::agent::{Agent, AgentKey, AgentStatus, WorkloadBinding};
 use mandate_core::approval::Dispatch;
 use mandate_core::audit::{AuditEvent, Decision};
 use mandate_core::compliance::{ApprovalCount, CheckpointFact, EventCount};
@@ -111,6 +111,8 @@ pub(crate) fn agent(row: &impl Columns) -> Result<Agent, StoreError> {
             .map_err(|e| corrupt("max_stage", e))?,
         status: AgentStatus::parse(&status).ok_or_else(|| corrupt("status", &status))?,
         keys: Vec::new(),
+        workloads: json_col::<Vec<WorkloadBinding>>(row, "workloads")?,
+        require_dpop: row.int("require_dpop")? != 0,
         created_at: row.int("created_at")?,
         updated_at: row.int("updated_at")?,
     })

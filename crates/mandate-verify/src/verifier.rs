@@ -167,8 +167,10 @@ impl Builder {
         let jwks_url = url(&self.jwks_url, "/.well-known/jwks.json");
         let events_url = url(&self.events_url, "/v1/revocations/events");
         let introspection_url = url(&self.introspection_url, "/oauth2/introspect");
+        // Keys come from the configured URL only: a redirect elsewhere is a failed fetch.
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| StartError::Config(format!("http client: {e}")))?;
         let keys = fetch_jwks(&http, &jwks_url)

@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use mandate_core::agent::{Agent, AgentKey, AgentStatus};
+use mandate_core::agent::{Agent, AgentKey, AgentStatus, WorkloadBinding};
 use mandate_core::approval::Ask;
 use mandate_core::audit::{Decision, NewEvent};
 use mandate_core::ids::AgentId;
@@ -57,6 +57,14 @@ pub struct NewAgent {
     #[serde(default)]
     #[schema(value_type = Object)]
     pub justifications: BTreeMap<String, String>,
+    /// Workload identities that prove the agent (`{"kind": "spiffe", "id": "spiffe://…"}`,
+    /// `{"kind": "oidc", "issuer": "…", "subject": "…"}`).
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    pub workloads: Vec<WorkloadBinding>,
+    /// Whether every token issued to the agent must be DPoP-bound (RFC 9449).
+    #[serde(default)]
+    pub require_dpop: bool,
 }
 
 /// Body of `PATCH /v1/agents/{id}`: the fields to change.
@@ -90,6 +98,13 @@ pub struct AgentChange {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub justifications: Option<BTreeMap<String, Option<String>>>,
+    /// New workload identities (replace the old ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub workloads: Option<Vec<WorkloadBinding>>,
+    /// Whether tokens must be DPoP-bound from now on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_dpop: Option<bool>,
 }
 
 /// Body of `POST /v1/agents/{id}/keys`.
@@ -132,6 +147,20 @@ fn tags(items: &[String]) -> Result<Vec<String>, ApiError> {
     }
     let mut v = items.to_vec();
     v.sort();
+    v.dedup();
+    Ok(v)
+}
+
+fn workloads(items: &[WorkloadBinding]) -> Result<Vec<WorkloadBinding>, ApiError> {
+    if items.len() > 32 {
+        return Err(ApiError::bad_request(
+            "`workloads` holds at most 32 workload identities",
+        ));
+    }
+    for w in items {
+        w.check().map_err(ApiError::bad_request)?;
+    }
+    let mut v = items.to_vec();
     v.dedup();
     Ok(v)
 }
@@ -260,6 +289,8 @@ pub async fn create(
         max_stage: stage(body.max_stage.as_deref(), Stage::Observe)?,
         status: AgentStatus::Active,
         keys,
+        workloads: workloads(&body.workloads)?,
+        require_dpop: body.require_dpop,
         created_at: now,
         updated_at: now,
         id,
@@ -271,7 +302,8 @@ pub async fn create(
         .collect();
     let justify = justification_ops(&agent, &justified, &admin.label(), now)?;
     let mut detail = json!({"owner": agent.owner, "ceiling": agent.ceiling, "max_stage": agent.max_stage,
-        "keys": agent.keys.iter().map(|k| &k.kid).collect::<Vec<_>>()});
+        "keys": agent.keys.iter().map(|k| &k.kid).collect::<Vec<_>>(),
+        "workloads": agent.workloads, "require_dpop": agent.require_dpop});
     if !body.justifications.is_empty() {
         detail["justifications"] = json!(body.justifications);
     }
@@ -418,6 +450,12 @@ fn changed(state: &AppState, before: &Agent, change: &AgentChange) -> Result<Age
         after.tags = tags(t)?;
     }
     after.max_stage = stage(change.max_stage.as_deref(), before.max_stage)?;
+    if let Some(w) = &change.workloads {
+        after.workloads = workloads(w)?;
+    }
+    if let Some(d) = change.require_dpop {
+        after.require_dpop = d;
+    }
     after.updated_at = state.clock.now();
     Ok(after)
 }
@@ -471,13 +509,19 @@ fn change_message(before: &Agent, after: &Agent) -> String {
             after.tags.join(" ")
         ));
     }
+    if after.workloads != before.workloads {
+        parts.push(format!("{} workload identities", after.workloads.len()));
+    }
+    if after.require_dpop != before.require_dpop {
+        parts.push(format!("require DPoP `{}`", after.require_dpop));
+    }
     format!("agent `{}` changes: {}", before.id, parts.join("; "))
 }
 
 fn update_detail(before: &Agent, after: &Agent) -> Value {
     json!({
-        "before": {"owner": before.owner, "ceiling": before.ceiling, "max_stage": before.max_stage, "name": before.name, "tags": before.tags},
-        "after": {"owner": after.owner, "ceiling": after.ceiling, "max_stage": after.max_stage, "name": after.name, "tags": after.tags},
+        "before": {"owner": before.owner, "ceiling": before.ceiling, "max_stage": before.max_stage, "name": before.name, "tags": before.tags, "workloads": before.workloads, "require_dpop": before.require_dpop},
+        "after": {"owner": after.owner, "ceiling": after.ceiling, "max_stage": after.max_stage, "name": after.name, "tags": after.tags, "workloads": after.workloads, "require_dpop": after.require_dpop},
     })
 }
 
@@ -561,6 +605,8 @@ pub fn narrowing(
         tags: None,
         justification: None,
         justifications: None,
+        workloads: None,
+        require_dpop: None,
     };
     let after = changed(state, &before, &change)?;
     if needs_approval(&before, &after) {

@@ -3,6 +3,7 @@
 mod admin;
 mod approvals;
 mod attacks;
+mod attacks_transport;
 mod audit;
 mod audit_archive;
 mod audit_export;

@@ -176,6 +176,8 @@ async fn posture_finds_each_seeded_problem_in_a_fixture_deployment() {
         max_stage: Stage::Observe,
         status: AgentStatus::Active,
         keys: Vec::new(),
+        workloads: Vec::new(),
+        require_dpop: false,
         created_at: t0,
         updated_at: t0,
     };

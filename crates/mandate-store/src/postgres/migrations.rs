@@ -22,10 +22,17 @@ struct Migration {
 }
 
 /// Every migration, in order. Append only: never edit one that has shipped.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    sql: include_str!("../../migrations/postgres/0001_initial.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        sql: include_str!("../../migrations/postgres/0001_initial.sql"),
+    },
+    // Workload identities and DPoP per agent
+    Migration {
+        version: 2,
+        sql: include_str!("../../migrations/postgres/0002_agent_proofs.sql"),
+    },
+];
 
 /// The schema version this build writes.
 fn latest_version() -> i64 {

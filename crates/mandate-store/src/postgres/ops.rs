@@ -326,8 +326,8 @@ async fn revoke(
 async fn insert_agent(conn: &mut PgConnection, a: &Agent) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO agents (id, name, owner, description, ceiling, tags, max_stage, status,
-            created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            created_at, updated_at, workloads, require_dpop)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
     )
     .bind(a.id.as_str())
     .bind(&a.name)
@@ -339,6 +339,8 @@ async fn insert_agent(conn: &mut PgConnection, a: &Agent) -> Result<(), StoreErr
     .bind(a.status.as_str())
     .bind(a.created_at)
     .bind(a.updated_at)
+    .bind(json(&a.workloads)?)
+    .bind(i64::from(a.require_dpop))
     .execute(&mut *conn)
     .await
     .map_err(conflict(|| format!("agent `{}`", a.id)))?;
@@ -352,8 +354,8 @@ async fn insert_agent(conn: &mut PgConnection, a: &Agent) -> Result<(), StoreErr
 async fn update_agent(conn: &mut PgConnection, a: &Agent) -> Result<OpOutput, StoreError> {
     let r = sqlx::query(
         "UPDATE agents SET name = $1, owner = $2, description = $3, ceiling = $4, tags = $5,
-            max_stage = $6, status = $7, updated_at = $8
-         WHERE id = $9",
+            max_stage = $6, status = $7, updated_at = $8, workloads = $9, require_dpop = $10
+         WHERE id = $11",
     )
     .bind(&a.name)
     .bind(&a.owner)
@@ -363,6 +365,8 @@ async fn update_agent(conn: &mut PgConnection, a: &Agent) -> Result<OpOutput, St
     .bind(a.max_stage.as_str())
     .bind(a.status.as_str())
     .bind(a.updated_at)
+    .bind(json(&a.workloads)?)
+    .bind(i64::from(a.require_dpop))
     .bind(a.id.as_str())
     .execute(&mut *conn)
     .await?;

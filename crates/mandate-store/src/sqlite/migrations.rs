@@ -66,6 +66,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 11,
         sql: include_str!("../../migrations/sqlite/0011_audit_user_time.sql"),
     },
+    // Workload identities and DPoP per agent
+    Migration {
+        version: 12,
+        sql: include_str!("../../migrations/sqlite/0012_agent_proofs.sql"),
+    },
 ];
 
 /// The schema version this build writes.

@@ -517,8 +517,8 @@ async fn revoke(
 async fn insert_agent(conn: &mut SqliteConnection, a: &Agent) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO agents (id, name, owner, description, ceiling, tags, max_stage, status,
-            created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            created_at, updated_at, workloads, require_dpop)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(a.id.as_str())
     .bind(&a.name)
@@ -530,6 +530,8 @@ async fn insert_agent(conn: &mut SqliteConnection, a: &Agent) -> Result<(), Stor
     .bind(a.status.as_str())
     .bind(a.created_at)
     .bind(a.updated_at)
+    .bind(json(&a.workloads)?)
+    .bind(i64::from(a.require_dpop))
     .execute(&mut *conn)
     .await
     .map_err(conflict(|| format!("agent `{}`", a.id)))?;
@@ -543,7 +545,7 @@ async fn insert_agent(conn: &mut SqliteConnection, a: &Agent) -> Result<(), Stor
 async fn update_agent(conn: &mut SqliteConnection, a: &Agent) -> Result<OpOutput, StoreError> {
     let r = sqlx::query(
         "UPDATE agents SET name = ?, owner = ?, description = ?, ceiling = ?, tags = ?,
-            max_stage = ?, status = ?, updated_at = ?
+            max_stage = ?, status = ?, updated_at = ?, workloads = ?, require_dpop = ?
          WHERE id = ?",
     )
     .bind(&a.name)
@@ -554,6 +556,8 @@ async fn update_agent(conn: &mut SqliteConnection, a: &Agent) -> Result<OpOutput
     .bind(a.max_stage.as_str())
     .bind(a.status.as_str())
     .bind(a.updated_at)
+    .bind(json(&a.workloads)?)
+    .bind(i64::from(a.require_dpop))
     .bind(a.id.as_str())
     .execute(&mut *conn)
     .await?;

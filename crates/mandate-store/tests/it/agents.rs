@@ -1,6 +1,6 @@
 //! Agents and their keys.
 
-use mandate_core::agent::AgentStatus;
+use mandate_core::agent::{AgentStatus, WorkloadBinding};
 use mandate_core::scope::PatternSet;
 use mandate_core::stage::Stage;
 use mandate_store::{Op, StoreError};
@@ -10,7 +10,17 @@ use super::{agent, commit1, fresh, key};
 #[tokio::test]
 async fn agents_round_trip_and_list_by_id() {
     let store = fresh().await;
-    let b = agent("support-v2", &["s1", "s0"]);
+    let mut b = agent("support-v2", &["s1", "s0"]);
+    b.workloads = vec![
+        WorkloadBinding::Spiffe {
+            id: "spiffe://prod.example/ns/support/sa/*".to_owned(),
+        },
+        WorkloadBinding::Oidc {
+            issuer: "https://token.actions.githubusercontent.com".to_owned(),
+            subject: "repo:acme/support:*".to_owned(),
+        },
+    ];
+    b.require_dpop = true;
     let a = agent("analytics-v1", &[]);
     commit1(&*store, Op::InsertAgent(b.clone())).await;
     commit1(&*store, Op::InsertAgent(a.clone())).await;
@@ -32,6 +42,10 @@ async fn update_replaces_fields_but_not_keys() {
     changed.ceiling = PatternSet::parse(["crm.customers:read"]).unwrap();
     changed.max_stage = Stage::Execute;
     changed.updated_at = 200;
+    changed.require_dpop = true;
+    changed.workloads = vec![WorkloadBinding::Spiffe {
+        id: "spiffe://prod.example/agent".to_owned(),
+    }];
     commit1(&*store, Op::UpdateAgent(changed.clone())).await;
 
     let got = store.agent("support-v2").await.unwrap().unwrap();
@@ -39,6 +53,8 @@ async fn update_replaces_fields_but_not_keys() {
     assert_eq!(got.ceiling, changed.ceiling);
     assert_eq!(got.max_stage, Stage::Execute);
     assert_eq!(got.updated_at, 200);
+    assert!(got.require_dpop);
+    assert_eq!(got.workloads, changed.workloads);
     assert_eq!(
         got.keys,
         vec![key("s1")],

@@ -19,7 +19,7 @@ use super::{agent, all_events, append, commit1, event, fresh, fresh_sqlite, sqli
 /// The versions a fully migrated database of `backend` records: one per migration file.
 fn migration_versions(backend: Backend) -> Vec<i64> {
     match backend {
-        Backend::Sqlite => vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11],
+        Backend::Sqlite => (1..=12).collect(),
         Backend::Postgres => {
             let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres");
             let files = std::fs::read_dir(dir)

@@ -237,6 +237,8 @@ pub fn agent(id: &str, kids: &[&str]) -> Agent {
         max_stage: Stage::Draft,
         status: AgentStatus::Active,
         keys: kids.iter().map(|k| key(k)).collect(),
+        workloads: Vec::new(),
+        require_dpop: false,
         created_at: 100,
         updated_at: 100,
     }
