@@ -77,6 +77,14 @@ pub enum Challenge {
     Missing,
     /// The token is not acceptable: malformed, expired, revoked, wrong audience.
     InvalidToken(String),
+    /// The token is DPoP-bound and its proof is missing or bad (RFC 9449 §7.1:
+    /// `invalid_dpop_proof`, or `use_dpop_nonce`).
+    DpopProof {
+        /// `invalid_dpop_proof` or `use_dpop_nonce`.
+        code: &'static str,
+        /// Why, for people.
+        description: String,
+    },
     /// The token is fine but lacks `scope`.
     InsufficientScope {
         /// The scope the request needs.
@@ -90,7 +98,7 @@ impl Challenge {
     /// The HTTP status: 401, or 403 for insufficient scope.
     pub fn status(&self) -> u16 {
         match self {
-            Challenge::Missing | Challenge::InvalidToken(_) => 401,
+            Challenge::Missing | Challenge::InvalidToken(_) | Challenge::DpopProof { .. } => 401,
             Challenge::InsufficientScope { .. } => 403,
         }
     }
@@ -100,6 +108,7 @@ impl Challenge {
         match self {
             Challenge::Missing => None,
             Challenge::InvalidToken(_) => Some("invalid_token"),
+            Challenge::DpopProof { code, .. } => Some(code),
             Challenge::InsufficientScope { .. } => Some("insufficient_scope"),
         }
     }
@@ -119,6 +128,9 @@ impl Challenge {
         match self {
             Challenge::Missing => {}
             Challenge::InvalidToken(d) => params.push(("error_description", d.clone())),
+            Challenge::DpopProof { description, .. } => {
+                params.push(("error_description", description.clone()));
+            }
             Challenge::InsufficientScope { scope, description } => {
                 params.push(("error_description", description.clone()));
                 params.push(("scope", scope.clone()));
@@ -148,6 +160,9 @@ impl Challenge {
                 json!({"error": "invalid_request", "error_description": "a bearer token is required"})
             }
             Challenge::InvalidToken(d) => json!({"error": "invalid_token", "error_description": d}),
+            Challenge::DpopProof { code, description } => {
+                json!({"error": code, "error_description": description})
+            }
             Challenge::InsufficientScope { scope, description } => {
                 json!({"error": "insufficient_scope", "error_description": description, "scope": scope})
             }

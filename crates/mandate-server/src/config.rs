@@ -204,6 +204,11 @@ pub struct Tokens {
     pub leeway: i64,
     /// Longest lifetime of a client assertion, seconds.
     pub assertion_max_lifetime: i64,
+    /// How old a DPoP proof's `iat` may be, seconds (RFC 9449 §11.1).
+    pub dpop_proof_max_age: i64,
+    /// Whether DPoP proofs must carry a server nonce (RFC 9449 §8): the token endpoint answers
+    /// `use_dpop_nonce` with a `DPoP-Nonce` header until they do.
+    pub dpop_nonce: bool,
     /// Names of the user's identity-provider claims copied into access tokens as `user_tags`
     /// (string claims only; nothing else of the user's token leaves Mandate). In `--dev`,
     /// `["region"]` when empty.
@@ -321,6 +326,8 @@ impl Default for Tokens {
             max_chain_depth: 4,
             leeway: 30,
             assertion_max_lifetime: 300,
+            dpop_proof_max_age: 60,
+            dpop_nonce: false,
             carry_claims: Vec::new(),
         }
     }

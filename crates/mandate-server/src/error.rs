@@ -17,6 +17,8 @@ pub struct OAuthError {
     pub description: String,
     /// Seconds to wait before retrying (sent as `Retry-After`).
     pub retry_after: Option<u64>,
+    /// A fresh DPoP server nonce (sent as `DPoP-Nonce`, RFC 9449 §8).
+    pub dpop_nonce: Option<String>,
 }
 
 impl OAuthError {
@@ -26,7 +28,19 @@ impl OAuthError {
             error,
             description: description.into(),
             retry_after: None,
+            dpop_nonce: None,
         }
+    }
+
+    /// `invalid_dpop_proof` (RFC 9449 §5): the DPoP proof is missing where required, or bad.
+    pub fn invalid_dpop_proof(d: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_dpop_proof", d)
+    }
+    /// `use_dpop_nonce` (RFC 9449 §8), carrying the nonce to use.
+    pub fn use_dpop_nonce(d: impl Into<String>, nonce: String) -> Self {
+        let mut e = Self::new(StatusCode::BAD_REQUEST, "use_dpop_nonce", d);
+        e.dpop_nonce = Some(nonce);
+        e
     }
 
     /// `invalid_request`.
@@ -98,6 +112,9 @@ impl IntoResponse for OAuthError {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Some(secs) = self.retry_after {
             h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Some(nonce) = self.dpop_nonce.and_then(|n| HeaderValue::from_str(&n).ok()) {
+            h.insert("dpop-nonce", nonce);
         }
         if self.status == StatusCode::UNAUTHORIZED {
             h.insert(

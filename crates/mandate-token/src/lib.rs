@@ -11,6 +11,7 @@
 //! Signature checks are done by `jsonwebtoken` (backed by `aws-lc-rs`); nothing here hand-rolls
 //! cryptography. Errors never contain a token or key material.
 
+pub mod dpop;
 pub mod keys;
 pub mod sign;
 pub mod verify;

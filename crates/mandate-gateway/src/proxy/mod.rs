@@ -67,6 +67,8 @@ pub struct Gateway<A> {
     /// The root resource's metadata and, per MCP server, its own.
     resources: Vec<ProtectedResource>,
     breakers: Mutex<BreakerState>,
+    /// DPoP proofs seen recently (RFC 9449 §11.1): a proof is accepted once per gateway.
+    dpop_seen: mandate_token::dpop::ReplayCache,
     /// Tool classes learnt from `tools/list` answers: (MCP server index, tool) → read-only.
     tools: Mutex<HashMap<(usize, String), bool>>,
 }
@@ -115,7 +117,7 @@ impl<A: Authority> Gateway<A> {
             authorization_servers: vec![authority.issuer().to_owned()],
             scopes_supported: scopes,
             resource_name: Some("Mandate gateway".into()),
-            dpop_signing_alg_values_supported: Vec::new(),
+            dpop_signing_alg_values_supported: dpop_algs(),
         };
         let mut resources = vec![root];
         for m in &plan.mcp {
@@ -124,10 +126,11 @@ impl<A: Authority> Gateway<A> {
                 authorization_servers: vec![authority.issuer().to_owned()],
                 scopes_supported: vec![format!("mcp.{}.*:call", m.server)],
                 resource_name: Some(format!("MCP server `{}`", m.server)),
-                dpop_signing_alg_values_supported: Vec::new(),
+                dpop_signing_alg_values_supported: dpop_algs(),
             });
         }
         Ok(Gateway {
+            dpop_seen: mandate_token::dpop::ReplayCache::new(DPOP_REPLAY_CAPACITY),
             breakers: Mutex::new(BreakerState {
                 breakers: plan.breakers.clone(),
                 latched_at: HashMap::new(),
@@ -223,6 +226,44 @@ impl<A: Authority> Gateway<A> {
         }
     }
 
+    /// Checks the `DPoP` proof sent with a token bound to `jkt`: for this method and URL (the
+    /// gateway's public URL and the request's path), this token (`ath`), recent, with the
+    /// bound key, and never seen before at this gateway.
+    fn check_dpop(
+        &self,
+        headers: &HeaderMap,
+        ctx: &Ctx,
+        token: &str,
+        jkt: &str,
+    ) -> Result<(), mandate_token::dpop::ProofError> {
+        use mandate_token::dpop::{ProofCheck, ProofError, check_proof};
+        let mut values = headers.get_all("dpop").iter();
+        let (Some(value), None) = (values.next(), values.next()) else {
+            return Err(ProofError::Malformed("send exactly one `DPoP` header"));
+        };
+        let proof = value
+            .to_str()
+            .map_err(|_| ProofError::Malformed("the `DPoP` header is not text"))?;
+        let now = self.authority.now_ms().div_euclid(1000);
+        let url = format!("{}{}", self.plan.public_url, ctx.path);
+        let verified = check_proof(
+            proof,
+            &ProofCheck {
+                method: &ctx.method,
+                url: &url,
+                now,
+                max_age: DPOP_MAX_AGE,
+                leeway: DPOP_LEEWAY,
+                access_token: Some(token),
+                nonces: None,
+            },
+        )?;
+        if verified.jkt != jkt {
+            return Err(ProofError::WrongKey);
+        }
+        self.dpop_seen.remember(&verified, now)
+    }
+
     /// The bearer token, verified; or the 401/503 answer (recorded).
     async fn authenticate(
         &self,
@@ -230,7 +271,7 @@ impl<A: Authority> Gateway<A> {
         ctx: &Ctx,
         metadata_url: &str,
     ) -> Result<Principal, Refused> {
-        let refuse = |challenge: Challenge, reason: String| {
+        let refuse = |challenge: Challenge, scheme: Scheme, reason: String| {
             self.record(
                 ctx,
                 Outcome {
@@ -240,20 +281,56 @@ impl<A: Authority> Gateway<A> {
                     ..Outcome::deny()
                 },
             );
-            respond::challenge(&challenge, Scheme::Bearer, metadata_url)
+            respond::challenge(&challenge, scheme, metadata_url)
         };
-        let Some(token) = bearer(headers) else {
+        let Some((scheme, token)) = credentials(headers) else {
             return Err(Box::new(refuse(
                 Challenge::Missing,
+                Scheme::Bearer,
                 "no bearer token".into(),
             )));
         };
         match self.authority.verify(token, &self.audiences).await {
-            Ok(p) if p.claims.cnf.is_some() => {
-                let why = "the token is bound to a key (DPoP); this gateway does not verify DPoP proofs yet, so it refuses bound tokens".to_owned();
-                Err(Box::new(refuse(Challenge::InvalidToken(why.clone()), why)))
+            Ok(p) => {
+                let jkt = p
+                    .claims
+                    .cnf
+                    .as_ref()
+                    .and_then(|c| c.get("jkt"))
+                    .and_then(|j| j.as_str());
+                match (jkt, scheme) {
+                    (None, Scheme::Bearer) => Ok(p),
+                    (None, Scheme::DPoP) => {
+                        let why =
+                            "the token is not DPoP-bound: present it with the `Bearer` scheme"
+                                .to_owned();
+                        Err(Box::new(refuse(
+                            Challenge::InvalidToken(why.clone()),
+                            Scheme::Bearer,
+                            why,
+                        )))
+                    }
+                    (Some(_), Scheme::Bearer) => {
+                        let why = "the token is DPoP-bound: present it with the `DPoP` scheme and a `DPoP` proof".to_owned();
+                        Err(Box::new(refuse(
+                            Challenge::InvalidToken(why.clone()),
+                            Scheme::DPoP,
+                            why,
+                        )))
+                    }
+                    (Some(jkt), Scheme::DPoP) => match self.check_dpop(headers, ctx, token, jkt) {
+                        Ok(()) => Ok(p),
+                        Err(e) => {
+                            let why = e.to_string();
+                            let challenge = Challenge::DpopProof {
+                                code: e.code(),
+                                description: why.clone(),
+                            };
+                            Err(Box::new(refuse(challenge, Scheme::DPoP, why)))
+                        }
+                    },
+                }
             }
-            Ok(p) => Ok(p),
             Err(r) if r.is_transient() => {
                 let why = r.to_string();
                 self.record(
@@ -273,7 +350,11 @@ impl<A: Authority> Gateway<A> {
             }
             Err(r) => {
                 let why = r.to_string();
-                Err(Box::new(refuse(Challenge::InvalidToken(why.clone()), why)))
+                Err(Box::new(refuse(
+                    Challenge::InvalidToken(why.clone()),
+                    Scheme::Bearer,
+                    why,
+                )))
             }
         }
     }
@@ -660,11 +741,30 @@ impl Outcome<'_> {
 }
 
 /// The token of `Authorization: Bearer <token>` (scheme case-insensitive).
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+/// How old a DPoP proof may be at the gateway, seconds.
+const DPOP_MAX_AGE: i64 = 60;
+/// Clock skew tolerated for a DPoP proof's `iat`, seconds.
+const DPOP_LEEWAY: i64 = 5;
+/// Most DPoP proofs remembered at once (about 100 bytes each); beyond it new proofs are refused
+/// until old ones expire.
+const DPOP_REPLAY_CAPACITY: usize = 1_000_000;
+
+/// The access token and the scheme it came with: `Authorization: Bearer <token>` or
+/// `Authorization: DPoP <token>` (RFC 9449 §7.1).
+fn credentials(headers: &HeaderMap) -> Option<(Scheme, &str)> {
     let v = headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
     let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+    if token.is_empty() {
+        return None;
+    }
+    if scheme.eq_ignore_ascii_case("bearer") {
+        Some((Scheme::Bearer, token))
+    } else if scheme.eq_ignore_ascii_case("dpop") {
+        Some((Scheme::DPoP, token))
+    } else {
+        None
+    }
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
@@ -730,4 +830,12 @@ where
         }
     }
     Ok(out.freeze())
+}
+
+/// The DPoP proof algorithms this gateway verifies, for its resource metadata.
+fn dpop_algs() -> Vec<String> {
+    mandate_token::dpop::SUPPORTED_ALGS
+        .iter()
+        .map(|a| (*a).to_owned())
+        .collect()
 }

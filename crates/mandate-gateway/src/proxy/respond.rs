@@ -37,7 +37,11 @@ pub(crate) fn error(status: StatusCode, code: &str, description: &str) -> Respon
 pub(crate) fn challenge(c: &Challenge, scheme: Scheme, metadata_url: &str) -> Response<ProxyBody> {
     let status = StatusCode::from_u16(c.status()).unwrap_or(StatusCode::UNAUTHORIZED);
     let mut r = json(status, &c.body());
-    if let Ok(v) = HeaderValue::from_str(&c.header(scheme, Some(metadata_url), &[])) {
+    let algs: Vec<String> = mandate_token::dpop::SUPPORTED_ALGS
+        .iter()
+        .map(|a| (*a).to_owned())
+        .collect();
+    if let Ok(v) = HeaderValue::from_str(&c.header(scheme, Some(metadata_url), &algs)) {
         r.headers_mut().insert(WWW_AUTHENTICATE, v);
     }
     r

@@ -127,6 +127,7 @@ fn oauth_error(error: &'static str, description: impl Into<String>) -> OAuthErro
         error,
         description: description.into(),
         retry_after: None,
+        dpop_nonce: None,
     }
 }
 

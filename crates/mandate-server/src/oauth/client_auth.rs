@@ -34,6 +34,9 @@ pub struct AuthenticatedAgent {
     pub assertion_jti: String,
     /// The assertion's `exp`.
     pub assertion_exp: i64,
+    /// The thumbprint of the key this request proved possession of with a DPoP proof (set by
+    /// the token endpoint after [`authenticate`]): the issued token is bound to it (`cnf.jkt`).
+    pub dpop_jkt: Option<String>,
 }
 
 impl AuthenticatedAgent {
@@ -195,5 +198,6 @@ pub fn authenticate(
         credential: format!("kid:{kid}"),
         assertion_jti: jti.to_owned(),
         assertion_exp: exp.saturating_add(state.config.tokens.leeway),
+        dpop_jkt: None,
     })
 }

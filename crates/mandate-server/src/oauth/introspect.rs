@@ -55,11 +55,16 @@ pub async fn introspect(
                 "active": true,
                 "iss": c.iss, "sub": c.sub, "sub_profile": c.sub_profile, "aud": c.aud,
                 "client_id": c.client_id, "iat": c.iat, "nbf": c.nbf, "exp": c.exp,
-                "jti": c.jti, "scope": c.scope, "token_type": "Bearer",
+                "jti": c.jti, "scope": c.scope,
+                "token_type": if c.cnf.is_some() { "DPoP" } else { "Bearer" },
                 "task": c.task, "stage": c.stage, "credential": c.credential,
             });
             if let (Some(obj), Some(act)) = (v.as_object_mut(), &c.act) {
                 obj.insert("act".into(), act.clone());
+            }
+            // RFC 9449 §6.2: the key the token is bound to.
+            if let (Some(obj), Some(cnf)) = (v.as_object_mut(), &c.cnf) {
+                obj.insert("cnf".into(), cnf.clone());
             }
             if let Some(obj) = v.as_object_mut() {
                 if !c.groups.is_empty() {

@@ -368,7 +368,10 @@ pub fn mint(
         task: task.as_str().to_owned(),
         stage: g.stage,
         credential: client.credential.clone(),
-        cnf: None,
+        cnf: client
+            .dpop_jkt
+            .as_ref()
+            .map(|jkt| serde_json::json!({ "jkt": jkt })),
     };
     let keys = state.keys.keys();
     let token = sign_jwt(&keys.current, "at+jwt", &claims).map_err(|e| {

@@ -30,7 +30,7 @@ pub fn metadata_document(state: &AppState) -> Value {
         "response_types_supported": [],
         "scopes_supported": [],
         "token_exchange_token_types_supported": [TYPE_JWT, TYPE_ACCESS_TOKEN],
-        "dpop_signing_alg_values_supported": [],
+        "dpop_signing_alg_values_supported": mandate_token::dpop::SUPPORTED_ALGS,
         "authorization_details_types_supported": [],
         "service_documentation": format!("{i}/v1/openapi.json"),
     })

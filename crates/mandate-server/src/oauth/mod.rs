@@ -4,6 +4,7 @@
 pub mod ciba;
 pub mod client_auth;
 pub mod client_credentials;
+pub mod dpop;
 pub mod exchange;
 pub mod form;
 pub mod introspect;

@@ -21,6 +21,7 @@ use crate::error::OAuthError;
 use crate::oauth::ciba::{self, CIBA};
 use crate::oauth::client_auth::authenticate;
 use crate::oauth::client_credentials::client_credentials;
+use crate::oauth::dpop;
 use crate::oauth::exchange::exchange;
 use crate::oauth::form::read_form;
 use crate::oauth::issue::Outcome;
@@ -168,6 +169,12 @@ pub async fn token(
     };
     attempt.chain = vec![client.agent.id.as_str().to_owned()];
     attempt.credential = Some(client.credential.clone());
+    let mut client = client;
+    let proof = match dpop::check_token_request(&state, &headers, &client.agent, now) {
+        Ok(p) => p,
+        Err(e) => return deny(&state, &rid, kind, &attempt, client.use_once().into(), e).await,
+    };
+    client.dpop_jkt = proof.as_ref().map(|p| p.jkt.clone());
     if let Err(wait) = state
         .agent_limit
         .check(client.agent.id.as_str(), state.clock.now_ms())
@@ -206,11 +213,25 @@ pub async fn token(
     event.kind = kind.to_owned();
     event.request_id = Some(rid.0.clone());
     let mut ops = vec![client.use_once()];
+    ops.extend(proof.as_ref().map(dpop::use_once));
     ops.extend(issued.new_task.map(Op::EnsureTask));
     ops.push(Op::InsertToken(issued.record));
     ops.push(Op::Audit(event));
     match state.store.commit(ops).await {
         Ok(_) => {}
+        Err(StoreError::Replay(key))
+            if proof.as_ref().is_some_and(|p| dpop::replay_key(p) == key) =>
+        {
+            return deny(
+                &state,
+                &rid,
+                kind,
+                &attempt,
+                None,
+                OAuthError::invalid_dpop_proof("the DPoP proof was already used"),
+            )
+            .await;
+        }
         Err(StoreError::Replay(_)) => {
             return deny(
                 &state,
@@ -266,7 +287,7 @@ pub fn token_response(
     let mut resp = axum::Json(json!({
         "access_token": token,
         "issued_token_type": issued_token_type,
-        "token_type": "Bearer",
+        "token_type": if c.cnf.is_some() { "DPoP" } else { "Bearer" },
         "expires_in": c.exp - now,
         "scope": c.scope,
         "task": c.task,
@@ -275,5 +296,10 @@ pub fn token_response(
     .into_response();
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(nonce) =
+        dpop::nonces(state).and_then(|n| HeaderValue::from_str(&n.current(now)).ok())
+    {
+        resp.headers_mut().insert("dpop-nonce", nonce);
+    }
     resp
 }

@@ -46,7 +46,7 @@ const SECRET: &str = "crm-real-key";
 
 /// A request as the upstream received it.
 #[derive(Debug, Clone)]
-struct Seen {
+pub(super) struct Seen {
     method: String,
     target: String,
     headers: Vec<(String, String)>,
@@ -54,7 +54,7 @@ struct Seen {
 }
 
 impl Seen {
-    fn all(&self, name: &str) -> Vec<&str> {
+    pub(super) fn all(&self, name: &str) -> Vec<&str> {
         self.headers
             .iter()
             .filter(|(n, _)| n == name)
@@ -64,13 +64,13 @@ impl Seen {
 }
 
 /// A real HTTP upstream (axum) that records every request and answers 200.
-struct Upstream {
+pub(super) struct Upstream {
     url: String,
     seen: Arc<Mutex<Vec<Seen>>>,
 }
 
 impl Upstream {
-    async fn start() -> Upstream {
+    pub(super) async fn start() -> Upstream {
         let seen = Arc::new(Mutex::new(Vec::<Seen>::new()));
         let keep = seen.clone();
         let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
@@ -107,11 +107,11 @@ impl Upstream {
         }
     }
 
-    fn seen(&self) -> Vec<Seen> {
+    pub(super) fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
 
-    fn count(&self) -> usize {
+    pub(super) fn count(&self) -> usize {
         self.seen.lock().unwrap().len()
     }
 }
@@ -134,7 +134,7 @@ fn route(
 }
 
 /// A `--dev` server with a gateway in front of `up` (credential: `x-api-key`), `tune`d.
-async fn start(up: &Upstream, tune: impl FnOnce(&mut mandate_server::Config)) -> Server {
+pub(super) async fn start(up: &Upstream, tune: impl FnOnce(&mut mandate_server::Config)) -> Server {
     let url = up.url.clone();
     let s = Server::start_configured(move |c| {
         c.gateway.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
@@ -176,7 +176,7 @@ fn gw_addr(s: &Server) -> SocketAddr {
     s.running().gateway.as_ref().expect("the gateway runs").addr
 }
 
-fn gw_url(s: &Server) -> String {
+pub(super) fn gw_url(s: &Server) -> String {
     format!("http://{}", gw_addr(s))
 }
 
@@ -214,7 +214,7 @@ fn answers(reply: &str) -> usize {
 }
 
 /// The gateway's audit events (`gateway.request`) with `decision`, oldest first.
-async fn gateway_events(s: &Server, decision: &str) -> Vec<Value> {
+pub(super) async fn gateway_events(s: &Server, decision: &str) -> Vec<Value> {
     s.audit(&format!("decision={decision}&limit=10000"))
         .await
         .into_iter()
@@ -223,7 +223,7 @@ async fn gateway_events(s: &Server, decision: &str) -> Vec<Value> {
 }
 
 /// Waits (up to 2 s) until there are more than `before` such events; returns the newest.
-async fn next_gateway_event(s: &Server, decision: &str, before: usize) -> Value {
+pub(super) async fn next_gateway_event(s: &Server, decision: &str, before: usize) -> Value {
     for _ in 0..100 {
         let events = gateway_events(s, decision).await;
         if events.len() > before {

@@ -12,6 +12,7 @@ mod authzen;
 mod ciba;
 mod client_credentials;
 mod compliance;
+mod dpop;
 mod exchange;
 mod gateway;
 mod gateway_api;
