@@ -43,6 +43,12 @@ pub enum Refusal {
     /// An agent of its chain is not active at the authorization server.
     #[error("agent `{0}` in the token's chain is not active")]
     AgentInactive(String),
+    /// The token came with the wrong scheme for its binding (`Bearer` for a DPoP-bound token).
+    #[error("{0}")]
+    Scheme(&'static str),
+    /// The token is DPoP-bound and its proof is missing or bad.
+    #[error("{0}")]
+    Dpop(mandate_token::dpop::ProofError),
     /// The verifier cannot tell whether the token was revoked, and is set to fail closed.
     #[error("revocation state is unavailable: {0}")]
     Unavailable(String),

@@ -13,7 +13,7 @@ use http::{HeaderValue, Request, Response, StatusCode, header};
 use tower::{Layer, Service};
 
 use crate::check::{Principal, Refusal};
-use crate::verifier::Verifier;
+use crate::verifier::{Presented, Verifier};
 
 /// Wraps a service so that it sees only verified requests.
 #[derive(Debug, Clone)]
@@ -67,11 +67,30 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let verifier = self.verifier.clone();
         Box::pin(async move {
-            let token = match bearer(&req) {
-                Some(t) => t.to_owned(),
-                None => return Ok(missing()),
+            let Some((dpop, token)) = credentials(&req) else {
+                return Ok(missing());
             };
-            match verifier.verify(&token).await {
+            let mut proofs = req.headers().get_all("dpop").iter();
+            let proof = match (proofs.next(), proofs.next()) {
+                (Some(p), None) => p.to_str().ok(),
+                _ => None,
+            };
+            let host = req
+                .headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .or(req.uri().authority().map(|a| a.as_str()))
+                .unwrap_or_default();
+            let presented = Presented {
+                token,
+                dpop,
+                proof,
+                method: req.method().as_str(),
+                host,
+                path: req.uri().path(),
+            };
+            let verdict = verifier.verify_presented(&presented).await;
+            match verdict {
                 Ok(principal) => {
                     req.extensions_mut().insert::<Principal>(principal);
                     inner.call(req).await
@@ -79,6 +98,23 @@ where
                 Err(refusal) => Ok(refused(&refusal)),
             }
         })
+    }
+}
+
+/// The token of `Authorization` and whether its scheme is `DPoP` (else `Bearer`).
+pub fn credentials<B>(req: &Request<B>) -> Option<(bool, &str)> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    if token.is_empty() {
+        return None;
+    }
+    if scheme.eq_ignore_ascii_case("bearer") {
+        Some((false, token))
+    } else if scheme.eq_ignore_ascii_case("dpop") {
+        Some((true, token))
+    } else {
+        None
     }
 }
 
@@ -116,7 +152,12 @@ pub fn refused<R: From<String>>(refusal: &Refusal) -> Response<R> {
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return resp;
     }
-    let mut resp = json_response(StatusCode::UNAUTHORIZED, "invalid_token", &reason);
+    let (scheme, code) = match refusal {
+        Refusal::Dpop(e) => ("DPoP", e.code()),
+        Refusal::Scheme(_) => ("DPoP", "invalid_token"),
+        _ => ("Bearer", "invalid_token"),
+    };
+    let mut resp = json_response(StatusCode::UNAUTHORIZED, code, &reason);
     // RFC 6750 §3: the description is a quoted string; keep it to safe characters.
     let safe: String = reason
         .chars()
@@ -129,7 +170,7 @@ pub fn refused<R: From<String>>(refusal: &Refusal) -> Response<R> {
         })
         .collect();
     if let Ok(v) = HeaderValue::from_str(&format!(
-        "Bearer error=\"invalid_token\", error_description=\"{safe}\""
+        "{scheme} error=\"{code}\", error_description=\"{safe}\""
     )) {
         resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
     }

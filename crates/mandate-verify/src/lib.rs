@@ -34,4 +34,4 @@ pub mod verifier;
 pub use cache::VerifiedCache;
 pub use check::{Expect, Principal, Refusal};
 pub use layer::VerifyLayer;
-pub use verifier::{Builder, Status, Verifier, WhenNotCurrent};
+pub use verifier::{Builder, Presented, Status, Verifier, WhenNotCurrent};

@@ -18,6 +18,29 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::check::{Expect, Principal, Refusal, revoked};
+use mandate_token::dpop::{ProofCheck, ProofError, ReplayCache, check_proof};
+
+/// How old a DPoP proof may be, seconds.
+const DPOP_MAX_AGE: i64 = 60;
+/// Most DPoP proofs remembered at once; beyond it new proofs are refused until old ones expire.
+const DPOP_REPLAY_CAPACITY: usize = 1_000_000;
+
+/// A token as a request presented it, for [`Verifier::verify_presented`].
+#[derive(Debug, Clone, Copy)]
+pub struct Presented<'a> {
+    /// The access token.
+    pub token: &'a str,
+    /// Whether it came with the `DPoP` scheme (else `Bearer`).
+    pub dpop: bool,
+    /// The one `DPoP` header, if sent.
+    pub proof: Option<&'a str>,
+    /// The request's method.
+    pub method: &'a str,
+    /// The request's `Host` (used when no public URL is set).
+    pub host: &'a str,
+    /// The request's path, without query.
+    pub path: &'a str,
+}
 use crate::sse::SseReader;
 
 /// What to do with a token while the revocation state is not current.
@@ -53,6 +76,7 @@ pub struct Builder {
     events_url: Option<String>,
     introspection_url: Option<String>,
     clock: Option<Clock>,
+    public_url: Option<String>,
 }
 
 /// A source of the current time, seconds since the epoch.
@@ -154,6 +178,14 @@ impl Builder {
         self
     }
 
+    /// The URL clients address the protected service by (`https://api.example`), against which
+    /// DPoP proofs' `htu` is checked. Set it behind a proxy or TLS terminator; without it the
+    /// request's own `Host` is used, with `http`.
+    pub fn public_url(mut self, url: impl Into<String>) -> Self {
+        self.public_url = Some(url.into());
+        self
+    }
+
     /// Fetches the JWKS and starts following the revocation stream in the background. Returns
     /// at once; until the stream is current, [`WhenNotCurrent`] applies.
     pub async fn start(self) -> Result<Verifier, StartError> {
@@ -200,6 +232,8 @@ impl Builder {
             clock,
             keys: RwLock::new(Arc::new(keys)),
             verified: crate::cache::VerifiedCache::default(),
+            dpop_seen: ReplayCache::new(DPOP_REPLAY_CAPACITY),
+            public_url: self.public_url.map(|u| u.trim_end_matches('/').to_owned()),
             last_jwks_fetch: Mutex::new(None),
             index: RwLock::new(RevocationIndex::default()),
             status,
@@ -254,6 +288,10 @@ struct Inner {
     keys: RwLock<Arc<KeySet>>,
     /// Tokens whose signature and claims verified with `keys`.
     verified: crate::cache::VerifiedCache,
+    /// DPoP proofs seen recently: each is accepted once by this verifier.
+    dpop_seen: ReplayCache,
+    /// The URL clients address this service by (for DPoP `htu`).
+    public_url: Option<String>,
     last_jwks_fetch: Mutex<Option<Instant>>,
     index: RwLock<RevocationIndex>,
     status: watch::Sender<Status>,
@@ -275,6 +313,7 @@ impl Verifier {
             events_url: None,
             introspection_url: None,
             clock: None,
+            public_url: None,
         }
     }
 
@@ -303,8 +342,62 @@ impl Verifier {
         with(&self.inner.index, |idx| revoked(idx, principal))
     }
 
+    /// Verifies a token as a request presented it (RFC 9449 §7): a DPoP-bound token (`cnf.jkt`)
+    /// only with the `DPoP` scheme and a fresh proof by the bound key for this method, URL and
+    /// token, never seen before by this verifier; an unbound one only with `Bearer`.
+    pub async fn verify_presented(&self, presented: &Presented<'_>) -> Result<Principal, Refusal> {
+        let principal = self.verify(presented.token).await?;
+        let jkt = principal
+            .claims
+            .cnf
+            .as_ref()
+            .and_then(|c| c.get("jkt"))
+            .and_then(serde_json::Value::as_str);
+        match (jkt, presented.dpop) {
+            (None, false) => Ok(principal),
+            (None, true) => Err(Refusal::Scheme(
+                "the token is not DPoP-bound: present it with the `Bearer` scheme",
+            )),
+            (Some(_), false) => Err(Refusal::Scheme(
+                "the token is DPoP-bound: present it with the `DPoP` scheme and a `DPoP` proof",
+            )),
+            (Some(jkt), true) => {
+                let proof = presented.proof.ok_or(Refusal::Dpop(ProofError::Malformed(
+                    "send exactly one `DPoP` header",
+                )))?;
+                let now = (self.inner.clock)();
+                let url = match &self.inner.public_url {
+                    Some(base) => format!("{base}{}", presented.path),
+                    None => format!("http://{}{}", presented.host, presented.path),
+                };
+                let verified = check_proof(
+                    proof,
+                    &ProofCheck {
+                        method: presented.method,
+                        url: &url,
+                        now,
+                        max_age: DPOP_MAX_AGE,
+                        leeway: self.inner.leeway.min(DPOP_MAX_AGE),
+                        access_token: Some(presented.token),
+                        nonces: None,
+                    },
+                )
+                .map_err(Refusal::Dpop)?;
+                if verified.jkt != jkt {
+                    return Err(Refusal::Dpop(ProofError::WrongKey));
+                }
+                self.inner
+                    .dpop_seen
+                    .remember(&verified, now)
+                    .map_err(Refusal::Dpop)?;
+                Ok(principal)
+            }
+        }
+    }
+
     /// Verifies `token`: signature and claims locally, then revocation — from the followed
-    /// stream when current, else as [`WhenNotCurrent`] says.
+    /// stream when current, else as [`WhenNotCurrent`] says. Does not check DPoP: a request's
+    /// token goes through [`Verifier::verify_presented`], which does.
     pub async fn verify(&self, token: &str) -> Result<Principal, Refusal> {
         let inner = &self.inner;
         let principal = match self.verify_local(token) {

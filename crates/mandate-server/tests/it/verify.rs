@@ -559,3 +559,67 @@ async fn the_revocation_stream_needs_a_credential_and_resumes_from_last_event_id
     assert_eq!(events[2].data, r#"{"seq":3}"#);
     srv.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_layer_accepts_a_dpop_bound_token_only_with_a_fresh_proof_by_its_key() {
+    use mandate_token::dpop::prove;
+    use mandate_token::{Alg, SigningKey};
+    let srv = Server::start().await;
+    let v = verifier(&srv, WhenNotCurrent::Refuse, None).await;
+    assert!(v.wait_for(0, WAIT).await);
+    let service = protected_service(&v).await;
+    let key = SigningKey::generate(Alg::EdDSA).unwrap();
+    let mut form = exchange_form(&srv.alice(), TYPE_JWT, "crm.customers:read", &[]);
+    form.extend(srv.client_auth(&srv.agent("support-v2")));
+    let proof = prove(&key, "POST", &srv.at("/oauth2/token"), None, None, srv.now()).unwrap();
+    let r = srv
+        .send(
+            reqwest::Client::new()
+                .post(srv.at("/oauth2/token"))
+                .header("DPoP", proof)
+                .form(&form),
+        )
+        .await;
+    r.expect(200);
+    let token = r.access_token();
+    let url = format!("{service}/customers/1");
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let call = |auth: String, proof: Option<String>| {
+        let mut req = http.get(&url).header("authorization", auth);
+        if let Some(p) = proof {
+            req = req.header("DPoP", p);
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            let www = r
+                .headers()
+                .get("www-authenticate")
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            (status, www, r.json::<Value>().await.unwrap())
+        }
+    };
+    let good = |k: &SigningKey| prove(k, "GET", &url, Some(&token), None, srv.now()).unwrap();
+    // As a bearer token (a copied token without the key): refused, and told to use DPoP.
+    let (status, www, _) = call(format!("Bearer {token}"), None).await;
+    assert_eq!(status, 401);
+    assert!(www.starts_with("DPoP "), "{www}");
+    // With another key's proof, or none: refused with invalid_dpop_proof.
+    let thief = SigningKey::generate(Alg::EdDSA).unwrap();
+    for proof in [None, Some(good(&thief))] {
+        let (status, www, body) = call(format!("DPoP {token}"), proof).await;
+        assert_eq!(status, 401, "{body}");
+        assert_eq!(body["error"], "invalid_dpop_proof", "{body}");
+        assert!(www.starts_with("DPoP error=\"invalid_dpop_proof\""), "{www}");
+    }
+    // With the agent's proof: served, once.
+    let proof = good(&key);
+    let (status, _, body) = call(format!("DPoP {token}"), Some(proof.clone())).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["user"], "alice@example.com");
+    let (status, _, body) = call(format!("DPoP {token}"), Some(proof)).await;
+    assert_eq!(status, 401);
+    assert!(body["error_description"].as_str().unwrap().contains("already used"), "{body}");
+    srv.shutdown().await;
+}
