@@ -69,6 +69,9 @@ pub enum AgentsCommand {
         /// scope without one is a posture finding.
         #[arg(long = "justify", value_name = "PATTERN=WHY")]
         justify: Vec<String>,
+        /// Every token must be DPoP-bound: a token request without a proof is refused.
+        #[arg(long)]
+        require_dpop: bool,
     },
     /// Change an agent.
     Update {
@@ -95,6 +98,9 @@ pub enum AgentsCommand {
         /// Why: recorded with the approval when the change widens what the agent may do.
         #[arg(long)]
         justification: Option<String>,
+        /// Whether every token must be DPoP-bound (`true` or `false`).
+        #[arg(long, value_name = "BOOL")]
+        require_dpop: Option<bool>,
         /// Record why it needs a ceiling pattern, as `PATTERN=WHY` (repeat for several);
         /// `PATTERN=` forgets it.
         #[arg(long = "justify", value_name = "PATTERN=WHY")]
@@ -322,6 +328,9 @@ fn print_agent(a: &Value) {
         .filter_map(Value::as_str)
         .collect();
     println!("tags:        {}", tags.join(" "));
+    if a["require_dpop"].as_bool() == Some(true) {
+        println!("dpop:        required (tokens are bound to the agent's key)");
+    }
     for k in a["keys"].as_array().into_iter().flatten() {
         let state = if !k["revoked_at"].is_null() {
             "revoked"
@@ -417,6 +426,7 @@ pub async fn agents(
             keys,
             tags,
             justify,
+            require_dpop,
         } => {
             let mut jwks = Vec::new();
             for k in &keys {
@@ -424,7 +434,7 @@ pub async fn agents(
             }
             let body = json!({"id": id, "owner": owner, "name": name, "description": description,
                 "ceiling": split_scopes(ceiling), "max_stage": max_stage, "keys": jwks, "tags": tags,
-                "justifications": justifications(&justify, false)?});
+                "justifications": justifications(&justify, false)?, "require_dpop": require_dpop});
             client.post("/v1/agents", &body).await?
         }
         AgentsCommand::Update {
@@ -437,8 +447,12 @@ pub async fn agents(
             tags,
             justification,
             justify,
+            require_dpop,
         } => {
             let mut body = json!({});
+            if let Some(d) = require_dpop {
+                body["require_dpop"] = json!(d);
+            }
             if !justify.is_empty() {
                 body["justifications"] = Value::Object(justifications(&justify, true)?);
             }
