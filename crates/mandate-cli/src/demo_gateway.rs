@@ -169,6 +169,7 @@ pub async fn chapter(
         body["error"].as_str().unwrap_or_default(),
         said(&body)
     );
+    dpop(admin, support, &http, &gw, user_token).await?;
     // The gateway writes its audit lines beside its answers: let the last one land.
     for _ in 0..50 {
         let denied = admin
@@ -185,5 +186,89 @@ pub async fn chapter(
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    Ok(())
+}
+
+/// A token bound to the agent's key (DPoP, RFC 9449): useless to whoever copies it.
+async fn dpop(
+    admin: &Client,
+    support: &AgentKey,
+    http: &reqwest::Client,
+    gw: &str,
+    user_token: &str,
+) -> Result<()> {
+    use mandate_token::dpop::prove;
+    use mandate_token::{Alg, SigningKey};
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or_default()
+    };
+    let key = SigningKey::generate(Alg::EdDSA)?;
+    let endpoint = format!("{}/oauth2/token", admin.url);
+    let mut form = support.auth_fields(&admin.url)?;
+    form.extend([
+        (
+            "grant_type",
+            "urn:ietf:params:oauth:grant-type:token-exchange".to_owned(),
+        ),
+        ("subject_token", user_token.to_owned()),
+        (
+            "subject_token_type",
+            "urn:ietf:params:oauth:token-type:jwt".to_owned(),
+        ),
+        ("scope", "crm.customers:read".to_owned()),
+        ("resource", gw.to_owned()),
+        ("task", TASK.to_owned()),
+    ]);
+    let proof = prove(&key, "POST", &endpoint, None, None, now())?;
+    let issued: Value = http
+        .post(&endpoint)
+        .header("DPoP", proof)
+        .form(&form)
+        .send()
+        .await
+        .context("the token endpoint answers")?
+        .json()
+        .await?;
+    let Some(token) = issued["access_token"].as_str() else {
+        bail!("no DPoP-bound token: {issued}");
+    };
+    let jkt = crate::client::claims_of(token)["cnf"]["jkt"]
+        .as_str()
+        .unwrap_or("?")
+        .to_owned();
+    println!(
+        "   with a DPoP proof, support-v2 gets a token bound to its key (token_type {}, cnf.jkt {}…)",
+        issued["token_type"].as_str().unwrap_or("?"),
+        jkt.chars().take(12).collect::<String>()
+    );
+    let url = format!("{gw}/customers/9821");
+    let send = |auth: String, proof: Option<String>| {
+        let mut req = http.get(&url).header("authorization", auth);
+        if let Some(p) = proof {
+            req = req.header("DPoP", p);
+        }
+        async move {
+            let resp = req.send().await.context("the gateway answers")?;
+            let status = resp.status().as_u16();
+            let body: Value = resp.json().await.unwrap_or(Value::Null);
+            anyhow::Ok((status, body))
+        }
+    };
+    let proof = prove(&key, "GET", &url, Some(token), None, now())?;
+    let (status, _) = send(format!("DPoP {token}"), Some(proof.clone())).await?;
+    println!("   GET /customers/9821 with a fresh proof by that key → {status}");
+    let (status, body) = send(format!("Bearer {token}"), None).await?;
+    println!(
+        "   ✓ the same token copied out of the agent's memory, without the key → {status}: {}",
+        said(&body)
+    );
+    let (status, body) = send(format!("DPoP {token}"), Some(proof)).await?;
+    println!(
+        "   ✓ with the agent's proof replayed → {status} {}",
+        body["error"].as_str().unwrap_or_default()
+    );
     Ok(())
 }

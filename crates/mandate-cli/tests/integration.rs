@@ -208,6 +208,10 @@ fn the_demo_tells_the_whole_story() {
         "✓ GET /regions/amer/customers/4410 → 403: user `alice@example.com` `crm.customers:read` on `customers/4410` is forbidden by `customers-of-own-region`",
         "through the gateway support-v2 sees [\"lookup_customer\"]",
         "✓ tools/call delete_customer → 403 insufficient_scope",
+        "gets a token bound to its key (token_type DPoP, cnf.jkt",
+        "GET /customers/9821 with a fresh proof by that key → 200",
+        "✓ the same token copied out of the agent's memory, without the key → 401",
+        "✓ with the agent's proof replayed → 401 invalid_dpop_proof",
         "gateway.request crm.customers:read customers/9821 allow",
         "7. Human approval: a higher stage, and a write held in draft stage",
         "asks for an `execute` token → 400 authorization_pending, auth_req_id ap-",
@@ -986,4 +990,52 @@ fn the_standalone_gateway_names_what_it_is_missing() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no Mandate server to follow"), "{err}");
+}
+
+#[test]
+fn agents_are_bound_to_workload_identities_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve_dev(dir.path());
+    let token = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
+    let run = |args: &[&str]| {
+        let o = mandate(&server, Some(&token), args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        stdout(&o)
+    };
+    run(&[
+        "agents",
+        "register",
+        "--id",
+        "k8s-agent",
+        "--owner",
+        "erin@example.com",
+        "--ceiling",
+        "tickets:read",
+        "--workload",
+        "spiffe://prod.example/ns/support/sa/*",
+        "--workload-oidc",
+        "https://k8s.example=system:serviceaccount:support:agent",
+    ]);
+    let shown = run(&["agents", "show", "k8s-agent"]);
+    assert!(
+        shown.contains("spiffe://prod.example/ns/support/sa/*")
+            && shown.contains("https://k8s.example system:serviceaccount:support:agent"),
+        "{shown}"
+    );
+    run(&["agents", "update", "k8s-agent", "--workload", "spiffe://prod.example/agent"]);
+    let shown = run(&["agents", "show", "k8s-agent"]);
+    assert!(
+        shown.contains("spiffe://prod.example/agent") && !shown.contains("k8s.example"),
+        "{shown}"
+    );
+    run(&["agents", "update", "k8s-agent", "--no-workloads"]);
+    assert!(!run(&["agents", "show", "k8s-agent"]).contains("workload:"));
+    // A malformed binding is refused by the server with its reason.
+    let bad = mandate(
+        &server,
+        Some(&token),
+        &["agents", "update", "k8s-agent", "--workload-oidc", "https://k8s.example"],
+    );
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("ISSUER=SUBJECT"), "{}", stderr(&bad));
 }
