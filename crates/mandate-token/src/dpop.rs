@@ -351,15 +351,7 @@ pub fn prove(
     if let Some(n) = nonce {
         claims["nonce"] = json!(n);
     }
-    let header = serde_json::to_vec(&header).map_err(|_| KeyError::Crypto("header encoding"))?;
-    let payload = serde_json::to_vec(&claims).map_err(|_| KeyError::Crypto("claims encoding"))?;
-    let mut out = URL_SAFE_NO_PAD.encode(header);
-    out.push('.');
-    out.push_str(&URL_SAFE_NO_PAD.encode(payload));
-    let sig = key.sign_bytes(out.as_bytes())?;
-    out.push('.');
-    out.push_str(&URL_SAFE_NO_PAD.encode(sig));
-    Ok(out)
+    crate::sign::sign_with_header(key, &header, &claims)
 }
 
 /// The thumbprint a proof made with `key` carries: what a token bound to it holds in

@@ -3,7 +3,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::KeyError;
 use crate::keys::SigningKey;
@@ -11,7 +11,16 @@ use crate::keys::SigningKey;
 /// Signs `claims` as a compact JWS with header `{alg, kid, typ}`.
 pub fn sign_jwt<T: Serialize>(key: &SigningKey, typ: &str, claims: &T) -> Result<String, KeyError> {
     let header = json!({"alg": key.alg().as_str(), "kid": key.kid(), "typ": typ});
-    let header = serde_json::to_vec(&header).map_err(|_| KeyError::Crypto("header encoding"))?;
+    sign_with_header(key, &header, claims)
+}
+
+/// Signs `claims` as a compact JWS with `header` as given (it must name `key`'s `alg`).
+pub fn sign_with_header<T: Serialize>(
+    key: &SigningKey,
+    header: &Value,
+    claims: &T,
+) -> Result<String, KeyError> {
+    let header = serde_json::to_vec(header).map_err(|_| KeyError::Crypto("header encoding"))?;
     let payload = serde_json::to_vec(claims).map_err(|_| KeyError::Crypto("claims encoding"))?;
     let mut out = URL_SAFE_NO_PAD.encode(header);
     out.push('.');
