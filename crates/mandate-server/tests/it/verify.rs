@@ -571,7 +571,15 @@ async fn the_layer_accepts_a_dpop_bound_token_only_with_a_fresh_proof_by_its_key
     let key = SigningKey::generate(Alg::EdDSA).unwrap();
     let mut form = exchange_form(&srv.alice(), TYPE_JWT, "crm.customers:read", &[]);
     form.extend(srv.client_auth(&srv.agent("support-v2")));
-    let proof = prove(&key, "POST", &srv.at("/oauth2/token"), None, None, srv.now()).unwrap();
+    let proof = prove(
+        &key,
+        "POST",
+        &srv.at("/oauth2/token"),
+        None,
+        None,
+        srv.now(),
+    )
+    .unwrap();
     let r = srv
         .send(
             reqwest::Client::new()
@@ -611,7 +619,10 @@ async fn the_layer_accepts_a_dpop_bound_token_only_with_a_fresh_proof_by_its_key
         let (status, www, body) = call(format!("DPoP {token}"), proof).await;
         assert_eq!(status, 401, "{body}");
         assert_eq!(body["error"], "invalid_dpop_proof", "{body}");
-        assert!(www.starts_with("DPoP error=\"invalid_dpop_proof\""), "{www}");
+        assert!(
+            www.starts_with("DPoP error=\"invalid_dpop_proof\""),
+            "{www}"
+        );
     }
     // With the agent's proof: served, once.
     let proof = good(&key);
@@ -620,6 +631,12 @@ async fn the_layer_accepts_a_dpop_bound_token_only_with_a_fresh_proof_by_its_key
     assert_eq!(body["user"], "alice@example.com");
     let (status, _, body) = call(format!("DPoP {token}"), Some(proof)).await;
     assert_eq!(status, 401);
-    assert!(body["error_description"].as_str().unwrap().contains("already used"), "{body}");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("already used"),
+        "{body}"
+    );
     srv.shutdown().await;
 }
