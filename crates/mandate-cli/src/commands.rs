@@ -72,6 +72,14 @@ pub enum AgentsCommand {
         /// Every token must be DPoP-bound: a token request without a proof is refused.
         #[arg(long)]
         require_dpop: bool,
+        /// A SPIFFE ID (or pattern: a `*` segment, a final `**`) whose JWT-SVIDs prove the agent
+        /// (repeat for several).
+        #[arg(long = "workload", value_name = "SPIFFE_ID")]
+        workloads: Vec<String>,
+        /// An OIDC workload issuer and subject (`ISSUER=SUBJECT`, a trailing `*` matches any
+        /// suffix) whose tokens prove the agent (repeat for several).
+        #[arg(long = "workload-oidc", value_name = "ISSUER=SUBJECT")]
+        workloads_oidc: Vec<String>,
     },
     /// Change an agent.
     Update {
@@ -105,6 +113,17 @@ pub enum AgentsCommand {
         /// `PATTERN=` forgets it.
         #[arg(long = "justify", value_name = "PATTERN=WHY")]
         justify: Vec<String>,
+        /// Replace its workload identities with these SPIFFE IDs or patterns (and the
+        /// `--workload-oidc` ones; repeat for several).
+        #[arg(long = "workload", value_name = "SPIFFE_ID")]
+        workloads: Vec<String>,
+        /// Replace its workload identities with these OIDC `ISSUER=SUBJECT` bindings (and the
+        /// `--workload` ones).
+        #[arg(long = "workload-oidc", value_name = "ISSUER=SUBJECT")]
+        workloads_oidc: Vec<String>,
+        /// Remove every workload identity.
+        #[arg(long, conflicts_with_all = ["workloads", "workloads_oidc"])]
+        no_workloads: bool,
     },
     /// Suspend an agent: its tokens stop working until it is resumed.
     Suspend {
@@ -344,6 +363,12 @@ fn print_agent(a: &Value) {
             s(k, "expires_at")
         );
     }
+    for w in a["workloads"].as_array().into_iter().flatten() {
+        match w["kind"].as_str() {
+            Some("spiffe") => println!("workload:    {}", s(w, "id")),
+            _ => println!("workload:    {} {}", s(w, "issuer"), s(w, "subject")),
+        }
+    }
 }
 
 fn split_scopes(items: Vec<String>) -> Vec<String> {
@@ -371,6 +396,21 @@ fn justifications(items: &[String], forget: bool) -> Result<serde_json::Map<Stri
         map.insert(pattern.trim().to_owned(), value);
     }
     Ok(map)
+}
+
+/// `--workload` and `--workload-oidc` values as the `workloads` array of the admin API.
+fn workload_bindings(spiffe: &[String], oidc: &[String]) -> Result<Vec<Value>> {
+    let mut v: Vec<Value> = spiffe
+        .iter()
+        .map(|id| json!({"kind": "spiffe", "id": id.trim()}))
+        .collect();
+    for item in oidc {
+        let Some((issuer, subject)) = item.split_once('=') else {
+            bail!("`--workload-oidc` takes `ISSUER=SUBJECT`, not `{item}`");
+        };
+        v.push(json!({"kind": "oidc", "issuer": issuer.trim(), "subject": subject.trim()}));
+    }
+    Ok(v)
 }
 
 fn read_json(path: &PathBuf) -> Result<Value> {
@@ -427,6 +467,8 @@ pub async fn agents(
             tags,
             justify,
             require_dpop,
+            workloads,
+            workloads_oidc,
         } => {
             let mut jwks = Vec::new();
             for k in &keys {
@@ -434,7 +476,8 @@ pub async fn agents(
             }
             let body = json!({"id": id, "owner": owner, "name": name, "description": description,
                 "ceiling": split_scopes(ceiling), "max_stage": max_stage, "keys": jwks, "tags": tags,
-                "justifications": justifications(&justify, false)?, "require_dpop": require_dpop});
+                "justifications": justifications(&justify, false)?, "require_dpop": require_dpop,
+                "workloads": workload_bindings(&workloads, &workloads_oidc)?});
             client.post("/v1/agents", &body).await?
         }
         AgentsCommand::Update {
@@ -448,8 +491,14 @@ pub async fn agents(
             justification,
             justify,
             require_dpop,
+            workloads,
+            workloads_oidc,
+            no_workloads,
         } => {
             let mut body = json!({});
+            if no_workloads || !workloads.is_empty() || !workloads_oidc.is_empty() {
+                body["workloads"] = json!(workload_bindings(&workloads, &workloads_oidc)?);
+            }
             if let Some(d) = require_dpop {
                 body["require_dpop"] = json!(d);
             }

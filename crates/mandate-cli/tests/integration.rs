@@ -991,3 +991,63 @@ fn the_standalone_gateway_names_what_it_is_missing() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no Mandate server to follow"), "{err}");
 }
+
+#[test]
+fn agents_are_bound_to_workload_identities_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve_dev(dir.path());
+    let token = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
+    let run = |args: &[&str]| {
+        let o = mandate(&server, Some(&token), args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        stdout(&o)
+    };
+    run(&[
+        "agents",
+        "register",
+        "--id",
+        "k8s-agent",
+        "--owner",
+        "erin@example.com",
+        "--ceiling",
+        "tickets:read",
+        "--workload",
+        "spiffe://prod.example/ns/support/sa/*",
+        "--workload-oidc",
+        "https://k8s.example=system:serviceaccount:support:agent",
+    ]);
+    let shown = run(&["agents", "show", "k8s-agent"]);
+    assert!(
+        shown.contains("spiffe://prod.example/ns/support/sa/*")
+            && shown.contains("https://k8s.example system:serviceaccount:support:agent"),
+        "{shown}"
+    );
+    run(&[
+        "agents",
+        "update",
+        "k8s-agent",
+        "--workload",
+        "spiffe://prod.example/agent",
+    ]);
+    let shown = run(&["agents", "show", "k8s-agent"]);
+    assert!(
+        shown.contains("spiffe://prod.example/agent") && !shown.contains("k8s.example"),
+        "{shown}"
+    );
+    run(&["agents", "update", "k8s-agent", "--no-workloads"]);
+    assert!(!run(&["agents", "show", "k8s-agent"]).contains("workload:"));
+    // A binding without a subject is refused before it is sent.
+    let bad = mandate(
+        &server,
+        Some(&token),
+        &[
+            "agents",
+            "update",
+            "k8s-agent",
+            "--workload-oidc",
+            "https://k8s.example",
+        ],
+    );
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("ISSUER=SUBJECT"), "{}", stderr(&bad));
+}

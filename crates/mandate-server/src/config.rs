@@ -95,6 +95,9 @@ pub struct Config {
     pub gateway: mandate_gateway::GatewayConfig,
     /// Human approvals (SPEC §6): who may approve, how long a request waits, what needs one.
     pub approvals: Approvals,
+    /// Workload identity of agents (SPEC §3): trusted SPIFFE trust domains and OIDC workload
+    /// issuers.
+    pub workload: Workload,
 }
 
 /// A database URL. It may hold a password, so it is never shown: `Debug` prints only the
@@ -261,6 +264,151 @@ pub struct TrustedIssuerConfig {
     pub groups_claim: String,
 }
 
+/// Workload identity of agents: SPIFFE JWT-SVIDs and OIDC workload tokens (a Kubernetes
+/// service-account token, a CI job's OIDC token) that prove an agent bound to them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Workload {
+    /// Longest lifetime of an SVID or workload token, seconds (`exp − iat`, or `exp − now`
+    /// without `iat`): they are reusable until they expire, so their lifetime is bounded.
+    pub max_token_lifetime: i64,
+    /// Seconds between fetches of a bundle endpoint or JWKS when the bundle gives no
+    /// `spiffe_refresh_hint`; bundle files are checked for changes every few seconds.
+    pub refresh_secs: u64,
+    /// Least seconds between two fetches of one trust domain's bundle or one issuer's JWKS
+    /// triggered by an unknown `kid`.
+    pub unknown_kid_refresh_secs: u64,
+    /// Trusted SPIFFE trust domains.
+    pub spiffe: Vec<SpiffeTrustDomain>,
+    /// Trusted OIDC workload issuers.
+    pub oidc: Vec<OidcWorkloadIssuer>,
+}
+
+impl Default for Workload {
+    fn default() -> Self {
+        Workload {
+            max_token_lifetime: 3600,
+            refresh_secs: 300,
+            unknown_kid_refresh_secs: 10,
+            spiffe: Vec::new(),
+            oidc: Vec::new(),
+        }
+    }
+}
+
+/// A SPIFFE trust domain whose JWT-SVIDs prove agents.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpiffeTrustDomain {
+    /// The trust domain (`prod.example`): the host of the SPIFFE IDs it vouches for.
+    pub trust_domain: String,
+    /// A SPIFFE bundle file (a JWKS whose JWT-SVID keys have `use: "jwt-svid"`), re-read when it
+    /// changes.
+    #[serde(default)]
+    pub bundle_file: Option<PathBuf>,
+    /// An `https` URL serving the trust domain's SPIFFE bundle (`http` only on loopback).
+    #[serde(default)]
+    pub bundle_endpoint: Option<String>,
+}
+
+/// An OIDC issuer of workload tokens.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcWorkloadIssuer {
+    /// Its `iss`, exactly.
+    pub issuer: String,
+    /// Its JWKS URL. Default: the `jwks_uri` of `<issuer>/.well-known/openid-configuration`.
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    /// What the token's `aud` must contain. Default: Mandate's issuer (or its token endpoint).
+    #[serde(default)]
+    pub audience: Option<String>,
+}
+
+/// Whether `url` is `https`, or `http` to a loopback host (for tests and local agents).
+pub fn fetchable_url(url: &str) -> bool {
+    if url.starts_with("https://") && url.len() > "https://".len() {
+        return true;
+    }
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.contains('@') {
+        return false;
+    }
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn validate_workload(w: &Workload) -> Result<(), String> {
+    if w.max_token_lifetime <= 0 || w.max_token_lifetime > 86_400 {
+        return Err("`workload.max_token_lifetime` must be between 1 second and 1 day".to_owned());
+    }
+    if w.refresh_secs == 0 || w.unknown_kid_refresh_secs == 0 {
+        return Err(
+            "`workload.refresh_secs` and `workload.unknown_kid_refresh_secs` must be positive"
+                .to_owned(),
+        );
+    }
+    for (i, d) in w.spiffe.iter().enumerate() {
+        let td = &d.trust_domain;
+        if td.is_empty()
+            || td.len() > 255
+            || !td.chars().all(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-' | '_')
+            })
+        {
+            return Err(format!(
+                "`workload.spiffe` trust domain `{td}` must be a bare name of lowercase letters, digits, `.`, `-` and `_` (not a `spiffe://` URL)"
+            ));
+        }
+        if w.spiffe[..i].iter().any(|o| &o.trust_domain == td) {
+            return Err(format!("`workload.spiffe` names trust domain `{td}` twice"));
+        }
+        if d.bundle_file.is_some() == d.bundle_endpoint.is_some() {
+            return Err(format!(
+                "trust domain `{td}` needs exactly one of `bundle_file` and `bundle_endpoint`"
+            ));
+        }
+        if let Some(url) = &d.bundle_endpoint
+            && !fetchable_url(url)
+        {
+            return Err(format!(
+                "trust domain `{td}`: `bundle_endpoint` must be an `https` URL (`http` only on loopback), not `{url}`"
+            ));
+        }
+    }
+    for (i, o) in w.oidc.iter().enumerate() {
+        let iss = &o.issuer;
+        if !fetchable_url(iss) || iss.ends_with('/') {
+            return Err(format!(
+                "`workload.oidc` issuer `{iss}` must be an `https` URL without a trailing `/` (`http` only on loopback)"
+            ));
+        }
+        if w.oidc[..i].iter().any(|p| &p.issuer == iss) {
+            return Err(format!("`workload.oidc` names issuer `{iss}` twice"));
+        }
+        if let Some(url) = &o.jwks_uri
+            && !fetchable_url(url)
+        {
+            return Err(format!(
+                "workload issuer `{iss}`: `jwks_uri` must be an `https` URL (`http` only on loopback), not `{url}`"
+            ));
+        }
+        if o.audience.as_deref().is_some_and(str::is_empty) {
+            return Err(format!("workload issuer `{iss}`: `audience` is empty"));
+        }
+    }
+    Ok(())
+}
+
 fn default_user_claim() -> String {
     "sub".into()
 }
@@ -298,6 +446,7 @@ impl Default for Config {
             audit_retention_days: 0,
             gateway: mandate_gateway::GatewayConfig::default(),
             approvals: Approvals::default(),
+            workload: Workload::default(),
         }
     }
 }
@@ -457,6 +606,7 @@ impl Config {
                 return Err(format!("issuer `{}` needs at least one audience", i.name));
             }
         }
+        validate_workload(&self.workload)?;
         Ok(())
     }
 

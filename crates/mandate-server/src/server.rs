@@ -234,6 +234,10 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
     for e in idps.refresh_all().await {
         tracing::warn!(error = %e, "identity provider keys not loaded yet; will retry on first use");
     }
+    let workloads = crate::oauth::workload::Workloads::new(&config.workload);
+    for e in workloads.load().await.map_err(StartError::Io)? {
+        tracing::warn!(error = %e, "workload identity keys not loaded yet; will retry on first use");
+    }
     let cursor = crate::cluster::Cursor {
         seq: dyn_store.revocation_head().await?,
     };
@@ -254,6 +258,7 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
         master,
         keys,
         idps,
+        workloads,
         directory,
         revocations,
         feed: crate::feed::Feed::default(),

@@ -261,6 +261,8 @@ pub struct AppState {
     pub keys: KeyRing,
     /// Trusted identity providers.
     pub idps: Idps,
+    /// Trusted SPIFFE trust domains and OIDC workload issuers (agents' workload identity).
+    pub workloads: crate::oauth::workload::Workloads,
     /// Agents.
     pub directory: Directory,
     /// Revocations.

@@ -159,7 +159,11 @@ pub async fn hold(
 ) -> Response {
     // The assertion is burned before anything is opened: a replayed assertion never reaches a
     // human.
-    match state.store.commit(vec![client.use_once()]).await {
+    match state
+        .store
+        .commit(client.use_once().into_iter().collect())
+        .await
+    {
         Ok(_) => {}
         Err(StoreError::Replay(_)) => {
             let e = OAuthError::invalid_client("client assertion was already used");
@@ -234,7 +238,7 @@ pub async fn poll(
     now: i64,
     mut attempt: Attempt,
 ) -> Response {
-    let burn = Some(client.use_once());
+    let burn = client.use_once();
     let Some(id) = form.get("auth_req_id") else {
         let e = OAuthError::invalid_request("`auth_req_id` is missing");
         return deny(state, rid, KIND, &attempt, burn, e).await;
@@ -317,15 +321,15 @@ pub async fn poll(
             let mut event =
                 attempt.event(KIND, Decision::Info, format!("{error}: {description}"), rid);
             event.detail = json!({"approval": a.id, "interval": interval}).to_string();
-            let ops = vec![
-                client.use_once(),
+            let mut ops: Vec<Op> = client.use_once().into_iter().collect();
+            ops.extend([
                 Op::PollApproval {
                     id: a.id.clone(),
                     at: now,
                     interval,
                 },
                 Op::Audit(event),
-            ];
+            ]);
             match state.store.commit(ops).await {
                 Ok(_) => {}
                 Err(StoreError::Replay(_)) => {
@@ -498,13 +502,16 @@ async fn issue_approved(
     // replayed assertion claims nothing.
     match state
         .store
-        .commit(vec![
-            client.use_once(),
-            Op::ClaimApproval { id: a.id.clone() },
-        ])
+        .commit(
+            client
+                .use_once()
+                .into_iter()
+                .chain([Op::ClaimApproval { id: a.id.clone() }])
+                .collect(),
+        )
         .await
     {
-        Ok(out) if out.get(1) == Some(&OpOutput::Claimed(true)) => {}
+        Ok(out) if out.last() == Some(&OpOutput::Claimed(true)) => {}
         Ok(_) => {
             let e = OAuthError::invalid_grant(format!("`auth_req_id` `{}` was already used", a.id));
             return deny(state, rid, KIND, attempt, None, e).await;

@@ -1,12 +1,20 @@
-//! Agent client authentication: `private_key_jwt` client assertions (RFC 7523 §2.2, RFC 7521).
+//! Agent client authentication: `private_key_jwt` client assertions (RFC 7523 §2.2, RFC 7521),
+//! and workload identity (SPEC §3, [`crate::oauth::workload`]).
 //!
-//! `iss` = `sub` = the agent id, `aud` = Mandate's issuer or token endpoint, `exp` at most a few
-//! minutes ahead, `jti` single-use (the caller burns it in the same commit as its answer, see
-//! [`AuthenticatedAgent::use_once`]). The assertion must be signed by a key registered for the
-//! agent, with that key's algorithm. No static client secrets exist for agents.
+//! `private_key_jwt`: `iss` = `sub` = the agent id, `aud` = Mandate's issuer or token endpoint,
+//! `exp` at most a few minutes ahead, `jti` single-use (the caller burns it in the same commit as
+//! its answer, see [`AuthenticatedAgent::use_once`]). The assertion must be signed by a key
+//! registered for the agent, with that key's algorithm. No static client secrets exist for agents.
+//!
+//! Workload identity: a SPIFFE JWT-SVID (`client_assertion_type` [`JWT_SPIFFE`]), or a
+//! `jwt-bearer` assertion whose `iss` is a configured OIDC workload issuer. The agent is the one
+//! `client_id` names (required for OIDC workload tokens; for an SVID, when absent, the one active
+//! agent bound to its SPIFFE ID), and one of its `workloads` bindings must match. These tokens
+//! are reused for their lifetime by design, so they are not single-use.
 
 use std::sync::Arc;
 
+use crate::oauth::workload::Proven;
 use mandate_core::agent::{Agent, AgentStatus};
 use mandate_core::ids::AgentId;
 use mandate_store::Op;
@@ -28,10 +36,12 @@ pub const JWT_SPIFFE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-sp
 pub struct AuthenticatedAgent {
     /// The agent.
     pub agent: Arc<Agent>,
-    /// What proved it: `kid:<kid>`.
+    /// What proved it: `kid:<kid>` (a registered key), `spiffe:<SPIFFE ID>` (a JWT-SVID) or
+    /// `oidc:<iss>#<sub>` (an OIDC workload token).
     pub credential: String,
-    /// The assertion's `jti`.
-    pub assertion_jti: String,
+    /// The assertion's `jti`, burned by [`AuthenticatedAgent::use_once`]; `None` for a workload
+    /// identity, which is reused for its lifetime by design.
+    pub assertion_jti: Option<String>,
     /// The assertion's `exp`.
     pub assertion_exp: i64,
     /// The thumbprint of the key this request proved possession of with a DPoP proof (set by
@@ -40,12 +50,13 @@ pub struct AuthenticatedAgent {
 }
 
 impl AuthenticatedAgent {
-    /// The op that burns the assertion's `jti`; include it in the request's commit.
-    pub fn use_once(&self) -> Op {
-        Op::UseOnce {
-            key: format!("assertion|{}|{}", self.agent.id, self.assertion_jti),
+    /// The op that burns the assertion's `jti`; include it in the request's commit. `None` for
+    /// a workload identity (an SVID or workload token is not single-use).
+    pub fn use_once(&self) -> Option<Op> {
+        self.assertion_jti.as_ref().map(|jti| Op::UseOnce {
+            key: format!("assertion|{}|{jti}", self.agent.id),
             exp: self.assertion_exp,
-        }
+        })
     }
 }
 
@@ -78,7 +89,7 @@ pub fn agent_keys(agent: &Agent, now: i64) -> KeySet {
 }
 
 /// Authenticates the agent making a request to the token, introspection or revocation endpoint.
-pub fn authenticate(
+pub async fn authenticate(
     state: &AppState,
     form: &Form,
     now: i64,
@@ -88,20 +99,16 @@ pub fn authenticate(
         return Err(fail(
             client_id,
             OAuthError::invalid_client(
-                "client authentication required: send `client_assertion_type` and `client_assertion` (private_key_jwt)",
+                "client authentication required: send `client_assertion_type` and `client_assertion` (private_key_jwt, or a workload identity)",
             ),
         ));
     };
-    if kind == JWT_SPIFFE {
+    if kind != JWT_BEARER && kind != JWT_SPIFFE {
         return Err(fail(
             client_id,
-            OAuthError::invalid_client("no SPIFFE trust domain is configured"),
-        ));
-    }
-    if kind != JWT_BEARER {
-        return Err(fail(
-            client_id,
-            OAuthError::invalid_client(format!("`client_assertion_type` must be `{JWT_BEARER}`")),
+            OAuthError::invalid_client(format!(
+                "`client_assertion_type` must be `{JWT_BEARER}` or `{JWT_SPIFFE}`"
+            )),
         ));
     }
     let Some(assertion) = form.get("client_assertion") else {
@@ -110,6 +117,22 @@ pub fn authenticate(
             OAuthError::invalid_client("`client_assertion` is missing"),
         ));
     };
+    let audiences = [state.issuer.clone(), state.token_endpoint()];
+    let leeway = state.config.tokens.leeway;
+    if kind == JWT_SPIFFE {
+        if !state.workloads.has_trust_domains() {
+            return Err(fail(
+                client_id,
+                OAuthError::invalid_client("no SPIFFE trust domain is configured"),
+            ));
+        }
+        let proven = state
+            .workloads
+            .verify_svid(assertion, now, leeway, &audiences)
+            .await
+            .map_err(|e| fail(client_id, OAuthError::invalid_client(e)))?;
+        return bind_workload(state, client_id, proven, false);
+    }
     let peeked = peek_claims(assertion).map_err(|e| {
         fail(
             client_id,
@@ -120,6 +143,14 @@ pub fn authenticate(
         .get("iss")
         .and_then(Value::as_str)
         .unwrap_or_default();
+    if state.workloads.is_oidc_issuer(iss) {
+        let proven = state
+            .workloads
+            .verify_oidc(assertion, iss, now, leeway, &audiences)
+            .await
+            .map_err(|e| fail(client_id, OAuthError::invalid_client(e)))?;
+        return bind_workload(state, client_id, proven, true);
+    }
     let claimed = Some(iss).filter(|s| !s.is_empty()).or(client_id);
     let Ok(agent_id) = AgentId::parse(iss) else {
         return Err(fail(
@@ -145,10 +176,9 @@ pub fn authenticate(
             OAuthError::invalid_client(format!("agent `{agent_id}` is {}", agent.status.as_str())),
         ));
     }
-    let audiences = [state.issuer.clone(), state.token_endpoint()];
     let checks = ClaimChecks {
         now,
-        leeway: state.config.tokens.leeway,
+        leeway,
         issuer: Some(agent_id.as_str()),
         audience: AudCheck::OneOf(&audiences),
         typ: None,
@@ -196,8 +226,84 @@ pub fn authenticate(
     Ok(AuthenticatedAgent {
         agent,
         credential: format!("kid:{kid}"),
-        assertion_jti: jti.to_owned(),
+        assertion_jti: Some(jti.to_owned()),
         assertion_exp: exp.saturating_add(state.config.tokens.leeway),
+        dpop_jkt: None,
+    })
+}
+
+/// The agent a verified workload identity proves: the one `client_id` names (required when
+/// `client_id_required`), or else the one active agent bound to it; one of its bindings must
+/// match.
+fn bind_workload(
+    state: &AppState,
+    client_id: Option<&str>,
+    proven: Proven,
+    client_id_required: bool,
+) -> Result<AuthenticatedAgent, AuthFailure> {
+    let who = proven.describe();
+    let agent = match client_id {
+        Some(id) => {
+            let shown: String = id.chars().take(64).collect();
+            let Some(agent) = state.directory.get(id) else {
+                return Err(fail(
+                    client_id,
+                    OAuthError::invalid_client(format!("agent `{shown}` is not registered")),
+                ));
+            };
+            if !agent.workloads.iter().any(|b| proven.matches(b)) {
+                return Err(fail(
+                    client_id,
+                    OAuthError::invalid_client(format!("{who} is not bound to agent `{shown}`")),
+                ));
+            }
+            if agent.status != AgentStatus::Active {
+                return Err(fail(
+                    client_id,
+                    OAuthError::invalid_client(format!(
+                        "agent `{shown}` is {}",
+                        agent.status.as_str()
+                    )),
+                ));
+            }
+            agent
+        }
+        None if client_id_required => {
+            return Err(fail(
+                None,
+                OAuthError::invalid_client(format!(
+                    "send `client_id` naming the agent that {who} proves"
+                )),
+            ));
+        }
+        None => {
+            let mut bound = state.directory.all().into_iter().filter(|a| {
+                a.status == AgentStatus::Active && a.workloads.iter().any(|b| proven.matches(b))
+            });
+            match (bound.next(), bound.next()) {
+                (Some(agent), None) => agent,
+                (None, _) => {
+                    return Err(fail(
+                        None,
+                        OAuthError::invalid_client(format!("no active agent is bound to {who}")),
+                    ));
+                }
+                (Some(_), Some(_)) => {
+                    return Err(fail(
+                        None,
+                        OAuthError::invalid_client(format!(
+                            "several agents are bound to {who}: send `client_id` naming one"
+                        )),
+                    ));
+                }
+            }
+        }
+    };
+    Ok(AuthenticatedAgent {
+        agent,
+        credential: proven.credential(),
+        assertion_jti: None,
+        assertion_exp: 0,
         dpop_jkt: None,
     })
 }

@@ -39,8 +39,8 @@ pub async fn introspect(
     };
     let (caller, burn) = match admin_from_bearer(&state, bearer) {
         Some(a) => (a.label(), None),
-        None => match authenticate(&state, &form, now) {
-            Ok(agent) => (format!("agent:{}", agent.agent.id), Some(agent.use_once())),
+        None => match authenticate(&state, &form, now).await {
+            Ok(agent) => (format!("agent:{}", agent.agent.id), agent.use_once()),
             Err(f) => return f.error.into_response(),
         },
     };

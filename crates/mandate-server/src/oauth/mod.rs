@@ -13,3 +13,4 @@ pub mod metadata;
 pub mod request;
 pub mod revoke;
 pub mod token;
+pub mod workload;

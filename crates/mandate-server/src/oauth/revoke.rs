@@ -30,11 +30,15 @@ pub async fn revoke(
         Ok(f) => f,
         Err(e) => return e.into_response(),
     };
-    let agent = match authenticate(&state, &form, now) {
+    let agent = match authenticate(&state, &form, now).await {
         Ok(a) => a,
         Err(f) => return f.error.into_response(),
     };
-    match state.store.commit(vec![agent.use_once()]).await {
+    match state
+        .store
+        .commit(agent.use_once().into_iter().collect())
+        .await
+    {
         Ok(_) => {}
         Err(StoreError::Replay(_)) => {
             return OAuthError::invalid_client("client assertion was already used").into_response();

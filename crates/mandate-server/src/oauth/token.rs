@@ -160,7 +160,7 @@ pub async fn token(
         attempt.audience = Some(auds.join(" ").chars().take(500).collect());
     }
     attempt.task = form.get("task").map(|t| t.chars().take(128).collect());
-    let client = match authenticate(&state, &form, now) {
+    let client = match authenticate(&state, &form, now).await {
         Ok(c) => c,
         Err(f) => {
             attempt.claimed_client = f.claimed.map(|c| c.chars().take(64).collect());
@@ -172,7 +172,7 @@ pub async fn token(
     let mut client = client;
     let proof = match dpop::check_token_request(&state, &headers, &client.agent, now) {
         Ok(p) => p,
-        Err(e) => return deny(&state, &rid, kind, &attempt, client.use_once().into(), e).await,
+        Err(e) => return deny(&state, &rid, kind, &attempt, client.use_once(), e).await,
     };
     client.dpop_jkt = proof.as_ref().map(|p| p.jkt.clone());
     if let Err(wait) = state
@@ -186,7 +186,7 @@ pub async fn token(
             ),
             wait,
         );
-        return deny(&state, &rid, kind, &attempt, Some(client.use_once()), e).await;
+        return deny(&state, &rid, kind, &attempt, client.use_once(), e).await;
     }
     if grant_type == Some(CIBA) {
         return ciba::poll(&state, &rid, &form, &client, now, attempt).await;
@@ -207,12 +207,12 @@ pub async fn token(
         Ok(Outcome::Escalate(esc)) => {
             return ciba::hold(&state, &rid, kind, &client, *esc, &attempt, now).await;
         }
-        Err(e) => return deny(&state, &rid, kind, &attempt, Some(client.use_once()), e).await,
+        Err(e) => return deny(&state, &rid, kind, &attempt, client.use_once(), e).await,
     };
     let mut event = issued.event;
     event.kind = kind.to_owned();
     event.request_id = Some(rid.0.clone());
-    let mut ops = vec![client.use_once()];
+    let mut ops: Vec<Op> = client.use_once().into_iter().collect();
     ops.extend(proof.as_ref().map(dpop::use_once));
     ops.extend(issued.new_task.map(Op::EnsureTask));
     ops.push(Op::InsertToken(issued.record));

@@ -32,3 +32,4 @@ mod standalone_gateway;
 mod tamper;
 mod tasks;
 mod verify;
+mod workload;
