@@ -464,7 +464,7 @@ async fn attack_huge_and_deeply_nested_json_is_refused_cleanly() {
         let claims = peek(&srv.idp_token(json!({})));
         let mut deep = json!(1);
         for _ in 0..depth.min(2_000) {
-            deep = json!([deep]);
+            deep = Value::Array(vec![deep]);
         }
         let mut with_deep = claims.clone();
         with_deep["groups"] = deep;
