@@ -106,10 +106,7 @@ impl AuditApi {
         let token = token.ok_or_else(|| {
             anyhow!("no admin credential: pass `--token` or set `MANDATE_TOKEN` (in `--dev` it is in `<data>/admin.token`)")
         })?;
-        let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(60))
-            .build()
-            .context("cannot build the HTTP client")?;
+        let http = crate::client::http_client(std::time::Duration::from_secs(60))?;
         Ok(AuditApi {
             url: url.trim_end_matches('/').to_owned(),
             token,

@@ -23,13 +23,28 @@ fn now() -> i64 {
         .unwrap_or(0)
 }
 
+/// An HTTP client for talking to Mandate with `timeout`, trusting, besides the system's roots,
+/// the CA certificates in the PEM file `MANDATE_CA_FILE` names (for a server whose `[tls]`
+/// certificate comes from a private CA).
+pub fn http_client(timeout: std::time::Duration) -> Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder().timeout(timeout);
+    if let Some(file) = std::env::var_os("MANDATE_CA_FILE").filter(|f| !f.is_empty()) {
+        let shown = std::path::Path::new(&file).display().to_string();
+        let pem = std::fs::read(&file)
+            .with_context(|| format!("`MANDATE_CA_FILE` `{shown}` cannot be read"))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .ok()
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| anyhow!("`MANDATE_CA_FILE` `{shown}` holds no PEM certificate"))?;
+        builder = builder.tls_certs_merge(certs);
+    }
+    builder.build().context("cannot build the HTTP client")
+}
+
 impl Client {
     /// A client for `url` with an optional admin credential.
     pub fn new(url: &str, token: Option<String>) -> Result<Client> {
-        let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(30))
-            .build()
-            .context("cannot build the HTTP client")?;
+        let http = http_client(std::time::Duration::from_secs(30))?;
         Ok(Client {
             url: url.trim_end_matches('/').to_owned(),
             token,

@@ -65,11 +65,8 @@ pub async fn run(
         anyhow!("no admin credential: pass `--token` or set `MANDATE_TOKEN` (in `--dev` it is in `<data>/admin.token`)")
     })?;
     let url = url.trim_end_matches('/');
-    let http = reqwest::Client::builder()
-        // Verifying a large log takes a while.
-        .timeout(std::time::Duration::from_secs(300))
-        .build()
-        .context("cannot build the HTTP client")?;
+    // Verifying a large log takes a while.
+    let http = crate::client::http_client(std::time::Duration::from_secs(300))?;
     let resp = http
         .get(format!("{url}/v1/compliance"))
         .bearer_auth(&token)

@@ -993,6 +993,69 @@ fn the_standalone_gateway_names_what_it_is_missing() {
 }
 
 #[test]
+fn a_tls_server_with_a_private_ca_is_reached_through_mandate_ca_file() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, SanType};
+    let dir = tempfile::tempdir().unwrap();
+    let mut ca = CertificateParams::default();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let mut leaf = CertificateParams::default();
+    leaf.subject_alt_names = vec![SanType::IpAddress([127, 0, 0, 1].into())];
+    let key = KeyPair::generate().unwrap();
+    let cert = leaf.signed_by(&key, &ca).unwrap();
+    let (cert_file, key_file, ca_file) = (
+        dir.path().join("server.pem"),
+        dir.path().join("server.key"),
+        dir.path().join("ca.pem"),
+    );
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let data = dir.path().join("data");
+    let server = serve_with(
+        &data,
+        &["--dev"],
+        &[
+            ("MANDATE_TLS__CERT_FILE", cert_file.to_str().unwrap()),
+            ("MANDATE_TLS__KEY_FILE", key_file.to_str().unwrap()),
+        ],
+    );
+    assert!(
+        server.url.starts_with("https://127.0.0.1:"),
+        "{}",
+        server.url
+    );
+    let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
+    let token = token.trim();
+    // The system's roots do not know the private CA.
+    let o = mandate(&server, Some(token), &["agents", "list"]);
+    assert!(!o.status.success(), "{o:?}");
+    // MANDATE_CA_FILE adds it.
+    let ca_path = ca_file.to_str().unwrap();
+    let o = mandate_env(
+        &server,
+        &[("MANDATE_TOKEN", token), ("MANDATE_CA_FILE", ca_path)],
+        &["agents", "list"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("support-v2"), "{}", stdout(&o));
+    // A file that holds no certificate is a clear error.
+    let o = mandate_env(
+        &server,
+        &[
+            ("MANDATE_TOKEN", token),
+            ("MANDATE_CA_FILE", key_file.to_str().unwrap()),
+        ],
+        &["agents", "list"],
+    );
+    assert!(
+        stderr(&o).contains("holds no PEM certificate"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
 fn agents_are_bound_to_workload_identities_from_the_cli() {
     let dir = tempfile::tempdir().unwrap();
     let server = serve_dev(dir.path());

@@ -16,8 +16,10 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use rustls_pki_types::CertificateDer;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+pub use tokio_rustls::TlsAcceptor;
 
 use crate::authority::Authority;
 use crate::proxy::Gateway;
@@ -94,7 +96,7 @@ pub async fn serve<A: Authority>(
 ) {
     let limits = gateway.plan().listener;
     let body_timeout = gateway.plan().body_timeout;
-    listen(listener, limits, shutdown, "gateway", move |peer| {
+    listen(listener, limits, None, shutdown, "gateway", move |peer| {
         let gw = Arc::clone(&gateway);
         service_fn(move |req: Request<Incoming>| {
             let gw = Arc::clone(&gw);
@@ -166,13 +168,56 @@ where
     }
 }
 
+/// The certificate chain a client presented in the TLS handshake, leaf first, already verified
+/// by the listener's client-certificate verifier. [`listen`] puts it into the extensions of
+/// every request on that connection; plain connections and TLS clients that sent none have
+/// no such extension.
+#[derive(Debug, Clone)]
+pub struct ClientCertificates(pub Arc<[CertificateDer<'static>]>);
+
+impl ClientCertificates {
+    /// The end-entity certificate.
+    pub fn leaf(&self) -> Option<&CertificateDer<'static>> {
+        self.0.first()
+    }
+}
+
+/// A connection's service, adding the client's certificates to each request.
+#[derive(Clone)]
+struct WithClientCertificates<S> {
+    inner: S,
+    certs: Option<ClientCertificates>,
+}
+
+impl<S> hyper::service::Service<Request<Incoming>> for WithClientCertificates<S>
+where
+    S: hyper::service::Service<Request<Incoming>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        // Never trust a value that came from anywhere but this connection's handshake.
+        req.extensions_mut().remove::<ClientCertificates>();
+        if let Some(certs) = &self.certs {
+            req.extensions_mut().insert(certs.clone());
+        }
+        self.inner.call(req)
+    }
+}
+
 /// Serves HTTP/1.1 on `listener` with `limits`: a service made by `make` for each connection
 /// (given the peer's address), headers of at most [`MAX_HEADER_BYTES`] read within the header
-/// timeout, at most `max_connections` connections at once. Runs until `shutdown` completes,
-/// then lets requests in flight finish (for at most [`SHUTDOWN_GRACE`]). `name` is for logs.
+/// timeout, at most `max_connections` connections at once. With `tls`, each connection is a
+/// TLS connection first (its handshake bounded by the header timeout too), and a client's
+/// verified certificates reach the service as [`ClientCertificates`]. Runs until `shutdown`
+/// completes, then lets requests in flight finish (for at most [`SHUTDOWN_GRACE`]). `name` is
+/// for logs.
 pub async fn listen<S, B>(
     listener: TcpListener,
     limits: Limits,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send,
     name: &'static str,
     make: impl Fn(SocketAddr) -> S,
@@ -215,16 +260,61 @@ pub async fn listen<S, B>(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
+        let mut http = http1::Builder::new();
+        http.timer(TokioTimer::new())
             .header_read_timeout(limits.header_timeout)
-            .max_buf_size(READ_BUFFER.max(limits.max_header_bytes.saturating_mul(4)))
-            .serve_connection(TokioIo::new(stream), make(peer));
-        let conn = graceful.watch(conn);
+            .max_buf_size(READ_BUFFER.max(limits.max_header_bytes.saturating_mul(4)));
+        let service = make(peer);
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
         tokio::spawn(async move {
             // The connection holds its place until it ends.
             let _permit = permit;
-            if let Err(e) = conn.await {
+            let result = match tls {
+                None => {
+                    let service = WithClientCertificates {
+                        inner: service,
+                        certs: None,
+                    };
+                    watcher
+                        .watch(http.serve_connection(TokioIo::new(stream), service))
+                        .await
+                }
+                Some(tls) => {
+                    let stream = match tokio::time::timeout(
+                        limits.header_timeout,
+                        tls.accept(stream),
+                    )
+                    .await
+                    {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(listener = name, %peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(listener = name, %peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let certs = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .filter(|c| !c.is_empty())
+                        .map(|c| {
+                            ClientCertificates(c.iter().map(|d| d.clone().into_owned()).collect())
+                        });
+                    let service = WithClientCertificates {
+                        inner: service,
+                        certs,
+                    };
+                    watcher
+                        .watch(http.serve_connection(TokioIo::new(stream), service))
+                        .await
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(listener = name, error = %e, "connection ended with an error");
             }
         });

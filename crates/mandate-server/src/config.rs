@@ -98,6 +98,19 @@ pub struct Config {
     /// Workload identity of agents (SPEC §3): trusted SPIFFE trust domains and OIDC workload
     /// issuers.
     pub workload: Workload,
+    /// TLS on the listener; `None`: plain HTTP (behind a terminating proxy, or on loopback).
+    pub tls: Option<Tls>,
+}
+
+/// HTTPS on Mandate's listener (`[tls]`). Client certificates (X.509-SVIDs) are asked for
+/// when a `[[workload.spiffe]]` trust domain has an `x509_bundle_file`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// PEM file: the server's certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM file: its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
 }
 
 /// A database URL. It may hold a password, so it is never shown: `Debug` prints only the
@@ -309,6 +322,10 @@ pub struct SpiffeTrustDomain {
     /// An `https` URL serving the trust domain's SPIFFE bundle (`http` only on loopback).
     #[serde(default)]
     pub bundle_endpoint: Option<String>,
+    /// A PEM file of the trust domain's X.509 authorities: X.509-SVIDs chaining to them prove
+    /// agents in mutual TLS (needs `[tls]`; read at start).
+    #[serde(default)]
+    pub x509_bundle_file: Option<PathBuf>,
 }
 
 /// An OIDC issuer of workload tokens.
@@ -372,9 +389,13 @@ fn validate_workload(w: &Workload) -> Result<(), String> {
         if w.spiffe[..i].iter().any(|o| &o.trust_domain == td) {
             return Err(format!("`workload.spiffe` names trust domain `{td}` twice"));
         }
-        if d.bundle_file.is_some() == d.bundle_endpoint.is_some() {
+        if d.bundle_file.is_some() && d.bundle_endpoint.is_some()
+            || d.bundle_file.is_none()
+                && d.bundle_endpoint.is_none()
+                && d.x509_bundle_file.is_none()
+        {
             return Err(format!(
-                "trust domain `{td}` needs exactly one of `bundle_file` and `bundle_endpoint`"
+                "trust domain `{td}` needs one of `bundle_file` and `bundle_endpoint` (JWT-SVIDs), and/or an `x509_bundle_file` (X.509-SVIDs)"
             ));
         }
         if let Some(url) = &d.bundle_endpoint
@@ -447,6 +468,7 @@ impl Default for Config {
             gateway: mandate_gateway::GatewayConfig::default(),
             approvals: Approvals::default(),
             workload: Workload::default(),
+            tls: None,
         }
     }
 }
@@ -607,14 +629,29 @@ impl Config {
             }
         }
         validate_workload(&self.workload)?;
+        if self.tls.is_none()
+            && let Some(d) = self
+                .workload
+                .spiffe
+                .iter()
+                .find(|d| d.x509_bundle_file.is_some())
+        {
+            return Err(format!(
+                "trust domain `{}` has an `x509_bundle_file`, which needs `[tls]` (X.509-SVIDs are presented in mutual TLS)",
+                d.trust_domain
+            ));
+        }
         Ok(())
     }
 
-    /// The issuer URL: configured, or `http://<listen>`.
+    /// The issuer URL: configured, or `http://<listen>` (`https://` with `[tls]`).
     pub fn issuer_url(&self, bound: SocketAddr) -> String {
         self.issuer
             .clone()
-            .unwrap_or_else(|| format!("http://{bound}"))
+            .unwrap_or_else(|| {
+                let scheme = if self.tls.is_some() { "https" } else { "http" };
+                format!("{scheme}://{bound}")
+            })
             .trim_end_matches('/')
             .to_owned()
     }
@@ -726,6 +763,37 @@ mod tests {
         assert!(err.to_string().contains("HS256"));
         let err = Config::load(None, env(&[("MANDATE_TOKENS__DEFAULT_TTL", "-1")])).unwrap_err();
         assert!(err.to_string().contains("positive"));
+    }
+
+    #[test]
+    fn x509_authorities_need_tls_and_a_trust_domain_needs_a_bundle() {
+        let td = |x509: bool| {
+            let mut c = Config::default();
+            c.workload.spiffe.push(SpiffeTrustDomain {
+                trust_domain: "prod.example".into(),
+                bundle_file: None,
+                bundle_endpoint: None,
+                x509_bundle_file: x509.then(|| PathBuf::from("prod.pem")),
+            });
+            c
+        };
+        let err = td(true).validate().unwrap_err();
+        assert!(
+            err.contains("`x509_bundle_file`, which needs `[tls]`"),
+            "{err}"
+        );
+        let mut with_tls = td(true);
+        with_tls.tls = Some(Tls {
+            cert_file: "server.pem".into(),
+            key_file: "server.key".into(),
+        });
+        with_tls.validate().unwrap();
+        assert_eq!(
+            with_tls.issuer_url("127.0.0.1:8443".parse().unwrap()),
+            "https://127.0.0.1:8443"
+        );
+        let err = td(false).validate().unwrap_err();
+        assert!(err.contains("needs one of `bundle_file`"), "{err}");
     }
 
     #[test]

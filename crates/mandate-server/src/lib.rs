@@ -50,6 +50,7 @@ pub mod sample;
 pub mod server;
 pub mod ssf;
 pub mod state;
+pub mod tls;
 pub mod usage;
 
 pub use config::Config;

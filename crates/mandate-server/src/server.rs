@@ -291,10 +291,17 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
         )
         .map_err(|e| StartError::Io(format!("limits: {e}")))?
     };
+    let tls = match &state.config.tls {
+        None => None,
+        Some(t) => Some(mandate_gateway::serve::TlsAcceptor::from(
+            crate::tls::server_config(t, &state.config.workload.spiffe).map_err(StartError::Io)?,
+        )),
+    };
     let task = tokio::spawn(async move {
         mandate_gateway::serve::listen(
             listener,
             limits,
+            tls,
             async {
                 let _ = rx.await;
             },

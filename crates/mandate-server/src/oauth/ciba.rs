@@ -230,11 +230,14 @@ pub async fn hold(
 }
 
 /// Handles `grant_type=urn:openid:params:grant-type:ciba`: one poll for a held token request.
+/// `proof_burn` burns the poll's DPoP proof (see [`crate::oauth::dpop::use_once`]) in the
+/// commit that claims the approval, so a proof that got a token is never accepted again.
 pub async fn poll(
     state: &AppState,
     rid: &RequestId,
     form: &Form,
     client: &AuthenticatedAgent,
+    proof_burn: Option<Op>,
     now: i64,
     mut attempt: Attempt,
 ) -> Response {
@@ -294,7 +297,10 @@ pub async fn poll(
                 ));
                 return deny(state, rid, KIND, &attempt, burn, e).await;
             };
-            issue_approved(state, rid, client, &stored, pending, now, &attempt).await
+            issue_approved(
+                state, rid, client, proof_burn, &stored, pending, now, &attempt,
+            )
+            .await
         }
         PollAnswer::AuthorizationPending | PollAnswer::SlowDown => {
             let slow = answer == PollAnswer::SlowDown;
@@ -488,10 +494,12 @@ async fn refuse_approved(
 }
 
 /// The first poll after approval: claim once, check again, mint, record, answer.
+#[allow(clippy::too_many_arguments)]
 async fn issue_approved(
     state: &AppState,
     rid: &RequestId,
     client: &AuthenticatedAgent,
+    proof_burn: Option<Op>,
     stored: &StoredApproval,
     pending: PendingToken,
     now: i64,
@@ -506,6 +514,7 @@ async fn issue_approved(
             client
                 .use_once()
                 .into_iter()
+                .chain(proof_burn.clone())
                 .chain([Op::ClaimApproval { id: a.id.clone() }])
                 .collect(),
         )
@@ -514,6 +523,14 @@ async fn issue_approved(
         Ok(out) if out.last() == Some(&OpOutput::Claimed(true)) => {}
         Ok(_) => {
             let e = OAuthError::invalid_grant(format!("`auth_req_id` `{}` was already used", a.id));
+            return deny(state, rid, KIND, attempt, None, e).await;
+        }
+        Err(StoreError::Replay(key))
+            if proof_burn
+                .as_ref()
+                .is_some_and(|op| matches!(op, Op::UseOnce { key: k, .. } if *k == key)) =>
+        {
+            let e = OAuthError::invalid_dpop_proof("the DPoP proof was already used");
             return deny(state, rid, KIND, attempt, None, e).await;
         }
         Err(StoreError::Replay(_)) => {

@@ -6,8 +6,9 @@
 //! its answer, see [`AuthenticatedAgent::use_once`]). The assertion must be signed by a key
 //! registered for the agent, with that key's algorithm. No static client secrets exist for agents.
 //!
-//! Workload identity: a SPIFFE JWT-SVID (`client_assertion_type` [`JWT_SPIFFE`]), or a
-//! `jwt-bearer` assertion whose `iss` is a configured OIDC workload issuer. The agent is the one
+//! Workload identity: a SPIFFE JWT-SVID (`client_assertion_type` [`JWT_SPIFFE`]), a
+//! `jwt-bearer` assertion whose `iss` is a configured OIDC workload issuer, or an X.509-SVID
+//! presented in mutual TLS with no assertion at all (`tls_client_auth`, [`crate::tls`]). The agent is the one
 //! `client_id` names (required for OIDC workload tokens; for an SVID, when absent, the one active
 //! agent bound to its SPIFFE ID), and one of its `workloads` bindings must match. These tokens
 //! are reused for their lifetime by design, so they are not single-use.
@@ -25,6 +26,7 @@ use serde_json::Value;
 use crate::error::OAuthError;
 use crate::oauth::form::Form;
 use crate::state::AppState;
+use crate::tls::ClientCertificates;
 
 /// `client_assertion_type` for private_key_jwt.
 pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -36,7 +38,7 @@ pub const JWT_SPIFFE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-sp
 pub struct AuthenticatedAgent {
     /// The agent.
     pub agent: Arc<Agent>,
-    /// What proved it: `kid:<kid>` (a registered key), `spiffe:<SPIFFE ID>` (a JWT-SVID) or
+    /// What proved it: `kid:<kid>` (a registered key), `spiffe:<SPIFFE ID>` (a JWT- or X.509-SVID) or
     /// `oidc:<iss>#<sub>` (an OIDC workload token).
     pub credential: String,
     /// The assertion's `jti`, burned by [`AuthenticatedAgent::use_once`]; `None` for a workload
@@ -89,17 +91,29 @@ pub fn agent_keys(agent: &Agent, now: i64) -> KeySet {
 }
 
 /// Authenticates the agent making a request to the token, introspection or revocation endpoint.
+///
+/// `certs` are the client's certificates from a mutual-TLS handshake (already verified as
+/// X.509-SVIDs of a configured trust domain, see [`crate::tls`]): they prove the agent when the
+/// request sends no client assertion (`tls_client_auth`, RFC 8705 §2.1).
 pub async fn authenticate(
     state: &AppState,
     form: &Form,
+    certs: Option<&ClientCertificates>,
     now: i64,
 ) -> Result<AuthenticatedAgent, AuthFailure> {
     let client_id = form.get("client_id");
     let Some(kind) = form.get("client_assertion_type") else {
+        if form.get("client_assertion").is_none()
+            && let Some(leaf) = certs.and_then(ClientCertificates::leaf)
+        {
+            let id = crate::tls::spiffe_id(leaf)
+                .map_err(|e| fail(client_id, OAuthError::invalid_client(e)))?;
+            return bind_workload(state, client_id, Proven::Spiffe { id }, false);
+        }
         return Err(fail(
             client_id,
             OAuthError::invalid_client(
-                "client authentication required: send `client_assertion_type` and `client_assertion` (private_key_jwt, or a workload identity)",
+                "client authentication required: send `client_assertion_type` and `client_assertion` (private_key_jwt, or a workload identity), or present an X.509-SVID in mutual TLS",
             ),
         ));
     };

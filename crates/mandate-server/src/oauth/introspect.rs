@@ -21,14 +21,17 @@ use crate::error::OAuthError;
 use crate::oauth::client_auth::authenticate;
 use crate::oauth::form::read_form;
 use crate::state::AppState;
+use crate::tls::ClientCertificates;
 
 /// The introspection endpoint.
 pub async fn introspect(
     State(state): State<Arc<AppState>>,
     Extension(rid): Extension<RequestId>,
+    certs: Option<Extension<ClientCertificates>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let certs = certs.map(|Extension(c)| c);
     let now = state.clock.now();
     let bearer = headers
         .get(header::AUTHORIZATION)
@@ -39,7 +42,7 @@ pub async fn introspect(
     };
     let (caller, burn) = match admin_from_bearer(&state, bearer) {
         Some(a) => (a.label(), None),
-        None => match authenticate(&state, &form, now).await {
+        None => match authenticate(&state, &form, certs.as_ref(), now).await {
             Ok(agent) => (format!("agent:{}", agent.agent.id), agent.use_once()),
             Err(f) => return f.error.into_response(),
         },

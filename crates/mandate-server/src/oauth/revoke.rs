@@ -17,20 +17,23 @@ use crate::error::OAuthError;
 use crate::oauth::client_auth::authenticate;
 use crate::oauth::form::read_form;
 use crate::state::AppState;
+use crate::tls::ClientCertificates;
 
 /// The revocation endpoint.
 pub async fn revoke(
     State(state): State<Arc<AppState>>,
     Extension(rid): Extension<RequestId>,
+    certs: Option<Extension<ClientCertificates>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let certs = certs.map(|Extension(c)| c);
     let now = state.clock.now();
     let form = match read_form(&headers, body, state.config.limits.body_bytes).await {
         Ok(f) => f,
         Err(e) => return e.into_response(),
     };
-    let agent = match authenticate(&state, &form, now).await {
+    let agent = match authenticate(&state, &form, certs.as_ref(), now).await {
         Ok(a) => a,
         Err(f) => return f.error.into_response(),
     };

@@ -26,6 +26,7 @@ use crate::oauth::exchange::exchange;
 use crate::oauth::form::read_form;
 use crate::oauth::issue::Outcome;
 use crate::state::AppState;
+use crate::tls::ClientCertificates;
 
 /// RFC 8693 grant type.
 pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -134,9 +135,11 @@ pub fn store_failure(e: StoreError) -> Response {
 pub async fn token(
     State(state): State<Arc<AppState>>,
     Extension(rid): Extension<RequestId>,
+    certs: Option<Extension<ClientCertificates>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let certs = certs.map(|Extension(c)| c);
     let now = state.clock.now();
     let mut attempt = Attempt::default();
     let form = match read_form(&headers, body, state.config.limits.body_bytes).await {
@@ -160,7 +163,7 @@ pub async fn token(
         attempt.audience = Some(auds.join(" ").chars().take(500).collect());
     }
     attempt.task = form.get("task").map(|t| t.chars().take(128).collect());
-    let client = match authenticate(&state, &form, now).await {
+    let client = match authenticate(&state, &form, certs.as_ref(), now).await {
         Ok(c) => c,
         Err(f) => {
             attempt.claimed_client = f.claimed.map(|c| c.chars().take(64).collect());
@@ -189,7 +192,8 @@ pub async fn token(
         return deny(&state, &rid, kind, &attempt, client.use_once(), e).await;
     }
     if grant_type == Some(CIBA) {
-        return ciba::poll(&state, &rid, &form, &client, now, attempt).await;
+        let proof_burn = proof.as_ref().map(dpop::use_once);
+        return ciba::poll(&state, &rid, &form, &client, proof_burn, now, attempt).await;
     }
     let result = match grant_type {
         Some(TOKEN_EXCHANGE) => exchange(&state, &form, &client, now, &mut attempt).await,

@@ -372,6 +372,7 @@ impl Workloads {
         let domains = config
             .spiffe
             .iter()
+            .filter(|d| d.bundle_file.is_some() || d.bundle_endpoint.is_some())
             .map(|d| {
                 let origin = match (&d.bundle_file, &d.bundle_endpoint) {
                     (Some(f), _) => Origin::BundleFile(f.clone()),

@@ -696,3 +696,65 @@ async fn a_hop_escalates_within_its_parent_and_dies_with_it() {
     );
     srv.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_dpop_proof_that_fetched_an_approved_token_is_not_accepted_again() {
+    use mandate_token::{Alg, SigningKey, dpop};
+    let srv = Server::start().await;
+    let support = srv.agent("support-v2");
+    let alice = srv.alice();
+    let key = SigningKey::generate(Alg::EdDSA).unwrap();
+    let new_proof = || {
+        dpop::prove(
+            &key,
+            "POST",
+            &srv.at("/oauth2/token"),
+            None,
+            None,
+            srv.now(),
+        )
+    };
+    let proof = new_proof().unwrap();
+    let poll_with = |id: String, proof: String| {
+        let (srv, support) = (&srv, &support);
+        async move {
+            let mut form = ciba_form(&id);
+            form.extend(srv.client_auth(support));
+            srv.send(
+                srv.http
+                    .post(srv.at("/oauth2/token"))
+                    .header("DPoP", proof)
+                    .form(&form),
+            )
+            .await
+        }
+    };
+    // Two escalations, both approved.
+    let first = id_of(&escalate(&srv, &support, &alice, &unique("ticket")).await);
+    let second = id_of(&escalate(&srv, &support, &alice, &unique("ticket")).await);
+    for id in [&first, &second] {
+        decide(&srv, id, "approve", &carol(&srv), "ok")
+            .await
+            .expect(200);
+    }
+    // The first poll with the proof gets a token bound to its key.
+    let r = poll_with(first, proof.clone()).await;
+    r.expect(200);
+    assert_eq!(r.body["token_type"], "DPoP", "{}", r.body);
+    assert_eq!(
+        peek(&r.access_token())["cnf"]["jkt"],
+        dpop::key_thumbprint(&key).unwrap()
+    );
+    // The same proof, replayed for the other approval, is refused and claims nothing…
+    let replay = poll_with(second.clone(), proof).await;
+    replay.expect_oauth_error(400, "invalid_dpop_proof");
+    assert!(
+        replay.description().contains("already used"),
+        "{}",
+        replay.body
+    );
+    // …so a fresh proof still gets that token.
+    let fresh = new_proof().unwrap();
+    poll_with(second, fresh).await.expect(200);
+    srv.shutdown().await;
+}

@@ -19,6 +19,7 @@ mod gateway_api;
 mod harness;
 mod held_writes;
 mod mcp_support;
+mod mtls;
 mod policy;
 mod posture;
 mod refusals;

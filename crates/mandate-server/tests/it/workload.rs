@@ -163,11 +163,13 @@ async fn world() -> World {
                 trust_domain: PROD.into(),
                 bundle_file: None,
                 bundle_endpoint: Some(url),
+                x509_bundle_file: None,
             },
             SpiffeTrustDomain {
                 trust_domain: FILES.into(),
                 bundle_file: Some(path),
                 bundle_endpoint: None,
+                x509_bundle_file: None,
             },
         ];
     })
@@ -679,7 +681,11 @@ fn workload_configuration_is_checked_at_start() {
     for (value, why) in [
         (
             r#"[{trust_domain = "prod.example"}]"#,
-            "exactly one of `bundle_file` and `bundle_endpoint`",
+            "needs one of `bundle_file` and `bundle_endpoint`",
+        ),
+        (
+            r#"[{trust_domain = "prod.example", bundle_file = "b.json", bundle_endpoint = "https://spire.example/b"}]"#,
+            "needs one of `bundle_file` and `bundle_endpoint`",
         ),
         (
             r#"[{trust_domain = "spiffe://prod.example", bundle_file = "b.json"}]"#,
