@@ -145,7 +145,8 @@ async fn completion(
     Ok(())
 }
 
-fn now() -> i64 {
+/// Now, in seconds since the epoch.
+pub(crate) fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -167,7 +168,8 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         crate::demo_cluster::check_empty(url).await?;
     }
     let dir = tempfile::tempdir().context("cannot make a temporary directory")?;
-    let config = Config {
+    let spire = crate::demo_workload::Spire::new(dir.path())?;
+    let mut config = Config {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         data_dir: dir.path().to_owned(),
         database_url: args
@@ -176,17 +178,22 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
             .map(mandate_server::config::DatabaseUrl),
         ..Config::default()
     };
+    config.workload.spiffe = vec![spire.trust_domain()];
     let mut opts = Options::new(config, true);
     opts.gateway_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     let running = mandate_server::start(opts)
         .await
         .context("cannot start the demo server")?;
-    let result = story(&running, args.database_url.as_deref()).await;
+    let result = story(&running, &spire, args.database_url.as_deref()).await;
     running.shutdown().await;
     result
 }
 
-async fn story(running: &mandate_server::Running, database_url: Option<&str>) -> Result<ExitCode> {
+async fn story(
+    running: &mandate_server::Running,
+    spire: &crate::demo_workload::Spire,
+    database_url: Option<&str>,
+) -> Result<ExitCode> {
     let admin = Client::new(&running.url, running.admin_token.clone())?;
     let agents = running.data_dir.join("agents");
     let support = AgentKey::load("support-v2", &agents.join("support-v2.jwk"))?;
@@ -437,7 +444,7 @@ async fn story(running: &mandate_server::Running, database_url: Option<&str>) ->
     }
 
     completion(running, &admin, &support).await?;
-    crate::demo_gateway::chapter(&admin, &support, running).await?;
+    crate::demo_gateway::chapter(&admin, &support, spire, running).await?;
     crate::demo_draft::chapter(&admin, &support, running).await?;
     crate::demo_posture::chapter(&admin).await?;
 

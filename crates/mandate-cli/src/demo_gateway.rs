@@ -45,6 +45,7 @@ fn said(v: &Value) -> String {
 pub async fn chapter(
     admin: &Client,
     support: &AgentKey,
+    spire: &crate::demo_workload::Spire,
     running: &mandate_server::Running,
 ) -> Result<()> {
     let Some(gw) = running.gateway.as_ref() else {
@@ -170,6 +171,7 @@ pub async fn chapter(
         said(&body)
     );
     dpop(admin, support, &http, &gw, user_token).await?;
+    crate::demo_workload::beat(admin, &http, spire, &gw, user_token, TASK).await?;
     // The gateway writes its audit lines beside its answers: let the last one land.
     for _ in 0..50 {
         let denied = admin
@@ -199,12 +201,7 @@ async fn dpop(
 ) -> Result<()> {
     use mandate_token::dpop::prove;
     use mandate_token::{Alg, SigningKey};
-    let now = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or_default()
-    };
+    let now = crate::demo::now;
     let key = SigningKey::generate(Alg::EdDSA)?;
     let endpoint = format!("{}/oauth2/token", admin.url);
     let mut form = support.auth_fields(&admin.url)?;

@@ -12,6 +12,7 @@ mod demo_cluster;
 mod demo_draft;
 mod demo_gateway;
 mod demo_posture;
+mod demo_workload;
 mod gateway;
 mod output;
 mod policy;
