@@ -155,7 +155,6 @@ pub async fn hold(
     client: &AuthenticatedAgent,
     esc: Escalation,
     attempt: &Attempt,
-    now: i64,
 ) -> Response {
     // The assertion is burned before anything is opened: a replayed assertion never reaches a
     // human.
@@ -189,7 +188,9 @@ pub async fn hold(
         } => (scope.clone(), Some(*stage), audience.clone()),
         _ => (String::new(), None, String::new()),
     };
-    let expires_in = a.expires_at - now;
+    // Counted from the approval's own creation (it reads the clock after `now`, so `now` could
+    // make a 900 s approval look like 901 s).
+    let expires_in = (a.expires_at - a.created_at).max(0);
     let interval = stored.poll_interval;
     let event = NewEvent {
         kind: kind.to_owned(),

@@ -209,7 +209,7 @@ pub async fn token(
     let issued = match result {
         Ok(Outcome::Issued(i)) => *i,
         Ok(Outcome::Escalate(esc)) => {
-            return ciba::hold(&state, &rid, kind, &client, *esc, &attempt, now).await;
+            return ciba::hold(&state, &rid, kind, &client, *esc, &attempt).await;
         }
         Err(e) => return deny(&state, &rid, kind, &attempt, client.use_once(), e).await,
     };
