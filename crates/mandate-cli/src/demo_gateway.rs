@@ -70,23 +70,12 @@ pub async fn chapter(
         .as_str()
         .ok_or_else(|| anyhow!("no user token"))?;
     let mut form = support.auth_fields(&admin.url)?;
-    form.extend([
-        (
-            "grant_type",
-            "urn:ietf:params:oauth:grant-type:token-exchange".to_owned(),
-        ),
-        ("subject_token", user_token.to_owned()),
-        (
-            "subject_token_type",
-            "urn:ietf:params:oauth:token-type:jwt".to_owned(),
-        ),
-        (
-            "scope",
-            "crm.customers:read mcp.crm.lookup_customer:call".to_owned(),
-        ),
-        ("resource", gw.clone()),
-        ("task", TASK.to_owned()),
-    ]);
+    form.extend(exchange_form(
+        user_token,
+        "crm.customers:read mcp.crm.lookup_customer:call",
+        &gw,
+        TASK,
+    ));
     let issued = admin.oauth("/oauth2/token", &form).await?;
     let token = issued["access_token"].as_str().unwrap_or_default();
     println!(
@@ -191,6 +180,30 @@ pub async fn chapter(
     Ok(())
 }
 
+/// The fields of a token exchange of `user_token` (a JWT) for `scope` on `resource` in `task`,
+/// without client authentication.
+pub(crate) fn exchange_form(
+    user_token: &str,
+    scope: &str,
+    resource: &str,
+    task: &str,
+) -> [(&'static str, String); 6] {
+    [
+        (
+            "grant_type",
+            "urn:ietf:params:oauth:grant-type:token-exchange".to_owned(),
+        ),
+        ("subject_token", user_token.to_owned()),
+        (
+            "subject_token_type",
+            "urn:ietf:params:oauth:token-type:jwt".to_owned(),
+        ),
+        ("scope", scope.to_owned()),
+        ("resource", resource.to_owned()),
+        ("task", task.to_owned()),
+    ]
+}
+
 /// A token bound to the agent's key (DPoP, RFC 9449): useless to whoever copies it.
 async fn dpop(
     admin: &Client,
@@ -205,20 +218,7 @@ async fn dpop(
     let key = SigningKey::generate(Alg::EdDSA)?;
     let endpoint = format!("{}/oauth2/token", admin.url);
     let mut form = support.auth_fields(&admin.url)?;
-    form.extend([
-        (
-            "grant_type",
-            "urn:ietf:params:oauth:grant-type:token-exchange".to_owned(),
-        ),
-        ("subject_token", user_token.to_owned()),
-        (
-            "subject_token_type",
-            "urn:ietf:params:oauth:token-type:jwt".to_owned(),
-        ),
-        ("scope", "crm.customers:read".to_owned()),
-        ("resource", gw.to_owned()),
-        ("task", TASK.to_owned()),
-    ]);
+    form.extend(exchange_form(user_token, "crm.customers:read", gw, TASK));
     let proof = prove(&key, "POST", &endpoint, None, None, now())?;
     let issued: Value = http
         .post(&endpoint)

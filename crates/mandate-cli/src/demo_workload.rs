@@ -81,21 +81,11 @@ pub async fn beat(
         "   workload identity: support-v2 is bound to SPIFFE ID {SPIFFE_ID}; the pod's JWT-SVID is its only proof"
     );
     let exchange = |assertion: String| {
-        let form = [
-            (
-                "grant_type",
-                "urn:ietf:params:oauth:grant-type:token-exchange",
-            ),
-            ("subject_token", user_token),
-            ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
-            ("scope", "crm.customers:read"),
-            ("resource", resource),
-            ("task", task),
-            ("client_assertion_type", JWT_SPIFFE),
-            ("client_id", "support-v2"),
-        ];
         let mut form: Vec<(&str, String)> =
-            form.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+            crate::demo_gateway::exchange_form(user_token, "crm.customers:read", resource, task)
+                .into();
+        form.push(("client_assertion_type", JWT_SPIFFE.to_owned()));
+        form.push(("client_id", "support-v2".to_owned()));
         form.push(("client_assertion", assertion));
         let req = http.post(format!("{}/oauth2/token", admin.url)).form(&form);
         async move {

@@ -8,8 +8,8 @@
 //!
 //! Workload identity: a SPIFFE JWT-SVID (`client_assertion_type` [`JWT_SPIFFE`]), a
 //! `jwt-bearer` assertion whose `iss` is a configured OIDC workload issuer, or an X.509-SVID
-//! presented in mutual TLS with no assertion at all (`tls_client_auth`, [`crate::tls`]). The agent is the one
-//! `client_id` names (required for OIDC workload tokens; for an SVID, when absent, the one active
+//! presented in mutual TLS with no assertion at all (`tls_client_auth`, [`crate::tls`]). The
+//! agent is the one `client_id` names (required for OIDC workload tokens; for an SVID, when absent, the one active
 //! agent bound to its SPIFFE ID), and one of its `workloads` bindings must match. These tokens
 //! are reused for their lifetime by design, so they are not single-use.
 
@@ -38,8 +38,8 @@ pub const JWT_SPIFFE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-sp
 pub struct AuthenticatedAgent {
     /// The agent.
     pub agent: Arc<Agent>,
-    /// What proved it: `kid:<kid>` (a registered key), `spiffe:<SPIFFE ID>` (a JWT- or X.509-SVID) or
-    /// `oidc:<iss>#<sub>` (an OIDC workload token).
+    /// What proved it: `kid:<kid>` (a registered key), `spiffe:<SPIFFE ID>` (a JWT- or
+    /// X.509-SVID) or `oidc:<iss>#<sub>` (an OIDC workload token).
     pub credential: String,
     /// The assertion's `jti`, burned by [`AuthenticatedAgent::use_once`]; `None` for a workload
     /// identity, which is reused for its lifetime by design.
