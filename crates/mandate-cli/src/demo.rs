@@ -473,6 +473,9 @@ async fn story(
         Some(url) => crate::demo_cluster::chapter(running, &admin, &support, url).await?,
         None => crate::demo_cluster::skipped(),
     }
-    println!("\nRun it yourself: `mandate serve --dev`, then `mandate --help`.");
+    println!(
+        "\nRun it yourself: `mandate serve --dev`, then `mandate --help`, or open the console \
+         sign-in link it prints."
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -56,6 +56,46 @@ async fn token(
     Ok((status, resp.json().await.unwrap_or(Value::Null)))
 }
 
+/// What people see of the held write in the console: signed in with the one-time link the
+/// server printed, the approval's page shows the held request and carol's decision.
+async fn console_view(running: &mandate_server::Running, id: &str) -> Result<()> {
+    let Some(link) = &running.console_link else {
+        bail!("the demo server has no console sign-in link");
+    };
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let signed_in = http.get(link).send().await.context("the console answers")?;
+    let cookie = signed_in
+        .headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("mandate_console="))
+        .and_then(|v| v.split(';').next())
+        .ok_or_else(|| anyhow!("the console's sign-in link set no session"))?
+        .to_owned();
+    let path = format!("/console/approvals/{id}");
+    let page = http
+        .get(format!("{}{path}", running.url))
+        .header(reqwest::header::COOKIE, cookie)
+        .send()
+        .await
+        .context("the console answers")?
+        .text()
+        .await?;
+    let shows = |s: &str| page.contains(s);
+    if !(shows("refund for order 1182") && shows("approved") && shows("carol@example.com")) {
+        bail!("the console's page for approval `{id}` does not show the decision");
+    }
+    println!(
+        "   the console shows people the same: {path} has the held request (POST /tickets, its \
+         body) and `approved` by carol@example.com"
+    );
+    Ok(())
+}
+
 /// support-v2 (max stage `draft`) asks for an `execute` token: a human must approve first.
 async fn escalation(
     http: &reqwest::Client,
@@ -210,6 +250,7 @@ pub async fn chapter(
         "   ✓ approved again → {status}: {}",
         body["message"].as_str().unwrap_or_default()
     );
+    console_view(running, &id).await?;
     // The gateway writes its audit lines beside its answers: let the send's line land.
     for _ in 0..50 {
         let sent = admin

@@ -109,6 +109,12 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         println!("  this node: {node}");
     }
     println!("  database: {}", running.state.store.backend());
+    if running.state.config.console.enabled {
+        println!("  console:  {}/console", running.url);
+        if let Some(link) = &running.console_link {
+            println!("  console sign-in link (one use, as admin@example.com): {link}");
+        }
+    }
     if let Some(gw) = &running.gateway {
         println!(
             "Gateway is listening on {} (tokens need this audience)",

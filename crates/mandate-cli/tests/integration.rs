@@ -226,6 +226,7 @@ fn the_demo_tells_the_whole_story() {
         "support-v2 polls its proposal → 201 ticket",
         "(sent once; the CRM now has 1 new ticket)",
         "already approved",
+        "the console shows people the same: /console/approvals/ap-",
         "gateway.request tickets:create tickets allow approver:carol@example.com",
         "8. Posture and compliance: what is wrong today, and the evidence",
         "key-never-expires: key `support-v2-k1`",

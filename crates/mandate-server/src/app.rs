@@ -208,6 +208,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/ssf/poll/{stream_id}", post(crate::ssf::poll::poll))
         .nest("/v1", v1)
+        .merge(crate::console::routes(state.config.console.enabled))
+        .merge(crate::dev_oidc::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limits.body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), header_limit))

@@ -100,6 +100,48 @@ pub struct Config {
     pub workload: Workload,
     /// TLS on the listener; `None`: plain HTTP (behind a terminating proxy, or on loopback).
     pub tls: Option<Tls>,
+    /// The web console at `/console`: who signs in, with what, and their roles.
+    pub console: Console,
+}
+
+/// The console (`[console]`): people sign in with OpenID Connect (authorization code with
+/// PKCE) at one of the trusted identity providers; their roles come from their groups.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Console {
+    /// Serve `/console` at all.
+    pub enabled: bool,
+    /// The identity provider people sign in with: the `name` or `issuer` of one of the
+    /// `[[issuers]]`, whose OpenID configuration is read from
+    /// `<issuer>/.well-known/openid-configuration`. Unset: no OpenID Connect sign-in (in
+    /// `--dev`, the built-in test IdP).
+    pub issuer: Option<String>,
+    /// The console's client id at that provider.
+    pub client_id: Option<String>,
+    /// A file holding the client secret, for a provider that requires one (sent with HTTP
+    /// Basic); PKCE is used either way.
+    pub client_secret_file: Option<PathBuf>,
+    /// Groups whose members are admins in the console (everything, including suspending agents
+    /// and revoking tasks).
+    pub admin_groups: Vec<String>,
+    /// Groups whose members are auditors (read everything: agents, tasks, audit, posture).
+    pub auditor_groups: Vec<String>,
+    /// How long a console session lasts, seconds.
+    pub session_ttl: i64,
+}
+
+impl Default for Console {
+    fn default() -> Self {
+        Console {
+            enabled: true,
+            issuer: None,
+            client_id: None,
+            client_secret_file: None,
+            admin_groups: vec!["admin".into()],
+            auditor_groups: vec!["auditor".into()],
+            session_ttl: 8 * 3600,
+        }
+    }
 }
 
 /// HTTPS on Mandate's listener (`[tls]`). Client certificates (X.509-SVIDs) are asked for
@@ -469,6 +511,7 @@ impl Default for Config {
             approvals: Approvals::default(),
             workload: Workload::default(),
             tls: None,
+            console: Console::default(),
         }
     }
 }
@@ -595,6 +638,7 @@ impl Config {
             return Err("`tokens.max_chain_depth` must be between 1 and 16".into());
         }
         validate_carry_claims(&t.carry_claims)?;
+        self.validate_console()?;
         if self.audit_retention_days > 36_500 {
             return Err(format!(
                 "`audit_retention_days` must be between 0 (keep forever) and 36500, not `{}`",
@@ -659,6 +703,44 @@ impl Config {
 
 /// Most claims `tokens.carry_claims` may name.
 const MAX_CARRY_CLAIMS: usize = 32;
+
+impl Config {
+    fn validate_console(&self) -> Result<(), String> {
+        let c = &self.console;
+        if !(60..=7 * 24 * 3600).contains(&c.session_ttl) {
+            return Err(format!(
+                "`console.session_ttl` must be between 60 and 604800 seconds, not `{}`",
+                c.session_ttl
+            ));
+        }
+        match (&c.issuer, &c.client_id) {
+            (Some(iss), Some(_)) => {
+                if self.console_issuer().is_none() {
+                    return Err(format!(
+                        "`console.issuer` names `{}`, which is not the `name` or `issuer` of \
+                         any `[[issuers]]` entry",
+                        iss.chars().take(100).collect::<String>()
+                    ));
+                }
+            }
+            (Some(_), None) => return Err("`console.issuer` needs `console.client_id`".into()),
+            (None, Some(_)) => return Err("`console.client_id` needs `console.issuer`".into()),
+            (None, None) if c.client_secret_file.is_some() => {
+                return Err("`console.client_secret_file` needs `console.issuer`".into());
+            }
+            (None, None) => {}
+        }
+        Ok(())
+    }
+
+    /// The trusted issuer the console signs people in with, if configured.
+    pub fn console_issuer(&self) -> Option<&TrustedIssuerConfig> {
+        let want = self.console.issuer.as_deref()?;
+        self.issuers
+            .iter()
+            .find(|i| i.name == want || i.issuer == want)
+    }
+}
 
 fn validate_carry_claims(names: &[String]) -> Result<(), String> {
     if names.len() > MAX_CARRY_CLAIMS {

@@ -1,7 +1,9 @@
 //! `--dev`: a throwaway world to try Mandate in — the built-in test IdP, the demo users, groups
 //! and agents of SPEC §10, with the agents' private keys written to the data directory.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -20,6 +22,7 @@ use crate::config::TrustedIssuerConfig;
 use crate::files::write_private;
 
 /// A demo user: subject, groups and region.
+#[derive(Debug)]
 pub struct DemoUser {
     /// The subject.
     pub sub: &'static str,
@@ -47,6 +50,37 @@ pub const DEMO_USERS: &[DemoUser] = &[
         region: "emea",
     },
 ];
+
+impl DemoUser {
+    /// The user's region, if they have one (an empty `region` means none).
+    pub fn region(&self) -> Option<&'static str> {
+        Some(self.region).filter(|r| !r.is_empty())
+    }
+
+    /// The user's groups, owned.
+    pub fn group_list(&self) -> Vec<String> {
+        self.groups.iter().map(|g| (*g).to_owned()).collect()
+    }
+}
+
+/// The test IdP's built-in operator, who signs in to the console as an admin (group `admin`).
+/// Not a demo user of SPEC §10: [`demo_groups`] and [`demo_region`] do not know it, and it has
+/// no region.
+pub static DEV_ADMIN: DemoUser = DemoUser {
+    sub: "admin@example.com",
+    groups: &["admin"],
+    region: "",
+};
+
+/// Everyone who can sign in at the test IdP's sign-in page: the demo users, then [`DEV_ADMIN`].
+pub fn sign_in_users() -> impl Iterator<Item = &'static DemoUser> {
+    DEMO_USERS.iter().chain(std::iter::once(&DEV_ADMIN))
+}
+
+/// The user of the test IdP's sign-in page whose subject is exactly `sub`.
+pub fn sign_in_user(sub: &str) -> Option<&'static DemoUser> {
+    sign_in_users().find(|u| u.sub == sub)
+}
 
 /// `tokens.carry_claims` in `--dev` when not configured: the demo users' `region`.
 pub const DEV_CARRY_CLAIMS: &[&str] = &["region"];
@@ -124,6 +158,40 @@ pub fn demo_region(sub: &str) -> Option<&'static str> {
     demo_user(sub).map(|u| u.region)
 }
 
+/// How long an authorization code of the test IdP stays valid, in seconds.
+pub const CODE_TTL: i64 = 60;
+/// Most authorization codes outstanding at once; past it, sign-ins are refused until some are
+/// used or expire.
+pub const MAX_CODES: usize = 1000;
+/// Lifetime of the ID and access tokens the test IdP's token endpoint issues, in seconds.
+pub const OIDC_TOKEN_TTL: i64 = 300;
+
+/// What an authorization code of the test IdP stands for (see `dev_oidc`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodeGrant {
+    /// The client it was issued to.
+    pub client_id: String,
+    /// The redirect URI of the authorization request.
+    pub redirect_uri: String,
+    /// The PKCE `code_challenge` (S256).
+    pub code_challenge: String,
+    /// The `nonce` to echo in the ID token.
+    pub nonce: String,
+    /// The subject of the user who signed in.
+    pub sub: String,
+    /// When the user signed in (Unix seconds).
+    pub auth_time: i64,
+}
+
+/// Why the test IdP could not issue an authorization code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CodeError {
+    /// [`MAX_CODES`] are outstanding.
+    Full,
+    /// The system random source failed.
+    Random,
+}
+
 /// The built-in test identity provider.
 pub struct DevIdp {
     /// Its issuer URL (`<mandate>/dev-idp`).
@@ -131,6 +199,8 @@ pub struct DevIdp {
     /// The audience its tokens carry (Mandate's issuer).
     pub audience: String,
     key: SigningKey,
+    /// Outstanding authorization codes with their expiry.
+    codes: Mutex<HashMap<String, (CodeGrant, i64)>>,
 }
 
 impl DevIdp {
@@ -167,6 +237,7 @@ impl DevIdp {
             issuer: format!("{mandate_issuer}/dev-idp"),
             audience: mandate_issuer.to_owned(),
             key,
+            codes: Mutex::new(HashMap::new()),
         })
     }
 
@@ -194,6 +265,65 @@ impl DevIdp {
     /// The JWKS of the test IdP.
     pub fn jwks(&self) -> Value {
         json!({"keys": [self.key.public_jwk()]})
+    }
+
+    /// The JOSE algorithm of the IdP's signing key (e.g. `EdDSA`).
+    pub fn alg(&self) -> &'static str {
+        self.key.alg().as_str()
+    }
+
+    fn codes(&self) -> MutexGuard<'_, HashMap<String, (CodeGrant, i64)>> {
+        match self.codes.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Issues a one-time authorization code for `grant`, valid [`CODE_TTL`] seconds. Expired
+    /// codes are purged first; with [`MAX_CODES`] still outstanding, none is issued.
+    pub fn issue_code(&self, grant: CodeGrant, now: i64) -> Result<String, CodeError> {
+        let code = mandate_token::random_id::<24>().map_err(|_| CodeError::Random)?;
+        let mut codes = self.codes();
+        codes.retain(|_, (_, exp)| *exp > now);
+        if codes.len() >= MAX_CODES {
+            return Err(CodeError::Full);
+        }
+        codes.insert(code.clone(), (grant, now + CODE_TTL));
+        Ok(code)
+    }
+
+    /// Takes `code` out of the store (a code is used once, whatever comes of it); `None` when it
+    /// is unknown, already used or expired.
+    pub fn take_code(&self, code: &str, now: i64) -> Option<CodeGrant> {
+        let (grant, exp) = self.codes().remove(code)?;
+        (exp > now).then_some(grant)
+    }
+
+    /// Mints an OpenID Connect ID token for `user`, for the client `audience`, valid
+    /// [`OIDC_TOKEN_TTL`] seconds: `iss`, `sub`, `aud`, `iat`, `exp`, `auth_time`, `nonce`,
+    /// `groups`, and `region` where the user has one.
+    pub fn id_token(
+        &self,
+        user: &DemoUser,
+        audience: &str,
+        nonce: &str,
+        auth_time: i64,
+        now: i64,
+    ) -> Result<String, String> {
+        let mut claims = json!({
+            "iss": self.issuer,
+            "sub": user.sub,
+            "aud": audience,
+            "iat": now,
+            "exp": now + OIDC_TOKEN_TTL,
+            "auth_time": auth_time,
+            "nonce": nonce,
+            "groups": user.groups,
+        });
+        if let (Some(region), Some(obj)) = (user.region(), claims.as_object_mut()) {
+            obj.insert("region".into(), json!(region));
+        }
+        sign_jwt(&self.key, "JWT", &claims).map_err(|e| e.to_string())
     }
 
     /// Mints a user token. A negative `ttl` gives an already-expired token.

@@ -45,6 +45,11 @@ impl Feed {
         self.closed.send_replace(true);
     }
 
+    /// Becomes `true` at shutdown, for other long-lived streams (the console's) to end with it.
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.closed.subscribe()
+    }
+
     /// Starts following the feed after sequence number `after` (0 for the beginning).
     pub fn follow(&self, store: Arc<dyn Store>, after: i64) -> Follower {
         Follower {

@@ -83,6 +83,8 @@ pub struct Running {
     pub admin_token: Option<String>,
     /// Whether the credential was created by this start.
     pub admin_token_is_new: bool,
+    /// In `--dev` with the console on, its one-time sign-in link (a new one each start).
+    pub console_link: Option<String>,
     /// The data directory.
     pub data_dir: PathBuf,
     /// The state, for in-process callers (demo, tests).
@@ -267,6 +269,7 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
         dev: dev_idp,
         verified: mandate_verify::VerifiedCache::default(),
         approvals: crate::approvals::Hub::default(),
+        console: crate::console::signin::Logins::default(),
     });
     let cluster = changes.map(|rx| crate::cluster::follow(Arc::downgrade(&state), rx, cursor));
     spawn_housekeeping(Arc::downgrade(&state));
@@ -333,6 +336,11 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
             (Some(gw), sample)
         }
     };
+    let console_link = if state.dev.is_some() && state.config.console.enabled {
+        state.console.issue_dev_link(&issuer).ok()
+    } else {
+        None
+    };
     Ok(Running {
         gateway,
         sample,
@@ -340,6 +348,7 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
         url: issuer,
         admin_token,
         admin_token_is_new,
+        console_link,
         data_dir: dir,
         state,
         shutdown: Some(tx),

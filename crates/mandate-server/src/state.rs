@@ -287,6 +287,8 @@ pub struct AppState {
     pub verified: mandate_verify::VerifiedCache,
     /// Approval decisions as they land, for whoever carries them out (the gateway).
     pub approvals: crate::approvals::Hub,
+    /// The console's sign-ins: the `--dev` one-time link, the identity provider client.
+    pub console: crate::console::signin::Logins,
 }
 
 impl AppState {

@@ -622,13 +622,16 @@ pub fn narrowing(
     Ok((vec![Op::UpdateAgent(after.clone()), Op::Audit(ev)], after))
 }
 
-async fn set_status(
+/// Suspends, resumes or retires agent `id` on behalf of `by` (`admin:<id>`, `user:<sub>`), as
+/// the admin routes and the console do, with `reason` (may be empty) recorded in the audit
+/// event. Suspending or retiring is a revocation of the agent.
+pub async fn set_status(
     state: &Arc<AppState>,
-    admin: &Admin,
+    by: &str,
     id: &str,
     to: AgentStatus,
-) -> Result<Json<Agent>, ApiError> {
-    admin.require_admin()?;
+    reason: &str,
+) -> Result<Arc<Agent>, ApiError> {
     let agent = get_agent(state, id)?;
     if agent.status == AgentStatus::Retired && to != AgentStatus::Retired {
         return Err(ApiError::conflict(format!(
@@ -648,25 +651,38 @@ async fn set_status(
     if agent.status != to && to != AgentStatus::Active {
         // Suspending or retiring ends every token the agent appears in, everywhere: it is a
         // revocation of the agent, published to verifiers like any other.
-        let mut req = crate::revocation::Request::new(RevocationKind::Agent, id, &admin.label());
-        req.reason = format!("agent {}", to.as_str());
+        let mut req = crate::revocation::Request::new(RevocationKind::Agent, id, by);
+        req.reason = if reason.is_empty() {
+            format!("agent {}", to.as_str())
+        } else {
+            format!("agent {}: {reason}", to.as_str())
+        };
         req.action = Some(kind.to_owned());
         req.ops = vec![set];
         crate::revocation::revoke(state, req).await?;
     } else if agent.status != to {
-        let ev = event(
-            kind,
-            &admin.label(),
-            id,
-            json!({"from": agent.status, "to": to}),
-        );
+        let mut detail = json!({"from": agent.status, "to": to});
+        if !reason.is_empty() {
+            detail["reason"] = json!(reason);
+        }
+        let ev = event(kind, by, id, detail);
         state.store.commit(vec![set, Op::Audit(ev)]).await?;
     }
-    let agent = state
+    state
         .directory
         .refresh(state.store.as_ref(), id)
         .await?
-        .ok_or_else(ApiError::server_error)?;
+        .ok_or_else(ApiError::server_error)
+}
+
+async fn set_status_as_admin(
+    state: &Arc<AppState>,
+    admin: &Admin,
+    id: &str,
+    to: AgentStatus,
+) -> Result<Json<Agent>, ApiError> {
+    admin.require_admin()?;
+    let agent = set_status(state, &admin.label(), id, to, "").await?;
     Ok(Json(agent.as_ref().clone()))
 }
 
@@ -702,7 +718,7 @@ pub async fn suspend(
     admin: Admin,
     Path(id): Path<String>,
 ) -> Result<Json<Agent>, ApiError> {
-    set_status(&state, &admin, &id, AgentStatus::Suspended).await
+    set_status_as_admin(&state, &admin, &id, AgentStatus::Suspended).await
 }
 
 /// `POST /v1/agents/{id}/resume`.
@@ -711,7 +727,7 @@ pub async fn resume(
     admin: Admin,
     Path(id): Path<String>,
 ) -> Result<Json<Agent>, ApiError> {
-    set_status(&state, &admin, &id, AgentStatus::Active).await
+    set_status_as_admin(&state, &admin, &id, AgentStatus::Active).await
 }
 
 /// `POST /v1/agents/{id}/retire`.
@@ -720,7 +736,7 @@ pub async fn retire(
     admin: Admin,
     Path(id): Path<String>,
 ) -> Result<Json<Agent>, ApiError> {
-    set_status(&state, &admin, &id, AgentStatus::Retired).await
+    set_status_as_admin(&state, &admin, &id, AgentStatus::Retired).await
 }
 
 /// `POST /v1/agents/{id}/keys`.

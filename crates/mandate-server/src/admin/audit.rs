@@ -79,13 +79,10 @@ pub fn parse_time(s: &str, field: &str) -> Result<String, ApiError> {
     Ok(mandate_core::time::rfc3339_millis(ms))
 }
 
-/// `GET /v1/audit`.
-pub async fn query(
-    State(state): State<Arc<AppState>>,
-    _admin: Admin,
-    Query(q): Query<AuditQuery>,
-) -> Result<Response, ApiError> {
-    let format = Format::parse(q.format.as_deref()).map_err(ApiError::bad_request)?;
+/// The store filter `q` asks for, checked the way `GET /v1/audit` checks it (its `on`, `since`,
+/// `until`, `decision` and `order`; `format` is the caller's). The console's audit search uses
+/// it too, so both accept the same input and refuse it with the same messages.
+pub fn audit_filter(q: AuditQuery) -> Result<AuditFilter, ApiError> {
     let (since, until) = match &q.on {
         Some(on) => {
             if q.since.is_some() || q.until.is_some() {
@@ -119,7 +116,7 @@ pub async fn query(
         Some("desc") => true,
         Some(_) => return Err(ApiError::bad_request("`order` must be `asc` or `desc`")),
     };
-    let filter = AuditFilter {
+    Ok(AuditFilter {
         user: q.user,
         agent: q.agent,
         task: q.task,
@@ -132,7 +129,17 @@ pub async fn query(
         after_seq: q.after,
         limit: q.limit,
         newest_first,
-    };
+    })
+}
+
+/// `GET /v1/audit`.
+pub async fn query(
+    State(state): State<Arc<AppState>>,
+    _admin: Admin,
+    Query(q): Query<AuditQuery>,
+) -> Result<Response, ApiError> {
+    let format = Format::parse(q.format.as_deref()).map_err(ApiError::bad_request)?;
+    let filter = audit_filter(q)?;
     let events = state.store.audit(&filter).await?;
     let line: fn(&mandate_core::audit::AuditEvent) -> String = match format {
         Format::Json => return Ok(Json(json!({ "events": events })).into_response()),

@@ -509,7 +509,35 @@ pub async fn show(
     _admin: Admin,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let task = load(&state, &id).await?;
+    let t = timeline(&state, &id).await?;
+    Ok(Json(json!({
+        "task": t.task,
+        "steps": t.steps,
+        "tokens": t.tokens,
+        "revocations": t.revocations,
+        "events": t.events,
+    })))
+}
+
+/// A task's whole story, as `GET /v1/tasks/{id}` and the console's timeline show it.
+#[derive(Debug)]
+pub struct Timeline {
+    /// The task.
+    pub task: Task,
+    /// Its steps, in order.
+    pub steps: Vec<mandate_core::task::TaskStep>,
+    /// The tokens issued for it.
+    pub tokens: Vec<mandate_core::task::TokenRecord>,
+    /// The revocations that reached it, each with the tokens of this task it ended.
+    pub revocations: Vec<Value>,
+    /// Its audit events.
+    pub events: Vec<mandate_core::audit::AuditEvent>,
+}
+
+/// Loads task `id`'s [`Timeline`].
+pub async fn timeline(state: &AppState, id: &str) -> Result<Timeline, ApiError> {
+    let id = id.to_owned();
+    let task = load(state, &id).await?;
     let steps = state.store.task_steps(&id).await?;
     let tokens = state.store.tokens_of_task(&id).await?;
     let mut revocations = Vec::new();
@@ -523,7 +551,7 @@ pub async fn show(
         let r = &e.record;
         revocations.push(json!({
             "id": r.id, "kind": r.kind, "target": r.target, "by": r.by, "reason": r.reason,
-            "at": r.at, "time": revocation_time(&state, r).await?, "seq": e.seq,
+            "at": r.at, "time": revocation_time(state, r).await?, "seq": e.seq,
             "tokens_ended": jtis.len(), "jtis": jtis,
         }));
     }
@@ -535,13 +563,13 @@ pub async fn show(
             ..Default::default()
         })
         .await?;
-    Ok(Json(json!({
-        "task": task,
-        "steps": steps,
-        "tokens": tokens,
-        "revocations": revocations,
-        "events": events,
-    })))
+    Ok(Timeline {
+        task,
+        steps,
+        tokens,
+        revocations,
+        events,
+    })
 }
 
 /// When a revocation was recorded, to the millisecond: its audit event's time (a revocation

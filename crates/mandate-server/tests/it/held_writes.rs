@@ -24,7 +24,7 @@ async fn start() -> Server {
 use super::gateway::{gw, sample};
 
 /// A `draft`-stage token of alice through support-v2 for `tickets:create`, audience `gateway`.
-async fn draft_token(s: &Server, gateway: &str) -> String {
+pub(super) async fn draft_token(s: &Server, gateway: &str) -> String {
     let mut form = exchange_form(
         &s.alice(),
         TYPE_JWT,
@@ -39,7 +39,7 @@ async fn draft_token(s: &Server, gateway: &str) -> String {
     r.access_token()
 }
 
-async fn post_ticket(s: &Server, gateway: &str, token: &str, subject: &str) -> Reply {
+pub(super) async fn post_ticket(s: &Server, gateway: &str, token: &str, subject: &str) -> Reply {
     s.send(
         reqwest::Client::new()
             .post(format!("{gateway}/tickets"))
@@ -82,7 +82,7 @@ async fn poll_until_done(s: &Server, url: &str, token: &str) -> Reply {
     panic!("the held write was not sent within 5 s");
 }
 
-fn tickets_with(s: &Server, subject: &str) -> usize {
+pub(super) fn tickets_with(s: &Server, subject: &str) -> usize {
     sample(s)
         .tickets()
         .iter()
