@@ -222,7 +222,7 @@ pub fn events_table(events: &[AuditEvent]) -> Markup {
     html! {
         div.table-wrap {
             table.events {
-                caption.hint { (events.len()) " events" }
+                caption.hint { (events.len()) @if events.len() == 1 { " event" } @else { " events" } }
                 thead { tr {
                     th scope="col" { "Seq" } th scope="col" { "Time" } th scope="col" { "Who" }
                     th scope="col" { "Task" } th scope="col" { "Event" } th scope="col" { "Action" }

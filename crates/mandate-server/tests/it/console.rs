@@ -9,7 +9,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use mandate_core::ids::UserPrincipal;
+use mandate_server::config::TrustedIssuerConfig;
 use mandate_server::console::session::{Session, SignedInWith};
+use mandate_server::dev::CodeGrant;
 
 use super::browser::Browser;
 use super::gateway::gw;
@@ -428,4 +430,189 @@ async fn the_user_a_request_is_for_cannot_approve_it_and_a_revoked_user_is_signe
     .await
     .expect(201);
     assert_eq!(page(&s, &carol, "/console").await.0, 303);
+}
+
+/// The `Set-Cookie` of `name` (its `name=value` part), if the response sets it.
+fn set_cookie(r: &reqwest::Response, name: &str) -> Option<String> {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(|v| v.split(';').next().unwrap().to_owned())
+}
+
+fn query_param(url: &str, name: &str) -> String {
+    let query = url.split_once('?').unwrap().1;
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| panic!("no `{name}` in {url}"))
+}
+
+#[tokio::test]
+async fn a_production_console_signs_people_in_with_its_configured_identity_provider() {
+    // The identity provider: another server's dev IdP, a real OpenID Connect provider on
+    // loopback. The console under test runs without --dev and trusts it by configuration.
+    let idp_server = Server::start().await;
+    let idp = idp_server
+        .running()
+        .state
+        .dev
+        .as_ref()
+        .unwrap()
+        .issuer
+        .clone();
+    let jwks = format!("{idp}/jwks.json");
+    let s = Server::start_production_configured(|c| {
+        c.issuers.push(TrustedIssuerConfig {
+            name: "corp".into(),
+            issuer: idp.clone(),
+            audiences: vec!["https://mandate.example".into()],
+            jwks_url: Some(jwks),
+            jwks_file: None,
+            user_claim: "sub".into(),
+            groups_claim: "groups".into(),
+        });
+        c.console.issuer = Some("corp".into());
+        c.console.client_id = Some("mandate-console".into());
+    })
+    .await;
+    assert!(
+        s.running().console_link.is_none(),
+        "no one-time link without --dev"
+    );
+    let http = no_redirects();
+    let (status, html) = page(&s, "", "/console/sign-in").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("Sign in with corp"), "{html}");
+    assert!(!html.contains("one-time"), "{html}");
+
+    // Start: off to the provider's authorization endpoint, with PKCE and a nonce.
+    let start = async || {
+        let r = http.get(s.at("/console/auth/start")).send().await.unwrap();
+        assert_eq!(r.status(), 303);
+        let to = r.headers()["location"].to_str().unwrap().to_owned();
+        let login = set_cookie(&r, "mandate_console_login").expect("a sign-in cookie");
+        (to, login)
+    };
+    let (to, login) = start().await;
+    assert!(to.starts_with(&format!("{idp}/authorize?")), "{to}");
+    assert_eq!(query_param(&to, "client_id"), "mandate-console");
+    assert_eq!(
+        query_param(&to, "redirect_uri"),
+        s.at("/console/auth/callback")
+    );
+    assert_eq!(query_param(&to, "code_challenge_method"), "S256");
+    assert_eq!(query_param(&to, "response_type"), "code");
+    let state = query_param(&to, "state");
+    // The provider signs carol in (her code bound to this request's PKCE challenge and nonce).
+    let dev = idp_server.running().state.dev.as_ref().unwrap();
+    let code_for = |nonce: String, challenge: String| {
+        dev.issue_code(
+            CodeGrant {
+                client_id: "mandate-console".into(),
+                redirect_uri: s.at("/console/auth/callback"),
+                code_challenge: challenge,
+                nonce,
+                sub: CAROL.into(),
+                auth_time: idp_server.now(),
+            },
+            idp_server.now(),
+        )
+        .unwrap()
+    };
+    let code = code_for(
+        query_param(&to, "nonce"),
+        query_param(&to, "code_challenge"),
+    );
+    let callback = |code: &str, state: &str, cookie: &str| {
+        http.get(s.at(&format!("/console/auth/callback?code={code}&state={state}")))
+            .header("cookie", cookie.to_owned())
+            .send()
+    };
+
+    // Another browser's answer (no sign-in cookie, or the wrong state) is refused.
+    let r = callback(&code, &state, "").await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = callback(&code, "forged", &login).await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.text().await.unwrap().contains("`state` differs"));
+
+    // The real answer signs her in.
+    let r = callback(&code, &state, &login).await.unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/console");
+    let session = set_cookie(&r, "mandate_console").expect("a session");
+    let (status, html) = page(&s, &session, "/console").await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains(CAROL), "{html}");
+    // The code was used up at the provider.
+    let r = callback(&code, &state, &login).await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.text().await.unwrap().contains("refused the code"));
+
+    // An ID token for another sign-in (its nonce) is not accepted.
+    let (to, login) = start().await;
+    let code = code_for("someone else's".into(), query_param(&to, "code_challenge"));
+    let r = callback(&code, &query_param(&to, "state"), &login)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.text().await.unwrap().contains("nonce"));
+    // Nor a code bound to another PKCE challenge.
+    let (to, login) = start().await;
+    let code = code_for(query_param(&to, "nonce"), "A".repeat(43));
+    let r = callback(&code, &query_param(&to, "state"), &login)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // The provider's own refusal is shown, not followed.
+    let (to, login) = start().await;
+    let r = http
+        .get(s.at(&format!(
+            "/console/auth/callback?error=access_denied&error_description=user+cancelled&state={}",
+            query_param(&to, "state")
+        )))
+        .header("cookie", login)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.text().await.unwrap().contains("access_denied"));
+}
+
+#[tokio::test]
+async fn sessions_end_at_sign_out_and_after_their_lifetime() {
+    let s = start().await;
+    let cookie = session_cookie(&s, CAROL, &["support", "approver"]);
+    let (status, html) = page(&s, &cookie, "/console").await;
+    assert_eq!(status, 200);
+    let r = no_redirects()
+        .post(s.at("/console/sign-out"))
+        .header("cookie", &cookie)
+        .form(&[("csrf", hidden_csrf(&html))])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let cleared = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        cleared.starts_with("mandate_console=;") && cleared.contains("Max-Age=0"),
+        "{cleared}"
+    );
+    assert!(
+        cleared.contains("HttpOnly") && cleared.contains("SameSite=Lax"),
+        "{cleared}"
+    );
+    assert!(
+        cleared.contains("Secure"),
+        "loopback keeps secure cookies: {cleared}"
+    );
+
+    let cookie = session_cookie(&s, CAROL, &["support", "approver"]);
+    assert_eq!(page(&s, &cookie, "/console").await.0, 200);
+    s.clock
+        .advance(s.running().state.config.console.session_ttl + 1);
+    assert_eq!(page(&s, &cookie, "/console").await.0, 303);
 }

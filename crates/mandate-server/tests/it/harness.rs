@@ -599,6 +599,11 @@ impl Server {
         Server::launch_with(None, true, tune).await
     }
 
+    /// A server without `--dev` whose configuration `tune` adjusts first.
+    pub async fn start_production_configured(tune: impl FnOnce(&mut Config)) -> Server {
+        Server::launch_with(None, false, tune).await
+    }
+
     async fn launch(idp: Option<TestKey>, dev: bool) -> Server {
         Server::launch_with(idp, dev, |_| {}).await
     }
