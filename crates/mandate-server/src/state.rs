@@ -140,13 +140,15 @@ impl Revocations {
             }
         }
         // Tokens revoked before the feed recorded what each revocation ended.
-        for t in store.revoked_tokens(now).await? {
-            index.insert(
-                mandate_core::revocation::RevocationKind::Token,
-                &t.jti,
-                t.exp,
-            );
-        }
+        store
+            .revoked_tokens(now, &mut |t| {
+                index.insert(
+                    mandate_core::revocation::RevocationKind::Token,
+                    &t.jti,
+                    t.exp,
+                );
+            })
+            .await?;
         Ok(Revocations {
             index: RwLock::new(index),
         })

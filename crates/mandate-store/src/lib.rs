@@ -734,8 +734,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<RevocationEntry>, StoreError>;
     /// The highest revocation feed sequence number (0 if there is none).
     async fn revocation_head(&self) -> Result<i64, StoreError>;
-    /// Revoked tokens not expired at `now`.
-    async fn revoked_tokens(&self, now: i64) -> Result<Vec<RevokedToken>, StoreError>;
+    /// Calls `each` with every revoked token not expired at `now`, in no particular order. The
+    /// rows are streamed, so a million of them never sit in memory at once.
+    async fn revoked_tokens(
+        &self,
+        now: i64,
+        each: &mut (dyn FnMut(RevokedToken) + Send),
+    ) -> Result<(), StoreError>;
     /// Audit events matching `filter`, ordered by `seq`.
     async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError>;
     /// Audit events with `seq` > `after`, ascending, at most `limit`: for walking the whole chain.

@@ -342,8 +342,12 @@ impl Store for PostgresStore {
         reads::revocation_head(&self.pool).await
     }
 
-    async fn revoked_tokens(&self, now: i64) -> Result<Vec<RevokedToken>, StoreError> {
-        reads::revoked_tokens(&self.pool, now).await
+    async fn revoked_tokens(
+        &self,
+        now: i64,
+        each: &mut (dyn FnMut(RevokedToken) + Send),
+    ) -> Result<(), StoreError> {
+        reads::revoked_tokens(&self.pool, now, each).await
     }
 
     async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {

@@ -6,10 +6,11 @@
 //! migration runner at open (see [`migrations`]).
 
 use std::path::Path;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use futures_util::TryStreamExt;
 use mandate_core::agent::Agent;
 use mandate_core::audit::AuditEvent;
 use mandate_core::revocation::RevocationRecord;
@@ -29,6 +30,7 @@ use crate::{
 };
 // Task steps and outcomes
 use crate::TaskFilter;
+use task_cache::TaskCache;
 // Approvals
 use crate::{ApprovalFilter, StoredApproval};
 // Posture and access reviews
@@ -37,18 +39,24 @@ use crate::{Justification, Review, ReviewFilter, Usage};
 use crate::SegmentRecord;
 use mandate_core::task::TaskStep;
 
+mod grouped;
 mod migrations;
 mod ops;
 // Posture and access reviews
 mod posture;
 mod rows;
 mod stats;
+mod task_cache;
 mod writer;
 
 use writer::{Unit, Writer};
 
 /// How long a connection waits for a lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Prepared statements the writer's connection keeps: every table's multi-row `INSERT` for each
+/// row count up to 64, plus the rest.
+const WRITER_STATEMENTS: usize = 640;
 /// Read connections of a read-write store.
 const READ_POOL_SIZE: u32 = 4;
 /// Read connections of a read-only store.
@@ -71,6 +79,9 @@ pub struct SqliteStore {
     queue: Mutex<Option<mpsc::Sender<Unit>>>,
     /// The writer task, until [`SqliteStore::close`] has waited for it.
     writer: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+    /// Tasks found by [`Store::task`], emptied by the writer when a task may have changed.
+    /// `None` for a read-only store, whose file another process may be writing.
+    tasks: Option<Arc<TaskCache>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -92,10 +103,13 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(BUSY_TIMEOUT);
+            .busy_timeout(BUSY_TIMEOUT)
+            // The grouped writes prepare one statement per table and row count.
+            .statement_cache_capacity(WRITER_STATEMENTS);
         let mut conn: SqliteConnection = write_options.connect().await?;
         migrations::run(&mut conn).await?;
-        let writer = Writer::new(conn).await?;
+        let tasks = Arc::new(TaskCache::default());
+        let writer = Writer::new(conn, Arc::clone(&tasks)).await?;
 
         let read_options = SqliteConnectOptions::new()
             .filename(path)
@@ -104,6 +118,9 @@ impl SqliteStore {
             .pragma("query_only", "ON");
         let read = SqlitePoolOptions::new()
             .max_connections(READ_POOL_SIZE)
+            // A local file does not hang up: pinging each connection before use would only add
+            // a hand-off to its thread per read.
+            .test_before_acquire(false)
             .connect_with(read_options)
             .await?;
 
@@ -113,6 +130,7 @@ impl SqliteStore {
             read,
             queue: Mutex::new(Some(tx)),
             writer: tokio::sync::Mutex::new(Some(handle)),
+            tasks: Some(tasks),
         })
     }
 
@@ -156,6 +174,7 @@ impl SqliteStore {
             read,
             queue: Mutex::new(None),
             writer: tokio::sync::Mutex::new(None),
+            tasks: None,
         })
     }
 
@@ -269,11 +288,20 @@ impl Store for SqliteStore {
     }
 
     async fn task(&self, id: &str) -> Result<Option<Task>, StoreError> {
+        let miss = match self.tasks.as_ref().map(|c| c.get(id)) {
+            Some(Ok(task)) => return Ok(Some(task)),
+            Some(Err(miss)) => Some(miss),
+            None => None,
+        };
         let row = sqlx::query("SELECT * FROM tasks WHERE id = ?")
             .bind(id)
             .fetch_optional(&self.read)
             .await?;
-        row.as_ref().map(rows::task).transpose()
+        let task = row.as_ref().map(rows::task).transpose()?;
+        if let (Some(cache), Some(miss), Some(t)) = (&self.tasks, miss, &task) {
+            cache.put(miss, t);
+        }
+        Ok(task)
     }
 
     async fn token(&self, jti: &str) -> Result<Option<TokenRecord>, StoreError> {
@@ -344,16 +372,19 @@ impl Store for SqliteStore {
         )
     }
 
-    async fn revoked_tokens(&self, now: i64) -> Result<Vec<RevokedToken>, StoreError> {
-        sqlx::query(
-            "SELECT jti, exp FROM tokens WHERE revoked_at IS NOT NULL AND exp >= ? ORDER BY exp, jti",
-        )
-        .bind(now)
-        .fetch_all(&self.read)
-        .await?
-        .iter()
-        .map(rows::revoked_token)
-        .collect()
+    async fn revoked_tokens(
+        &self,
+        now: i64,
+        each: &mut (dyn FnMut(RevokedToken) + Send),
+    ) -> Result<(), StoreError> {
+        let mut rows =
+            sqlx::query("SELECT jti, exp FROM tokens WHERE revoked_at IS NOT NULL AND exp >= ?")
+                .bind(now)
+                .fetch(&self.read);
+        while let Some(row) = rows.try_next().await? {
+            each(rows::revoked_token(&row)?);
+        }
+        Ok(())
     }
 
     async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {

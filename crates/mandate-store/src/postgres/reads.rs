@@ -9,6 +9,7 @@
 //! A read made of several statements that must agree (an agent and its keys) runs in one
 //! `REPEATABLE READ READ ONLY` transaction: one snapshot for all its statements.
 
+use futures_util::TryStreamExt;
 use mandate_core::agent::Agent;
 use mandate_core::audit::AuditEvent;
 use mandate_core::revocation::RevocationRecord;
@@ -185,21 +186,20 @@ pub(crate) async fn revocation_head(pool: &PgPool) -> Result<i64, StoreError> {
     )
 }
 
-/// Revoked tokens not expired at `now`.
+/// Calls `each` with every revoked token not expired at `now`, streamed.
 pub(crate) async fn revoked_tokens(
     pool: &PgPool,
     now: i64,
-) -> Result<Vec<RevokedToken>, StoreError> {
-    sqlx::query(
-        r#"SELECT jti, exp FROM tokens WHERE revoked_at IS NOT NULL AND exp >= $1
-           ORDER BY exp, jti COLLATE "C""#,
-    )
-    .bind(now)
-    .fetch_all(pool)
-    .await?
-    .iter()
-    .map(rows::revoked_token)
-    .collect()
+    each: &mut (dyn FnMut(RevokedToken) + Send),
+) -> Result<(), StoreError> {
+    let mut rows =
+        sqlx::query("SELECT jti, exp FROM tokens WHERE revoked_at IS NOT NULL AND exp >= $1")
+            .bind(now)
+            .fetch(pool);
+    while let Some(row) = rows.try_next().await? {
+        each(rows::revoked_token(&row)?);
+    }
+    Ok(())
 }
 
 /// Audit events matching `filter`.

@@ -6,6 +6,10 @@
 //! back alone and the others proceed. Replies go out only after `COMMIT` succeeded, so a caller
 //! that awaits its reply never acts on a write that could still be lost.
 //!
+//! A batch of token issuances (single-use values, tasks, tokens, audit events and nothing else)
+//! is first stored grouped, one multi-row statement per table ([`grouped`]); if any of its units
+//! would fail, the batch is rolled back and replayed unit by unit as above.
+//!
 //! The audit chain head (last `seq`, `hash` and `time`) lives here, in memory; it is restored
 //! whenever a unit or a batch is rolled back, so the chain stays gapless and linked.
 
@@ -14,7 +18,10 @@ use std::time::{Duration, Instant};
 use sqlx::{Connection, Row, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
-use super::ops;
+use std::sync::Arc;
+
+use super::task_cache::{TaskCache, changes_tasks};
+use super::{grouped, ops};
 pub(crate) use crate::shared_ops::Unit;
 use crate::shared_ops::{ChainHead, Reply, Step, fail_batch, next_batch, steps};
 use crate::{Op, OpOutput, StoreError};
@@ -45,16 +52,22 @@ pub(crate) struct Writer {
     conn: SqliteConnection,
     head: ChainHead,
     last_purge: Option<Instant>,
+    /// The readers' task cache, emptied after a batch that may have changed a task.
+    tasks: Arc<TaskCache>,
 }
 
 impl Writer {
     /// A writer over `conn`, whose chain head is read from the database.
-    pub(crate) async fn new(mut conn: SqliteConnection) -> Result<Writer, StoreError> {
+    pub(crate) async fn new(
+        mut conn: SqliteConnection,
+        tasks: Arc<TaskCache>,
+    ) -> Result<Writer, StoreError> {
         let head = load_head(&mut conn).await?;
         Ok(Writer {
             conn,
             head,
             last_purge: None,
+            tasks,
         })
     }
 
@@ -72,12 +85,10 @@ impl Writer {
     /// Commits one batch and answers each of its units.
     async fn commit_batch(&mut self, batch: Vec<Unit>) {
         let start_head = self.head.clone();
-        if let Err(e) = exec(&mut self.conn, "BEGIN IMMEDIATE").await {
-            let msg = format!("could not start a write transaction: {e}");
+        let touches_tasks = batch.iter().any(|unit| changes_tasks(&unit.ops));
+        if let Err(msg) = self.begin().await {
             tracing::error!(error = %msg, units = batch.len(), "write batch failed");
-            for unit in batch {
-                let _ = unit.reply.send(Err(StoreError::Database(msg.clone())));
-            }
+            fail_batch(Vec::new(), batch.into_iter().map(|unit| unit.reply), &msg);
             return;
         }
 
@@ -85,14 +96,39 @@ impl Writer {
 
         let mut outcomes: Vec<(oneshot::Sender<Reply>, Reply)> = Vec::with_capacity(batch.len());
         let mut fatal: Option<String> = None;
-        let mut units = batch.into_iter();
-        for unit in units.by_ref() {
-            match self.apply_unit(unit.ops).await {
-                Ok(result) => outcomes.push((unit.reply, result)),
-                Err(msg) => {
-                    let _ = unit.reply.send(Err(StoreError::Database(msg.clone())));
-                    fatal = Some(msg);
-                    break;
+        let mut rest = Vec::new().into_iter();
+        if grouped::eligible(&batch) {
+            match grouped::apply(&mut self.conn, &mut self.head, &batch).await {
+                Ok(outputs) => {
+                    for (unit, out) in batch.into_iter().zip(outputs) {
+                        outcomes.push((unit.reply, Ok(out)));
+                    }
+                }
+                Err(why) => {
+                    // Some unit would fail on its own: start over unit by unit.
+                    tracing::debug!(reason = %why, units = batch.len(), "grouped write fell back");
+                    self.head = start_head.clone();
+                    if let Err(e) = exec(&mut self.conn, "ROLLBACK").await {
+                        fatal = Some(format!("could not roll back a grouped write: {e}"));
+                    } else if let Err(msg) = self.begin().await {
+                        fatal = Some(msg);
+                    }
+                    rest = batch.into_iter();
+                }
+            }
+        } else {
+            rest = batch.into_iter();
+        }
+
+        if fatal.is_none() {
+            for unit in rest.by_ref() {
+                match self.apply_unit(unit.ops).await {
+                    Ok(result) => outcomes.push((unit.reply, result)),
+                    Err(msg) => {
+                        let _ = unit.reply.send(Err(StoreError::Database(msg.clone())));
+                        fatal = Some(msg);
+                        break;
+                    }
                 }
             }
         }
@@ -101,6 +137,11 @@ impl Writer {
             && let Err(e) = exec(&mut self.conn, "COMMIT").await
         {
             fatal = Some(format!("commit failed: {e}"));
+        }
+        if touches_tasks {
+            // After the commit (a read from before it must not refill the cache) and before
+            // any answer (no caller learns of the change while the cache still has the old row).
+            self.tasks.invalidate();
         }
 
         match fatal {
@@ -116,9 +157,16 @@ impl Writer {
                     Ok(h) => h,
                     Err(_) => start_head,
                 };
-                fail_batch(outcomes, units.map(|unit| unit.reply), &msg);
+                fail_batch(outcomes, rest.map(|unit| unit.reply), &msg);
             }
         }
+    }
+
+    /// Opens the batch's write transaction.
+    async fn begin(&mut self) -> Result<(), String> {
+        exec(&mut self.conn, "BEGIN IMMEDIATE")
+            .await
+            .map_err(|e| format!("could not start a write transaction: {e}"))
     }
 
     /// Runs one unit inside a savepoint. `Ok` carries the unit's own outcome (its ops' outputs,

@@ -274,3 +274,144 @@ async fn a_token_under_a_revoked_parent_is_refused_with_its_unit() {
     assert_eq!(store.token("late-child").await.unwrap(), None);
     assert_eq!(all_events(&*store).await.len(), events_before);
 }
+
+/// The ops of one token issuance, as the token endpoint commits them.
+fn issuance(i: usize, assertion: &str, jti: &str, parent: Option<&str>) -> Vec<Op> {
+    let task_id = format!("task-{}", i % 7);
+    let mut t = token(jti, parent, &task_id);
+    t.chain = vec!["support-v2".to_owned(), format!("relay-{}", i % 3)];
+    t.credentials = vec!["kid:s1".to_owned(), format!("kid:r{}", i % 3)];
+    let mut e = event("token.exchange");
+    e.jti = Some(jti.to_owned());
+    e.chain = t.chain.clone();
+    e.request_id = Some(format!("req-{i}"));
+    vec![
+        Op::UseOnce {
+            key: assertion.to_owned(),
+            exp: now() + 600,
+        },
+        Op::EnsureTask(task(&task_id)),
+        Op::InsertToken(t),
+        Op::Audit(e),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_issuances_store_exactly_what_one_by_one_would() {
+    // Issuance units arrive together, so the writer batches them (and stores a batch with one
+    // statement per table when it can). Among them: replayed assertions, a duplicate `jti` and a
+    // child of a revoked token, which must fail alone with their own errors.
+    let fixture = fresh().await;
+    let store = fixture.shared();
+    commit1(&*store, Op::InsertToken(token("dead-parent", None, "t0"))).await;
+    commit1(&*store, Op::InsertToken(token("taken-jti", None, "t0"))).await;
+    commit1(
+        &*store,
+        Op::Revoke {
+            record: mandate_core::revocation::RevocationRecord {
+                id: "r1".to_owned(),
+                kind: mandate_core::revocation::RevocationKind::Token,
+                target: "dead-parent".to_owned(),
+                by: "admin:root".to_owned(),
+                reason: "leaked".to_owned(),
+                at: now(),
+            },
+            audit: None,
+        },
+    )
+    .await;
+    let before = all_events(&*store).await.len();
+
+    let mut handles = Vec::new();
+    for i in 0..120 {
+        let store = Arc::clone(&store);
+        handles.push(tokio::spawn(async move {
+            let (assertion, jti, parent) = match i % 20 {
+                // Two units share this assertion: exactly one may win.
+                3 | 4 => (format!("shared-{}", i / 20), format!("j-{i}"), None),
+                7 => (format!("a-{i}"), "taken-jti".to_owned(), None),
+                11 => (format!("a-{i}"), format!("j-{i}"), Some("dead-parent")),
+                _ => (format!("a-{i}"), format!("j-{i}"), None),
+            };
+            let r = store.commit(issuance(i, &assertion, &jti, parent)).await;
+            (i, jti, r)
+        }));
+    }
+    let mut stored_events = Vec::new();
+    let mut shared_wins = BTreeSet::new();
+    for h in handles {
+        let (i, jti, r) = h.await.unwrap();
+        match i % 20 {
+            7 => assert!(matches!(&r, Err(StoreError::Conflict(_))), "{i}: {r:?}"),
+            11 => assert!(
+                matches!(&r, Err(StoreError::ParentRevoked(p)) if p == "dead-parent"),
+                "{i}: {r:?}"
+            ),
+            3 | 4 => match &r {
+                Ok(_) => assert!(shared_wins.insert(i / 20), "both uses of one assertion won"),
+                Err(StoreError::Replay(k)) => assert_eq!(k, &format!("shared-{}", i / 20)),
+                other => panic!("{i}: {other:?}"),
+            },
+            _ => {}
+        }
+        let Ok(out) = r else {
+            assert_eq!(
+                store.token(&jti).await.unwrap().filter(|t| t.task != "t0"),
+                None
+            );
+            continue;
+        };
+        assert_eq!(out.len(), 4);
+        assert!(out[..3].iter().all(|o| matches!(o, OpOutput::Done)));
+        let OpOutput::Audit(e) = &out[3] else {
+            panic!("{i}: {out:?}")
+        };
+        assert_eq!(e.request_id.as_deref(), Some(format!("req-{i}").as_str()));
+        stored_events.push(e.clone());
+        // The record reads back field for field as it was sent.
+        let Op::InsertToken(sent) = &issuance(i, "", &jti, None)[2] else {
+            unreachable!()
+        };
+        let got = store.token(&jti).await.unwrap().unwrap();
+        assert_eq!(
+            (&got.chain, &got.credentials, &got.task),
+            (&sent.chain, &sent.credentials, &sent.task)
+        );
+        assert!(store.task(&sent.task).await.unwrap().is_some());
+    }
+    assert_eq!(shared_wins.len(), 6, "one use of each shared assertion won");
+    // 120 units: 6 duplicate jtis, 6 under a revoked parent, 6 replays.
+    assert_eq!(stored_events.len(), 102);
+
+    stored_events.sort_by_key(|e| e.seq);
+    let events = all_events(&*store).await;
+    assert_eq!(events.len(), before + 102);
+    assert_eq!(&events[before..], &stored_events[..]);
+    assert!(verify_chain(events).first_break.is_none());
+
+    // The actor rows were written: revoking an agent of the chain reaches its tokens.
+    let ended = match commit1(
+        &*store,
+        Op::Revoke {
+            record: mandate_core::revocation::RevocationRecord {
+                id: "r2".to_owned(),
+                kind: mandate_core::revocation::RevocationKind::Agent,
+                target: "relay-1".to_owned(),
+                by: "admin:root".to_owned(),
+                reason: "compromised".to_owned(),
+                at: now(),
+            },
+            audit: None,
+        },
+    )
+    .await
+    {
+        OpOutput::Revoked(entry) => entry.tokens.len(),
+        other => panic!("{other:?}"),
+    };
+    let expected = stored_events
+        .iter()
+        .filter(|e| e.chain.iter().any(|a| a == "relay-1"))
+        .count();
+    assert_eq!(ended, expected);
+}
