@@ -14,7 +14,7 @@
 # runs only that), with GW_CONNECTIONS (default 1,16,64), GW_ROUNDS (default 2, at most 4; each
 # round runs both sides, ABBA), GW_WARMUP (default 1) and GW_DURATION (default 4, at most 20)
 # seconds per side and round.
-# MANDATE_BIN runs another `mandate` binary (e.g. a copy of an earlier build, for an A/B run)
+# SERVER_BIN runs another `mandate` binary (e.g. a copy of an earlier build, for an A/B run)
 # instead of the one just built.
 #
 # The load generator runs on the same machine as the server and competes with it for the cores.
@@ -59,7 +59,7 @@ fi
 
 cd "$repo"
 cargo build --release -p mandate -p mandate-load
-mandate="${MANDATE_BIN:-$repo/target/release/mandate}"
+mandate="${SERVER_BIN:-$repo/target/release/mandate}"
 load="$repo/target/release/mandate-load"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/mandate-bench.XXXXXX")"

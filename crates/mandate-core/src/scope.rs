@@ -187,14 +187,20 @@ impl ScopePattern {
 
     /// Whether this pattern grants the concrete `scope`.
     pub fn matches(&self, scope: &Scope) -> bool {
-        let words: Vec<&str> = scope.resource().split('.').collect();
-        words.len() == self.resource.len()
-            && self
-                .resource
-                .iter()
-                .zip(&words)
-                .all(|(p, w)| p == "*" || p == w)
-            && (self.action == "*" || self.action == scope.action())
+        // Walks both segment lists together without collecting them: this runs for every
+        // pattern against every requested scope, on every issuance.
+        if self.action != "*" && self.action != scope.action() {
+            return false;
+        }
+        let mut words = scope.resource().split('.');
+        let mut patterns = self.resource.iter();
+        loop {
+            match (patterns.next(), words.next()) {
+                (None, None) => return true,
+                (Some(p), Some(w)) if p == "*" || p == w => {}
+                _ => return false,
+            }
+        }
     }
 
     /// Whether every scope this pattern grants is also granted by `other`.

@@ -102,6 +102,8 @@ pub struct Remote {
     verifier: Arc<Verifier>,
     audiences: Vec<String>,
     bundle: RwLock<Bundle>,
+    /// Verdicts of the bundle's policy set in force, for the current second.
+    decisions: crate::decide::DecisionCache,
     key: SigningKey,
     jwks: Value,
     secrets: Arc<SecretCache>,
@@ -151,6 +153,7 @@ impl Remote {
             http,
             verifier: Arc::new(verifier),
             audiences: config.audiences,
+            decisions: crate::decide::DecisionCache::default(),
             bundle: RwLock::new(Bundle {
                 version: None,
                 engine: Arc::new(
@@ -377,7 +380,7 @@ impl Authority for Remote {
             };
             (Arc::clone(&b.engine), agent)
         };
-        crate::decide::verdict(
+        self.decisions.verdict(
             &engine,
             ask,
             agent.as_deref(),

@@ -10,6 +10,7 @@
 
 mod gateway;
 mod latency;
+mod peer;
 mod run;
 mod scenario;
 mod server;
@@ -88,6 +89,11 @@ struct Args {
     /// Rounds per level of `--gateway-latency`; each runs both sides, in ABBA order.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=10))]
     rounds: u64,
+    /// Base URL (loopback) of a peer authorization server for the `peer-client-credentials`
+    /// scenario: `bench/peer/provider.mjs` (node oidc-provider), which knows `support-v2` by the
+    /// public half of the same key.
+    #[arg(long)]
+    peer: Option<String>,
 }
 
 /// Runs `--gateway-latency` and prints its tables; exit code 2 if any measured request failed.
@@ -176,7 +182,20 @@ async fn run(args: Args) -> Result<ExitCode> {
     let mut any_errors = false;
     for scenario in args.scenario {
         eprintln!("[{}] preparing", scenario.name());
-        let workload = Arc::new(Workload::prepare(scenario, &server).await?);
+        let workload = match (scenario, &args.peer) {
+            (Scenario::PeerClientCredentials, Some(raw)) => {
+                let peer = peer::Peer::connect(raw, &args.data, plan.concurrency).await?;
+                let seen = peer.check().await?;
+                eprintln!(
+                    "[{}] {} (issuer {}): {seen}",
+                    scenario.name(),
+                    peer.url,
+                    peer.issuer
+                );
+                Arc::new(Workload::Peer(Box::new(peer)))
+            }
+            _ => Arc::new(Workload::prepare(scenario, &server).await?),
+        };
         eprintln!("[{}] running", scenario.name());
         let outcome = run::run(server.clone(), workload, plan).await?;
         if let Some(e) = &outcome.first_error {

@@ -7,6 +7,7 @@ use anyhow::{Result, bail};
 use clap::ValueEnum;
 use serde_json::Value;
 
+use crate::peer::{self, Peer};
 use crate::server::{RESOURCE, Server, USER};
 
 /// How many distinct users `exchange-fresh-user` cycles through.
@@ -26,6 +27,9 @@ pub enum Scenario {
     ClientCredentials,
     /// The admin introspects one of 100 live tokens.
     Introspect,
+    /// `support-v2` asks the peer at `--peer` (node oidc-provider, `bench/peer/`) for a token
+    /// of its own, as `client-credentials` asks Mandate; see [`crate::peer`].
+    PeerClientCredentials,
 }
 
 impl Scenario {
@@ -36,6 +40,7 @@ impl Scenario {
             Scenario::ExchangeFreshUser => "exchange-fresh-user",
             Scenario::ClientCredentials => "client-credentials",
             Scenario::Introspect => "introspect",
+            Scenario::PeerClientCredentials => "peer-client-credentials",
         }
     }
 }
@@ -63,6 +68,8 @@ pub enum Workload {
         /// The next entry to use.
         next: AtomicUsize,
     },
+    /// The peer authorization server, checked once.
+    Peer(Box<Peer>),
 }
 
 /// Mints `count` user tokens for distinct users in the `support` group, one after another (a
@@ -98,6 +105,9 @@ impl Workload {
                     pool,
                     next: AtomicUsize::new(0),
                 }
+            }
+            Scenario::PeerClientCredentials => {
+                bail!("`peer-client-credentials` needs `--peer <loopback url>`")
             }
         })
     }
@@ -140,6 +150,7 @@ impl Workload {
                     .bearer_auth(&server.admin_token)
                     .form(&[("token", token.as_str())])
             }
+            Workload::Peer(peer) => peer.request()?,
         })
     }
 
@@ -151,6 +162,7 @@ impl Workload {
                 .ok()
                 .and_then(|v| v.get("active").and_then(Value::as_bool))
                 .unwrap_or(false),
+            Workload::Peer(_) => peer::accepts(body),
             _ => true,
         }
     }

@@ -37,6 +37,19 @@ fn policies(n: usize) -> String {
     text
 }
 
+/// A `/proc/self/status` field (`VmRSS:`, `VmHWM:`) in MiB; 0 where there is none (not Linux).
+/// The peak (`VmHWM`) is the process's so far: run one size per process for a size's own peak.
+fn status_mib(field: &str) -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(field))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
 fn main() {
     let user = UserPrincipal {
         issuer: "https://idp".into(),
@@ -54,8 +67,10 @@ fn main() {
         now: 1_800_000_000,
         usage: Default::default(),
     };
-    println!("| policies | load + validate ms | decisions | p50 µs | p99 µs | mean µs |");
-    println!("|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| policies | load + validate ms | RSS after load MiB | peak RSS MiB | decisions | p50 µs | p99 µs | mean µs |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     let sizes: Vec<usize> = std::env::var("BENCH_POLICIES")
         .unwrap_or_else(|_| "10,1000,10000".into())
         .split(',')
@@ -66,6 +81,7 @@ fn main() {
         let t = Instant::now();
         let engine = load_sources(&[("bench.cedar".into(), text)], &BTreeSet::new()).unwrap();
         let load_ms = t.elapsed().as_secs_f64() * 1000.0;
+        let (rss, peak) = (status_mib("VmRSS:"), status_mib("VmHWM:"));
         assert_eq!(engine.policy_count(), n);
         let runs = if n >= 10_000 { 2_000 } else { 20_000 };
         let mut samples = Vec::with_capacity(runs);
@@ -104,7 +120,7 @@ fn main() {
         let pct = |p: f64| samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)];
         let mean = samples.iter().sum::<f64>() / samples.len() as f64;
         println!(
-            "| {n} | {load_ms:.1} | {runs} | {:.1} | {:.1} | {mean:.1} |",
+            "| {n} | {load_ms:.1} | {rss:.0} | {peak:.0} | {runs} | {:.1} | {:.1} | {mean:.1} |",
             pct(0.50),
             pct(0.99)
         );

@@ -5,7 +5,7 @@
 //! whose actions are the scopes the policies and the catalog name. Any error refuses the whole
 //! set and is reported as `` `file` line N: reason ``, so the caller keeps the last good set.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
@@ -16,7 +16,7 @@ use cedar_policy::{
 use mandate_core::scope::{Scope, ScopePattern};
 use miette::Diagnostic;
 
-use crate::schema::{self, DELEGATE};
+use crate::schema::{self, DELEGATE, GroupIndex};
 
 /// Largest policy file read.
 const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
@@ -63,7 +63,7 @@ pub struct Engine {
     any_action: Vec<PolicyId>,
     by_action: BTreeMap<String, Vec<PolicyId>>,
     slices: std::sync::Arc<std::sync::Mutex<BTreeMap<String, std::sync::Arc<Slice>>>>,
-    pub(crate) groups: Vec<ScopePattern>,
+    groups: GroupIndex,
     origins: BTreeMap<String, (String, usize)>,
     files: Vec<String>,
     warnings: Vec<String>,
@@ -83,8 +83,8 @@ impl Engine {
         let groups: Vec<String> = scope
             .map(|s| {
                 self.groups
-                    .iter()
-                    .filter(|g| g.matches(s))
+                    .of(s)
+                    .into_iter()
                     .map(|g| g.as_str().to_owned())
                     .collect()
             })
@@ -141,6 +141,24 @@ impl Engine {
 fn line_of(text: &str, offset: usize) -> usize {
     text.get(..offset.min(text.len()))
         .map_or(1, |t| t.bytes().filter(|b| *b == b'\n').count() + 1)
+}
+
+/// The 1-based line of each of the ascending byte `offsets` in `text`, counted in one pass (a
+/// [`line_of`] per policy would read the file once per policy).
+fn lines_of(text: &str, offsets: &[usize]) -> Vec<usize> {
+    let b = text.as_bytes();
+    let (mut line, mut at) = (1, 0);
+    offsets
+        .iter()
+        .map(|o| {
+            let o = (*o).clamp(at, b.len());
+            line += b
+                .get(at..o)
+                .map_or(0, |t| t.iter().filter(|c| **c == b'\n').count());
+            at = o;
+            line
+        })
+        .collect()
 }
 
 /// Byte offsets where each top-level policy starts (its first annotation or `permit`/`forbid`),
@@ -226,6 +244,7 @@ fn validate(
     let mut out: Findings = (Vec::new(), Vec::new());
     let mut any = PolicySet::new();
     let mut named: Vec<&cedar_policy::Policy> = Vec::new();
+    let any_action: HashSet<&PolicyId> = any_action.iter().collect();
     for p in set.policies() {
         if any_action.contains(p.id()) {
             let _ = any.add(p.clone());
@@ -235,6 +254,14 @@ fn validate(
     }
     if any.policies().next().is_some() {
         run_validator(&any, full_schema, &mut out);
+    }
+    // Each group's scopes, and each scope's groups, looked up once rather than matched per chunk.
+    let index = GroupIndex::new(groups);
+    let mut members: HashMap<&str, Vec<&Scope>> = HashMap::new();
+    for s in scopes {
+        for g in index.of(s) {
+            members.entry(g.as_str()).or_default().push(s);
+        }
     }
     for chunk in named.chunks(VALIDATION_CHUNK) {
         let mut part = PolicySet::new();
@@ -247,18 +274,19 @@ fn validate(
                 if let Ok(s) = Scope::parse(name) {
                     chunk_scopes.insert(s);
                 } else if let Ok(g) = ScopePattern::parse(name) {
-                    chunk_scopes.extend(scopes.iter().filter(|s| g.matches(s)).cloned());
+                    if groups.contains(&g) {
+                        let of_g = members.get(g.as_str()).map_or(&[][..], Vec::as_slice);
+                        chunk_scopes.extend(of_g.iter().map(|s| (*s).clone()));
+                    } else {
+                        chunk_scopes.extend(scopes.iter().filter(|s| g.matches(s)).cloned());
+                    }
                     chunk_groups.insert(g);
                 }
             }
         }
         // Groups the chunk's scopes are in must be declared for the hierarchy to match.
-        chunk_groups.extend(
-            groups
-                .iter()
-                .filter(|g| chunk_scopes.iter().any(|s| g.matches(s)))
-                .cloned(),
-        );
+        let of_scopes: Vec<&ScopePattern> = chunk_scopes.iter().flat_map(|s| index.of(s)).collect();
+        chunk_groups.extend(of_scopes.into_iter().cloned());
         run_validator(
             &part,
             &schema::with_actions(&chunk_scopes, &chunk_groups),
@@ -279,12 +307,14 @@ pub fn load_sources(
     let mut errors = Vec::new();
     let mut set = PolicySet::new();
     let mut origins = BTreeMap::new();
-    let mut texts: BTreeMap<String, (String, String)> = BTreeMap::new();
+    // The file (index into `files`) each policy is read from, for the lines of validation
+    // errors: the text is kept once per file, not once per policy.
+    let mut file_of: BTreeMap<String, usize> = BTreeMap::new();
     let mut scopes = catalog.clone();
     let mut groups = BTreeSet::new();
     let mut any_action = Vec::new();
     let mut by_action: BTreeMap<String, Vec<PolicyId>> = BTreeMap::new();
-    for (file, text) in files {
+    for (index, (file, text)) in files.iter().enumerate() {
         let parsed = match PolicySet::from_str(text) {
             Ok(p) => p,
             Err(e) => {
@@ -302,9 +332,9 @@ pub fn load_sources(
                 continue;
             }
         };
-        let starts = policy_starts(text);
+        let lines = lines_of(text, &policy_starts(text));
         for (n, policy) in parsed.policies().enumerate() {
-            let line = starts.get(n).map_or(0, |o| line_of(text, *o));
+            let line = lines.get(n).copied().unwrap_or(0);
             let id = policy
                 .annotation("id")
                 .map(str::to_owned)
@@ -357,7 +387,7 @@ pub fn load_sources(
                 continue;
             }
             origins.insert(id.clone(), (file.clone(), line));
-            texts.insert(id, (file.clone(), text.clone()));
+            file_of.insert(id, index);
         }
     }
     let schema_text = schema::with_actions(&scopes, &groups);
@@ -374,13 +404,13 @@ pub fn load_sources(
     }
     let (validation_errors, warnings) = validate(&set, &any_action, &scopes, &groups, &schema_text);
     for (id, offset, message) in validation_errors {
-        let (file, text) = texts.get(&id).cloned().unwrap_or_default();
-        let line = offset.map_or_else(
-            || origins.get(&id).map_or(0, |o| o.1),
-            |o| line_of(&text, o),
-        );
+        let (file, text) = file_of
+            .get(&id)
+            .and_then(|i| files.get(*i))
+            .map_or(("", ""), |(f, t)| (f.as_str(), t.as_str()));
+        let line = offset.map_or_else(|| origins.get(&id).map_or(0, |o| o.1), |o| line_of(text, o));
         errors.push(PolicyError {
-            file,
+            file: file.to_owned(),
             line,
             message,
         });
@@ -393,7 +423,7 @@ pub fn load_sources(
         any_action,
         by_action,
         slices: Default::default(),
-        groups: groups.into_iter().collect(),
+        groups: GroupIndex::new(&groups),
         origins,
         files: files.iter().map(|(f, _)| f.clone()).collect(),
         warnings,
@@ -519,6 +549,146 @@ mod tests {
         let text = "@id(\"a\") permit(principal, action == Action::\"a:read\", resource);\n@id(\"a\") permit(principal, action == Action::\"b:read\", resource);";
         let errs = load_sources(&src("d.cedar", text), &BTreeSet::new()).unwrap_err();
         assert!(errs[0].message.contains("used twice"), "{}", errs[0]);
+    }
+
+    #[test]
+    fn lines_of_counts_in_one_pass_as_line_of_does() {
+        let t = "a\nb\n\nc;\nd";
+        let offsets: Vec<usize> = (0..=t.len() + 2).collect();
+        let expected: Vec<usize> = offsets.iter().map(|o| line_of(t, *o)).collect();
+        assert_eq!(lines_of(t, &offsets), expected);
+    }
+
+    /// Many policies (several validation chunks): other teams' scopes, action groups, conditions,
+    /// forbids, a policy with no action constraint, and `bad` invalid ones.
+    fn many(n: usize, bad: &[usize]) -> String {
+        let mut text = String::from(
+            "@id(\"any\") forbid(principal, action, resource) when { context.stage == \"execute\" };\n",
+        );
+        for i in 0..n {
+            let cond = if bad.contains(&i) {
+                "context.stag"
+            } else {
+                "context.stage"
+            };
+            text.push_str(&match i % 4 {
+                0 => format!("@id(\"p{i}\") permit(principal in Group::\"t{i}\", action == Action::\"svc{i}.records:read\", resource) when {{ {cond} == \"observe\" }};\n"),
+                1 => format!("@id(\"p{i}\") permit(principal, action in Action::\"svc{}.*:read\", resource) when {{ {cond} == \"draft\" }};\n", i - 1),
+                2 => format!("@id(\"p{i}\") forbid(principal is Agent, action in [Action::\"svc{}.records:read\", Action::\"shared.*:*\"], resource) unless {{ {cond} == \"x\" }};\n", i - 2),
+                _ => format!("@id(\"p{i}\") permit(principal is User, action == Action::\"shared.s{i}:write\", resource) when {{ {cond} != \"execute\" && principal.hasTag(\"tier\") }};\n"),
+            });
+        }
+        text
+    }
+
+    /// Errors and warnings of one validation of the whole set against the whole schema.
+    fn unchunked(text: &str) -> (Vec<String>, Vec<String>) {
+        let mut set = PolicySet::new();
+        let mut scopes = BTreeSet::new();
+        let mut groups = BTreeSet::new();
+        for p in PolicySet::from_str(text).unwrap().policies() {
+            let id = p.annotation("id").unwrap().to_owned();
+            for a in actions_of(p.action_constraint()) {
+                let name = a.id().unescaped();
+                if let Ok(s) = Scope::parse(name) {
+                    scopes.insert(s);
+                } else {
+                    groups.insert(ScopePattern::parse(name).unwrap());
+                }
+            }
+            set.add(p.new_id(PolicyId::new(id))).unwrap();
+        }
+        let schema = Schema::from_cedarschema_str(&schema::with_actions(&scopes, &groups))
+            .unwrap()
+            .0;
+        let result = Validator::new(schema).validate(&set, ValidationMode::Strict);
+        let mut errors: Vec<String> = result
+            .validation_errors()
+            .map(ToString::to_string)
+            .collect();
+        let mut warnings: Vec<String> = result
+            .validation_warnings()
+            .map(ToString::to_string)
+            .collect();
+        errors.sort();
+        warnings.sort();
+        warnings.dedup();
+        (errors, warnings)
+    }
+
+    #[test]
+    fn chunked_validation_finds_what_one_whole_validation_finds() {
+        for bad in [&[][..], &[3, 250, 251, 598][..]] {
+            let text = many(600, bad);
+            let (errors, warnings) = unchunked(&text);
+            match load_sources(&src("many.cedar", &text), &BTreeSet::new()) {
+                Ok(e) => {
+                    assert!(errors.is_empty(), "{errors:?}");
+                    assert_eq!(e.warnings(), warnings);
+                    assert_eq!(e.policy_count(), 601);
+                }
+                Err(errs) => {
+                    let mut got: Vec<String> = errs.iter().map(|e| e.message.clone()).collect();
+                    got.sort();
+                    assert_eq!(got, errors);
+                    let named: BTreeSet<usize> = errs
+                        .iter()
+                        .filter_map(|e| {
+                            e.message.split('`').nth(1)?.strip_prefix('p')?.parse().ok()
+                        })
+                        .collect();
+                    assert_eq!(
+                        named,
+                        bad.iter().copied().collect(),
+                        "every bad policy, only those"
+                    );
+                    assert!(errs.iter().all(|e| e.file == "many.cedar" && e.line > 1));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_slice_holds_exactly_the_policies_that_can_apply_to_its_action() {
+        let e = load_sources(&src("many.cedar", &many(40, &[])), &BTreeSet::new()).unwrap();
+        for scope in [
+            "svc4.records:read",
+            "shared.s7:write",
+            "shared.x:read",
+            "crm.customers:read",
+        ] {
+            let s = Scope::parse(scope).unwrap();
+            let slice = e.slice(scope, Some(&s));
+            let mut got: Vec<String> = slice
+                .policies
+                .policies()
+                .map(|p| p.id().to_string())
+                .collect();
+            got.sort();
+            let mut expected: Vec<String> = e
+                .policies
+                .policies()
+                .filter(|p| {
+                    let named = actions_of(p.action_constraint());
+                    named.is_empty()
+                        || named.iter().any(|a| {
+                            let n = a.id().unescaped();
+                            n == scope || ScopePattern::parse(n).is_ok_and(|g| g.matches(&s))
+                        })
+                })
+                .map(|p| p.id().to_string())
+                .collect();
+            expected.sort();
+            assert_eq!(got, expected, "{scope}");
+            assert!(got.contains(&"any".to_owned()));
+        }
+        let delegate = e.slice(DELEGATE, None);
+        let ids: Vec<String> = delegate
+            .policies
+            .policies()
+            .map(|p| p.id().to_string())
+            .collect();
+        assert_eq!(ids, vec!["any"]);
     }
 
     #[test]

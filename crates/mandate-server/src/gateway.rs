@@ -37,6 +37,8 @@ type SecretCache = Arc<Mutex<HashMap<String, (Arc<Zeroizing<String>>, Instant)>>
 pub struct InProcess {
     state: Arc<AppState>,
     secrets: SecretCache,
+    /// Verdicts of the policy set in force, for the current second.
+    decisions: mandate_gateway::decide::DecisionCache,
     http: reqwest::Client,
     /// Audit events on their way to the store, written in batches by [`write_events`].
     events: Mutex<Option<mpsc::Sender<NewEvent>>>,
@@ -57,6 +59,7 @@ impl InProcess {
         InProcess {
             state,
             secrets: Arc::default(),
+            decisions: mandate_gateway::decide::DecisionCache::default(),
             http: crate::ssf::push::client(),
             events: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
@@ -120,7 +123,8 @@ impl Authority for InProcess {
                 .and_then(|a| self.state.directory.get(a)),
         };
         let engine = self.state.policy.engine();
-        mandate_gateway::decide::verdict(&engine, ask, agent.as_deref(), self.state.clock.now())
+        self.decisions
+            .verdict(&engine, ask, agent.as_deref(), self.state.clock.now())
     }
 
     fn sign_txn(&self, claims: &TxnClaims) -> Result<String, String> {

@@ -23,6 +23,8 @@ use mandate_core::task::{Task, TaskStatus, TokenRecord};
 use mandate_token::sign::sign_jwt;
 use serde_json::json;
 
+use mandate_store::Op;
+
 use crate::approvals::Request as ApprovalRequest;
 use crate::error::OAuthError;
 use crate::oauth::ciba::PendingToken;
@@ -40,7 +42,7 @@ pub struct Issued {
     /// Its lineage record.
     pub record: TokenRecord,
     /// The task to create, when this token starts one.
-    pub new_task: Option<Task>,
+    pub new_task: Option<NewTask>,
     /// The allow event (kind and request id are filled in by the endpoint).
     pub event: NewEvent,
     /// RFC 8693 `issued_token_type`.
@@ -127,7 +129,7 @@ pub struct Issuance<'a> {
     /// after it reach it): checked again before a held request is issued.
     pub subject_iat: i64,
     /// The task, and whether it must be created.
-    pub task: (TaskId, Option<Task>),
+    pub task: (TaskId, Option<NewTask>),
 }
 
 fn ttl_policy(state: &AppState) -> TtlPolicy {
@@ -300,7 +302,7 @@ fn escalation(
         stage: g.stage,
         aud: params.aud.clone(),
         task: iss.task.0.as_str().to_owned(),
-        new_task: iss.task.1,
+        new_task: iss.task.1.map(|n| n.task),
         parent_jti: iss.parent.map(|(_, jti)| jti),
         lifetime,
         subject_exp,
@@ -431,6 +433,30 @@ pub fn allow_event(
     }
 }
 
+/// A task that a token starts.
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    /// The task.
+    pub task: Task,
+    /// Whether its id was generated here (the request named none), rather than chosen by the
+    /// caller.
+    pub id_generated: bool,
+}
+
+impl NewTask {
+    /// The op that creates it. A generated id is new by construction, so it is inserted — a
+    /// collision fails the request instead of binding the token to someone else's task — and
+    /// never looked up first. A named task may be started by two requests at once: it is
+    /// created by whichever commits first.
+    pub fn op(self) -> Op {
+        if self.id_generated {
+            Op::InsertTask(self.task)
+        } else {
+            Op::EnsureTask(self.task)
+        }
+    }
+}
+
 fn generated_task_id() -> Result<TaskId, OAuthError> {
     let id = mandate_token::random_id::<9>().map_err(|_| OAuthError::server_error())?;
     TaskId::parse(&format!("task-{}", id.replace('_', "x"))).map_err(|_| OAuthError::server_error())
@@ -445,16 +471,20 @@ pub async fn resolve_task(
     user: Option<&UserPrincipal>,
     now: i64,
     attempt: &mut Attempt,
-) -> Result<(TaskId, Option<Task>), OAuthError> {
-    let id = match &params.task {
-        Some(id) => id.clone(),
-        None => generated_task_id()?,
+) -> Result<(TaskId, Option<NewTask>), OAuthError> {
+    let (id, id_generated) = match &params.task {
+        Some(id) => (id.clone(), false),
+        None => (generated_task_id()?, true),
     };
     attempt.task = Some(id.as_str().to_owned());
-    let existing = state.store.task(id.as_str()).await.map_err(|e| {
-        tracing::error!(error = %e, "task lookup failed");
-        OAuthError::server_error()
-    })?;
+    let existing = if id_generated {
+        None
+    } else {
+        state.store.task(id.as_str()).await.map_err(|e| {
+            tracing::error!(error = %e, "task lookup failed");
+            OAuthError::server_error()
+        })?
+    };
     let Some(t) = existing else {
         let task = Task {
             id: id.as_str().to_owned(),
@@ -469,7 +499,7 @@ pub async fn resolve_task(
             outcome: None,
             completed_at: None,
         };
-        return Ok((id, Some(task)));
+        return Ok((id, Some(NewTask { task, id_generated })));
     };
     if t.status != TaskStatus::Active {
         return Err(OAuthError::invalid_grant(format!(

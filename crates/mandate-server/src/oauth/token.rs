@@ -24,7 +24,7 @@ use crate::oauth::client_credentials::client_credentials;
 use crate::oauth::dpop;
 use crate::oauth::exchange::exchange;
 use crate::oauth::form::read_form;
-use crate::oauth::issue::Outcome;
+use crate::oauth::issue::{NewTask, Outcome};
 use crate::state::AppState;
 use crate::tls::ClientCertificates;
 
@@ -218,7 +218,7 @@ pub async fn token(
     event.request_id = Some(rid.0.clone());
     let mut ops: Vec<Op> = client.use_once().into_iter().collect();
     ops.extend(proof.as_ref().map(dpop::use_once));
-    ops.extend(issued.new_task.map(Op::EnsureTask));
+    ops.extend(issued.new_task.map(NewTask::op));
     ops.push(Op::InsertToken(issued.record));
     ops.push(Op::Audit(event));
     match state.store.commit(ops).await {

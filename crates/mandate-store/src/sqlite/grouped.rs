@@ -10,7 +10,7 @@
 //!
 //! The grouped path is only a faster way to reach the same rows. It reports [`Fallback`] for
 //! anything it does not handle exactly like the per-unit path would succeed — a single-use value
-//! already used, a token whose parent is revoked, a duplicate `jti`, any database error — and
+//! already used, a token whose parent is revoked, a duplicate `jti` or new task id, any database error — and
 //! the writer then rolls the transaction back and replays the batch unit by unit, each in its
 //! own savepoint, so the failing unit gets its precise error and the others still commit.
 
@@ -55,7 +55,11 @@ pub(crate) fn eligible(batch: &[Unit]) -> bool {
     batch.iter().flat_map(|u| &u.ops).all(|op| {
         matches!(
             op,
-            Op::UseOnce { .. } | Op::EnsureTask(_) | Op::InsertToken(_) | Op::Audit(_)
+            Op::UseOnce { .. }
+                | Op::EnsureTask(_)
+                | Op::InsertTask(_)
+                | Op::InsertToken(_)
+                | Op::Audit(_)
         )
     })
 }
@@ -64,7 +68,10 @@ pub(crate) fn eligible(batch: &[Unit]) -> bool {
 #[derive(Default)]
 struct Rows<'a> {
     used_once: Vec<(&'a str, i64)>,
+    /// Tasks to create unless they exist ([`Op::EnsureTask`]).
     tasks: Vec<&'a Task>,
+    /// Tasks that must be new ([`Op::InsertTask`]).
+    new_tasks: Vec<&'a Task>,
     tokens: Vec<&'a TokenRecord>,
     events: Vec<NewEvent>,
 }
@@ -83,6 +90,7 @@ pub(crate) async fn apply(
         match op {
             Op::UseOnce { key, exp } => rows.used_once.push((key, *exp)),
             Op::EnsureTask(t) => rows.tasks.push(t),
+            Op::InsertTask(t) => rows.new_tasks.push(t),
             Op::InsertToken(t) => rows.tokens.push(t),
             Op::Audit(e) => rows.events.push(e.clone()),
             _ => return Err(Fallback("an op the grouped path does not store".into())),
@@ -93,7 +101,8 @@ pub(crate) async fn apply(
     // batch before anything else is written), then tasks before the tokens that name them.
     use_once(conn, &rows.used_once).await?;
     parents_live(conn, &rows.tokens).await?;
-    ensure_tasks(conn, &rows.tasks).await?;
+    insert_tasks(conn, &rows.new_tasks, "").await?;
+    insert_tasks(conn, &rows.tasks, " ON CONFLICT (id) DO NOTHING").await?;
     insert_tokens(conn, &rows.tokens).await?;
     let mut sealed = ops::append_audits(conn, head, rows.events)
         .await?
@@ -161,8 +170,12 @@ async fn parents_live(
     Ok(())
 }
 
-/// Creates the tasks that do not exist yet.
-async fn ensure_tasks(conn: &mut SqliteConnection, tasks: &[&Task]) -> Result<(), Fallback> {
+/// Creates tasks; `on_conflict` is empty (an existing id fails the statement) or a clause.
+async fn insert_tasks(
+    conn: &mut SqliteConnection,
+    tasks: &[&Task],
+    on_conflict: &'static str,
+) -> Result<(), Fallback> {
     for chunk in tasks.chunks(ROWS_PER_STATEMENT) {
         let mut q = QueryBuilder::<Sqlite>::new(
             "INSERT INTO tasks (id, agent, user, user_issuer, purpose, input, status, \
@@ -179,7 +192,7 @@ async fn ensure_tasks(conn: &mut SqliteConnection, tasks: &[&Task]) -> Result<()
                 .push_bind(t.created_at)
                 .push_bind(t.updated_at);
         });
-        q.push(" ON CONFLICT (id) DO NOTHING");
+        q.push(on_conflict);
         q.build().execute(&mut *conn).await?;
     }
     Ok(())

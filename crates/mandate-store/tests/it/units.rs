@@ -415,3 +415,44 @@ async fn concurrent_issuances_store_exactly_what_one_by_one_would() {
         .count();
     assert_eq!(ended, expected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_task_whose_id_exists_fails_alone() {
+    // `InsertTask` (a generated task id) must be new: a collision fails that unit with a
+    // conflict, never binds its token to the existing task, and leaves its neighbours alone.
+    let fixture = fresh().await;
+    let store = fixture.shared();
+    commit1(&*store, Op::InsertTask(task("task-taken"))).await;
+    let mut handles = Vec::new();
+    for i in 0..30 {
+        let store = Arc::clone(&store);
+        handles.push(tokio::spawn(async move {
+            let id = if i == 17 {
+                "task-taken".to_owned()
+            } else {
+                format!("task-new-{i}")
+            };
+            let mut t = task(&id);
+            t.purpose = format!("purpose {i}");
+            let ops = vec![
+                Op::InsertTask(t),
+                Op::InsertToken(token(&format!("j-{i}"), None, &id)),
+                Op::Audit(event("token.client_credentials")),
+            ];
+            (i, id, store.commit(ops).await)
+        }));
+    }
+    for h in handles {
+        let (i, id, r) = h.await.unwrap();
+        if i == 17 {
+            assert!(matches!(&r, Err(StoreError::Conflict(_))), "{r:?}");
+            assert_eq!(store.token("j-17").await.unwrap(), None);
+            assert_eq!(store.task(&id).await.unwrap().unwrap().purpose, "refund");
+        } else {
+            assert!(r.is_ok(), "{i}: {r:?}");
+            let got = store.task(&id).await.unwrap().unwrap();
+            assert_eq!(got.purpose, format!("purpose {i}"));
+        }
+    }
+    assert_eq!(all_events(&*store).await.len(), 29);
+}
