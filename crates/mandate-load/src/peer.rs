@@ -10,7 +10,6 @@
 //! `200` whose body holds an `access_token` is a success.
 
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use mandate_token::sign::sign_jwt;
@@ -18,7 +17,7 @@ use mandate_token::verify::{AudCheck, ClaimChecks, verify};
 use mandate_token::{KeySet, SigningKey};
 use serde_json::{Value, json};
 
-use crate::server::{AGENT, RESOURCE};
+use crate::server::{AGENT, RESOURCE, agent_key, http_client};
 use crate::target;
 
 /// The scope asked for, as in Mandate's `client-credentials` scenario.
@@ -63,20 +62,8 @@ impl Peer {
     /// connections to keep.
     pub async fn connect(raw: &str, data: &Path, pool: usize) -> Result<Peer> {
         let url = target::loopback_base(raw).context("`--peer`")?;
-        let key_path = data.join("agents").join(format!("{AGENT}.jwk"));
-        let text = std::fs::read_to_string(&key_path)
-            .with_context(|| format!("cannot read `{}`", key_path.display()))?;
-        let jwk: Value = serde_json::from_str(&text)
-            .with_context(|| format!("`{}` is not a JWK", key_path.display()))?;
-        let key = SigningKey::from_private_jwk(&jwk)
-            .with_context(|| format!("`{}`", key_path.display()))?;
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(pool)
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .build()
-            .context("cannot build the HTTP client")?;
+        let key = agent_key(data)?;
+        let http = http_client(pool)?;
         let meta = http
             .get(format!("{url}/.well-known/openid-configuration"))
             .send()

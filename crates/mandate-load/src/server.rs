@@ -57,20 +57,8 @@ impl Server {
         if admin_token.is_empty() {
             bail!("`{}` is empty", token_path.display());
         }
-        let key_path = data.join("agents").join(format!("{AGENT}.jwk"));
-        let text = std::fs::read_to_string(&key_path)
-            .with_context(|| format!("cannot read `{}`", key_path.display()))?;
-        let jwk: Value = serde_json::from_str(&text)
-            .with_context(|| format!("`{}` is not a JWK", key_path.display()))?;
-        let key = SigningKey::from_private_jwk(&jwk)
-            .with_context(|| format!("`{}`", key_path.display()))?;
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(pool)
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .build()
-            .context("cannot build the HTTP client")?;
+        let key = agent_key(data)?;
+        let http = http_client(pool)?;
         let meta = http
             .get(format!("{url}/.well-known/oauth-authorization-server"))
             .send()
@@ -205,4 +193,26 @@ impl Server {
             .map(str::to_owned)
             .ok_or_else(|| anyhow!("the token answer holds no `access_token`"))
     }
+}
+
+/// `support-v2`'s private key, read from a `--dev` data directory.
+pub fn agent_key(data: &Path) -> Result<SigningKey> {
+    let key_path = data.join("agents").join(format!("{AGENT}.jwk"));
+    let text = std::fs::read_to_string(&key_path)
+        .with_context(|| format!("cannot read `{}`", key_path.display()))?;
+    let jwk: Value = serde_json::from_str(&text)
+        .with_context(|| format!("`{}` is not a JWK", key_path.display()))?;
+    SigningKey::from_private_jwk(&jwk).with_context(|| format!("`{}`", key_path.display()))
+}
+
+/// The load generator's HTTP client: keeps `pool` idle connections, never follows redirects,
+/// never uses a proxy, gives up on a request after 30 s.
+pub fn http_client(pool: usize) -> Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(pool)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .context("cannot build the HTTP client")
 }
