@@ -6,7 +6,9 @@
 # against it, stops the server, and prints the results with the machine they were taken on.
 #
 # Knobs (environment): DURATION (measured seconds per scenario, default 10, at most 20 here),
-# WARMUP (default 2), CONCURRENCY (default 32), SCENARIOS (comma-separated, default all four),
+# WARMUP (default 2), CONCURRENCY (default 32; with RATE, the most requests in flight), RATE
+# (default unset: a closed loop of CONCURRENCY workers; N: an open loop starting N requests per
+# second, latency counted from when each was due), SCENARIOS (comma-separated, default all four),
 # EXTRA_POLICIES (default 0: only the demo policies), REVOCATIONS (default 0: skip; N measures
 # revocation-to-refusal latency at a subscribed verifier over N revocations, after the scenarios;
 # SCENARIOS= with REVOCATIONS=1000 runs only that), GATEWAY (default 0; 1 measures the gateway's
@@ -38,6 +40,10 @@ GW_CONNECTIONS="${GW_CONNECTIONS:-1,16,64}"
 GW_ROUNDS="${GW_ROUNDS:-2}"
 GW_WARMUP="${GW_WARMUP:-1}"
 GW_DURATION="${GW_DURATION:-4}"
+if [[ -n "${RATE:-}" ]] && { ! [[ "$RATE" =~ ^[1-9][0-9]{0,5}$ ]] || ((RATE > 200000)); }; then
+    echo "RATE must be 1–200000 requests per second" >&2
+    exit 64
+fi
 if [[ "$GATEWAY" != 0 ]]; then
     if ! [[ "$GW_CONNECTIONS" =~ ^[0-9]+(,[0-9]+){0,7}$ ]]; then
         echo "GW_CONNECTIONS must be 1–8 comma-separated numbers" >&2
@@ -163,7 +169,11 @@ echo "memory:  $(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/mem
 echo "kernel:  $(uname -sr)"
 echo "server:  $url (data in $work/data)"
 if [[ -n "$SCENARIOS" ]]; then
-    echo "load:    concurrency $CONCURRENCY, warm-up $WARMUP s, measured $DURATION s per scenario"
+    if [[ -n "${RATE:-}" ]]; then
+        echo "load:    open loop at $RATE/s, at most $CONCURRENCY in flight, warm-up $WARMUP s, measured $DURATION s per scenario"
+    else
+        echo "load:    concurrency $CONCURRENCY, warm-up $WARMUP s, measured $DURATION s per scenario"
+    fi
 fi
 echo "note:    the load generator runs on the same $(nproc) cores as the server"
 echo
@@ -179,7 +189,7 @@ for s in "${scenarios[@]}"; do
     times >"$work/times.before"
     timeout $((WARMUP + DURATION + 90)) "$load" --url "$url" --data "$work/data" \
         --scenario "$s" --duration "$DURATION" --warmup "$WARMUP" \
-        --concurrency "$CONCURRENCY" >"$work/$s.out" 2>"$work/$s.err" &
+        --concurrency "$CONCURRENCY" ${RATE:+--rate "$RATE"} >"$work/$s.out" 2>"$work/$s.err" &
     load_pid=$!
     rc=0
     wait "$load_pid" || rc=$?

@@ -115,6 +115,11 @@ fn default_token(given: Option<String>) -> Option<String> {
     })
 }
 
+/// mimalloc instead of glibc's malloc: the server allocates and frees many small, short-lived
+/// values per request from several threads (see docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

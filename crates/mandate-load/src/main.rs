@@ -1,8 +1,9 @@
-//! `mandate-load`: a bounded, closed-loop load run against a Mandate server on loopback.
+//! `mandate-load`: a bounded load run against a Mandate server on loopback.
 //!
 //! It reads the admin credential and the `support-v2` demo agent's key from a `--dev` data
 //! directory, prepares what a scenario needs (user tokens, tokens to introspect) outside the
-//! measurement, then runs `--concurrency` workers for `--warmup` + `--duration` seconds and prints
+//! measurement, then runs `--concurrency` workers (a closed loop; or, with `--rate`, an open loop
+//! at a fixed arrival rate, see [`open`]) for `--warmup` + `--duration` seconds and prints
 //! one line per scenario: requests, errors, successful requests per second and latency
 //! percentiles. With `--gateway-latency` it instead measures what the gateway adds over calling
 //! its upstream directly (see [`gateway`]). It refuses any URL that is not on loopback, and never
@@ -10,6 +11,7 @@
 
 mod gateway;
 mod latency;
+mod open;
 mod peer;
 mod run;
 mod scenario;
@@ -49,9 +51,14 @@ struct Args {
     /// Measured seconds per scenario (at most 120).
     #[arg(long, default_value_t = 10)]
     duration: u64,
-    /// Workers, each with one request in flight.
+    /// Workers, each with one request in flight; with `--rate`, the most requests in flight.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
     concurrency: u16,
+    /// Open loop: start this many requests per second, whatever the answers do, and measure each
+    /// request's latency from when it was due (see `open.rs`). Without it, the run is a closed
+    /// loop of `--concurrency` workers.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=200_000))]
+    rate: Option<u32>,
     /// Scenarios to run, in order (comma-separated or repeated).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "exchange")]
     scenario: Vec<Scenario>,
@@ -169,11 +176,17 @@ async fn run(args: Args) -> Result<ExitCode> {
         latency::run(&server, usize::try_from(rounds).unwrap_or(usize::MAX)).await?;
         return Ok(ExitCode::SUCCESS);
     }
+    let shape = match args.rate {
+        Some(rate) => format!(
+            "open loop at {rate}/s with at most {} in flight",
+            plan.concurrency
+        ),
+        None => format!("{} workers", plan.concurrency),
+    };
     eprintln!(
-        "mandate-load: {} (issuer {}), {} workers, {} s warm-up + {} s measured per scenario, {} client threads",
+        "mandate-load: {} (issuer {}), {shape}, {} s warm-up + {} s measured per scenario, {} client threads",
         server.url,
         server.issuer,
-        plan.concurrency,
         plan.warmup.as_secs(),
         plan.duration.as_secs(),
         tokio::runtime::Handle::current().metrics().num_workers(),
@@ -197,7 +210,10 @@ async fn run(args: Args) -> Result<ExitCode> {
             _ => Arc::new(Workload::prepare(scenario, &server).await?),
         };
         eprintln!("[{}] running", scenario.name());
-        let outcome = run::run(server.clone(), workload, plan).await?;
+        let outcome = match args.rate {
+            Some(rate) => open::run(server.clone(), workload, plan, rate).await?,
+            None => run::run(server.clone(), workload, plan).await?,
+        };
         if let Some(e) = &outcome.first_error {
             eprintln!("[{}] first error: {e}", scenario.name());
         }
@@ -220,6 +236,11 @@ async fn run(args: Args) -> Result<ExitCode> {
         ExitCode::SUCCESS
     })
 }
+
+/// The same allocator as the server's, so the load generator takes as little of the shared
+/// cores as it can.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Parses the arguments and runs; exit code 2 means the run finished but saw errors.
 #[tokio::main]

@@ -57,7 +57,10 @@ struct Shared {
 
 /// Sends one request; `Ok(())` for a success, `Err(description)` otherwise. The body is always
 /// read to the end, so the connection goes back to the pool.
-async fn send_one(workload: &Workload, rb: reqwest::RequestBuilder) -> Result<(), String> {
+pub(crate) async fn send_one(
+    workload: &Workload,
+    rb: reqwest::RequestBuilder,
+) -> Result<(), String> {
     let resp = rb.send().await.map_err(|e| format!("no answer: {e}"))?;
     let status = resp.status();
     let body = resp

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use mandate_core::ids::UserPrincipal;
-use mandate_token::verify::{AudCheck, ClaimChecks, peek_claims, verify};
-use mandate_token::{KeySet, VerifyError};
+use mandate_token::verify::{AudCheck, ClaimChecks, peek_claims};
+use mandate_token::{KeySet, VerifiedTokens, VerifyError};
 use serde_json::Value;
 
 use crate::config::TrustedIssuerConfig;
@@ -44,8 +44,27 @@ pub struct TrustedIssuer {
     /// Its configuration.
     pub config: TrustedIssuerConfig,
     source: Source,
-    keys: RwLock<Arc<KeySet>>,
+    keys: RwLock<Arc<IssuerKeys>>,
     last_fetch: Mutex<Option<Instant>>,
+}
+
+/// Tokens whose signature verified, remembered per issuer key set (see [`VerifiedTokens`]).
+const VERIFIED_TOKENS: usize = 4096;
+
+/// An issuer's current keys and the tokens they already verified: replaced together, so a
+/// token is never accepted on the word of a key the issuer no longer publishes.
+struct IssuerKeys {
+    set: KeySet,
+    verified: VerifiedTokens,
+}
+
+impl IssuerKeys {
+    fn new(set: KeySet) -> Arc<IssuerKeys> {
+        Arc::new(IssuerKeys {
+            set,
+            verified: VerifiedTokens::new(VERIFIED_TOKENS),
+        })
+    }
 }
 
 /// Failure to load an issuer's keys.
@@ -64,7 +83,7 @@ impl TrustedIssuer {
         TrustedIssuer {
             config,
             source: Source::Static,
-            keys: RwLock::new(Arc::new(keys)),
+            keys: RwLock::new(IssuerKeys::new(keys)),
             last_fetch: Mutex::new(None),
         }
     }
@@ -93,12 +112,12 @@ impl TrustedIssuer {
         Ok(TrustedIssuer {
             config,
             source: Source::Url(url),
-            keys: RwLock::new(Arc::new(KeySet::default())),
+            keys: RwLock::new(IssuerKeys::new(KeySet::default())),
             last_fetch: Mutex::new(None),
         })
     }
 
-    fn key_set(&self) -> Arc<KeySet> {
+    fn key_set(&self) -> Arc<IssuerKeys> {
         match self.keys.read() {
             Ok(k) => k.clone(),
             Err(p) => p.into_inner().clone(),
@@ -146,8 +165,8 @@ impl TrustedIssuer {
             serde_json::from_slice(&bytes).map_err(|e| err(format!("`{url}` is not JSON: {e}")))?;
         let (keys, _) = KeySet::from_jwks(&doc);
         match self.keys.write() {
-            Ok(mut g) => *g = Arc::new(keys),
-            Err(p) => *p.into_inner() = Arc::new(keys),
+            Ok(mut g) => *g = IssuerKeys::new(keys),
+            Err(p) => *p.into_inner() = IssuerKeys::new(keys),
         }
         Ok(true)
     }
@@ -157,7 +176,10 @@ impl TrustedIssuer {
         token: &str,
         checks: &ClaimChecks<'_>,
     ) -> Result<Value, VerifyError> {
-        verify(token, &self.key_set(), checks).map(|v| v.claims)
+        let keys = self.key_set();
+        keys.verified
+            .verify(token, &keys.set, checks)
+            .map(|v| v.claims)
     }
 }
 
@@ -405,5 +427,32 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err, UserTokenError::Invalid(VerifyError::WrongAudience));
+    }
+
+    #[tokio::test]
+    async fn a_remembered_token_is_refused_once_its_key_is_withdrawn() {
+        let key = SigningKey::generate(Alg::EdDSA).unwrap().with_kid("k-1");
+        let doc = Arc::new(RwLock::new(json!({"keys": [key.public_jwk()]})));
+        let url = jwks_server(doc.clone(), Arc::new(AtomicUsize::new(0))).await;
+        let idps = Idps::new(vec![Arc::new(
+            TrustedIssuer::from_config(config(&url)).unwrap(),
+        )]);
+        assert!(idps.refresh_all().await.is_empty());
+        let now = 1_800_000_000;
+        let t = token(&key, now, "mandate");
+        for _ in 0..2 {
+            idps.verify_user(&t, now, 30).await.unwrap();
+        }
+        assert_eq!(idps.issuers[0].key_set().verified.len(), 1, "remembered");
+
+        // The IdP withdraws the key (e.g. it leaked): the same token no longer verifies.
+        let other = SigningKey::generate(Alg::EdDSA).unwrap().with_kid("k-2");
+        *doc.write().unwrap() = json!({"keys": [other.public_jwk()]});
+        assert!(idps.refresh_all().await.is_empty());
+        let err = idps.verify_user(&t, now, 30).await.unwrap_err();
+        assert!(
+            matches!(err, UserTokenError::Invalid(VerifyError::UnknownKid(_))),
+            "{err}"
+        );
     }
 }

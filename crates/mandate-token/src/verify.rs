@@ -431,17 +431,23 @@ pub fn verify_signature(
     if !claims.is_object() {
         return Err(VerifyError::Malformed("payload is not an object"));
     }
-    if let Some(want) = typ
-        && !typ_matches(header.typ.as_deref(), want)
-    {
-        return Err(VerifyError::WrongType(want));
-    }
+    check_typ(&header, typ)?;
     Ok(VerifiedJwt { header, claims })
+}
+
+/// The `typ` header, when one is required.
+pub(crate) fn check_typ(header: &JwtHeader, typ: Option<&'static str>) -> Result<(), VerifyError> {
+    match typ {
+        Some(want) if !typ_matches(header.typ.as_deref(), want) => {
+            Err(VerifyError::WrongType(want))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The registered claims (the signature, `typ` and payload shape were checked by
 /// [`verify_signature`]).
-fn check_claims(claims: &Value, c: &ClaimChecks<'_>) -> Result<(), VerifyError> {
+pub(crate) fn check_claims(claims: &Value, c: &ClaimChecks<'_>) -> Result<(), VerifyError> {
     let num = |k: &'static str| -> Result<Option<i64>, VerifyError> {
         match claims.get(k) {
             None | Some(Value::Null) => Ok(None),

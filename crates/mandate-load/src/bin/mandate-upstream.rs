@@ -152,6 +152,11 @@ fn run(args: Args) -> Result<()> {
 }
 
 /// Parses the arguments and serves until killed.
+/// The same allocator as the server's, so the load generator takes as little of the shared
+/// cores as it can.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,

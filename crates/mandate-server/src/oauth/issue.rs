@@ -348,7 +348,7 @@ pub fn mint(
     parent_jti: Option<String>,
     now: i64,
 ) -> Result<(String, AccessClaims, TokenRecord), OAuthError> {
-    let jti = mandate_token::random_id::<16>().map_err(|_| OAuthError::server_error())?;
+    let jti = mandate_token::ordered_id().map_err(|_| OAuthError::server_error())?;
     let claims = AccessClaims {
         iss: state.issuer.clone(),
         sub: subject.sub.clone(),
