@@ -242,35 +242,13 @@ pub(crate) async fn append_audits(
     events: Vec<NewEvent>,
 ) -> Result<Vec<AuditEvent>, StoreError> {
     let sealed = head.seal_all(events);
-    for chunk in sealed.chunks(AUDIT_ROWS_PER_INSERT) {
-        let mut rows = Vec::with_capacity(chunk.len());
-        for e in chunk {
-            rows.push((e, json(&e.chain)?, json(&e.policy_ids)?));
-        }
-        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT INTO audit_events (seq, time, kind, user, chain, task, action, resource, \
-             decision, reason, policy_ids, request_id, credential, jti, detail, prev_hash, hash) ",
-        );
-        q.push_values(&rows, |mut b, (e, chain, policy_ids)| {
-            b.push_bind(e.seq)
-                .push_bind(&e.time)
-                .push_bind(&e.kind)
-                .push_bind(&e.user)
-                .push_bind(chain)
-                .push_bind(&e.task)
-                .push_bind(&e.action)
-                .push_bind(&e.resource)
-                .push_bind(e.decision.as_str())
-                .push_bind(&e.reason)
-                .push_bind(policy_ids)
-                .push_bind(&e.request_id)
-                .push_bind(&e.credential)
-                .push_bind(&e.jti)
-                .push_bind(&e.detail)
-                .push_bind(&e.prev_hash)
-                .push_bind(&e.hash);
-        });
+    let encoded = encode_audits(&sealed)?;
+    for chunk in encoded.chunks(AUDIT_ROWS_PER_INSERT) {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("");
+        push_audit_rows(&mut q, chunk);
         q.build().execute(&mut *conn).await?;
+    }
+    for chunk in sealed.chunks(AUDIT_ROWS_PER_INSERT) {
         let pairs = shared_ops::agent_rows(chunk);
         if !pairs.is_empty() {
             let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
@@ -283,6 +261,44 @@ pub(crate) async fn append_audits(
         }
     }
     Ok(sealed)
+}
+
+/// A sealed event with its JSON columns (`chain`, `policy_ids`) encoded.
+pub(crate) type EncodedAudit<'a> = (&'a AuditEvent, String, String);
+
+/// Encodes the JSON columns of `sealed`.
+pub(crate) fn encode_audits(sealed: &[AuditEvent]) -> Result<Vec<EncodedAudit<'_>>, StoreError> {
+    sealed
+        .iter()
+        .map(|e| Ok((e, json(&e.chain)?, json(&e.policy_ids)?)))
+        .collect()
+}
+
+/// Pushes one multi-row `INSERT INTO audit_events` of `rows` onto `q`.
+pub(crate) fn push_audit_rows(q: &mut sqlx::QueryBuilder<sqlx::Sqlite>, rows: &[EncodedAudit<'_>]) {
+    q.push(
+        "INSERT INTO audit_events (seq, time, kind, user, chain, task, action, resource, \
+         decision, reason, policy_ids, request_id, credential, jti, detail, prev_hash, hash) ",
+    );
+    q.push_values(rows, |mut b, (e, chain, policy_ids)| {
+        b.push_bind(e.seq)
+            .push_bind(&e.time)
+            .push_bind(&e.kind)
+            .push_bind(&e.user)
+            .push_bind(chain)
+            .push_bind(&e.task)
+            .push_bind(&e.action)
+            .push_bind(&e.resource)
+            .push_bind(e.decision.as_str())
+            .push_bind(&e.reason)
+            .push_bind(policy_ids)
+            .push_bind(&e.request_id)
+            .push_bind(&e.credential)
+            .push_bind(&e.jti)
+            .push_bind(&e.detail)
+            .push_bind(&e.prev_hash)
+            .push_bind(&e.hash);
+    });
 }
 
 /// Seals `new` after the head, stores it, and advances the head.
